@@ -1,0 +1,18 @@
+"""Rule structure: fetch or read the structure, select chains and beads, write the reference PDB."""
+
+from cryoflow import structure
+from cryoflow.logs import configure
+
+log = configure(snakemake.log[0])
+cfg = snakemake.params.structure
+source = cfg["source"]
+if structure.is_pdb_id(source):
+    path = structure.fetch_structure(source, cfg["cache_dir"], cfg["format"], cfg["rcsb_url"])
+else:
+    path = source
+atoms = structure.load_structure(path)
+selected = structure.select_atoms(atoms, cfg["chains"], cfg["beads"], source=str(path))
+weights = structure.bead_weights(selected, cfg["beads"])
+log.info("%s: %d beads (%s) from chains %s, %.0f electrons", path, selected.numAtoms(), cfg["beads"],
+         sorted(set(selected.getChids())), weights.sum())  # fmt: skip
+structure.write_pdb(snakemake.output.pdb, selected)

@@ -1,0 +1,37 @@
+"""Rule train: neural posterior estimation on images simulated on the fly."""
+
+import csv
+import hashlib
+from pathlib import Path
+
+import torch
+
+from cryoflow import models, pipeline, training
+from cryoflow.fileio import atomic_path
+from cryoflow.logs import configure
+from cryoflow.report import plot_loss
+
+log = configure(snakemake.log[0])
+config = snakemake.params.config
+torch.set_num_threads(snakemake.threads)
+device = training.select_device(config["train"]["device"])
+ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
+simulator = pipeline.build_simulator(ensemble, config, device=device)
+model = pipeline.build_model(ensemble, config["train"])
+log.info("estimator: %d parameters", models.count_parameters(model))
+model, history = training.train(model, simulator, pipeline.training_config(config["train"], config["seed"]))
+metadata = {
+    "image": dict(config["image"]),
+    "simulator": dict(config["simulator"]),
+    "train": {k: v for k, v in config["train"].items() if not isinstance(v, dict)},
+    "seed": config["seed"],
+    "ensemble_sha256": hashlib.sha256(Path(snakemake.input.ensemble).read_bytes()).hexdigest(),
+    "final_val_loss": min(row["val_loss"] for row in history),
+    "torch_version": torch.__version__,
+}
+models.save_model(snakemake.output.model, model, metadata)
+with atomic_path(snakemake.output.history) as tmp, open(tmp, "w", newline="") as handle:
+    writer = csv.DictWriter(handle, fieldnames=list(history[0]), delimiter="\t")
+    writer.writeheader()
+    writer.writerows(history)
+plot_loss(history, models.log_uniform_entropy(model.architecture["theta_range_A"]), snakemake.output.curve)

@@ -1,0 +1,35 @@
+"""Rule validate: held-out simulations (seeded) with their posteriors and latents."""
+
+import numpy as np
+import torch
+
+from cryoflow import inference, models, pipeline, training
+from cryoflow.fileio import atomic_path
+from cryoflow.logs import configure
+
+log = configure(snakemake.log[0])
+config = snakemake.params.config
+torch.set_num_threads(snakemake.threads)
+device = training.select_device(config["inference"]["device"])
+model, _ = models.load_model(snakemake.input.model, device)
+ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
+simulator = pipeline.build_simulator(ensemble, config, device=device)
+n = config["validation"]["n_simulations"]
+generator = torch.Generator(device=device).manual_seed(config["seed"] + 104729)
+with torch.no_grad():
+    theta = simulator.sample_theta(n, generator)
+    nuisance = simulator.sample_nuisance(n, generator)
+    images = simulator.simulate(theta, generator, nuisance).cpu().numpy()
+result = inference.posterior_batches(
+    model,
+    inference.batched(images, config["inference"]["batch_size"]),
+    n,
+    grid_points=config["inference"]["grid_points"],
+    n_samples=config["inference"]["n_samples"],
+    seed=config["seed"],
+    device=device,
+    label="validate",
+)
+with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
+    np.savez(handle, theta_true=theta.cpu().numpy(), snr=nuisance["snr"].cpu().numpy(), images=images[:16], **result)
+log.info("validation: %d simulations", n)

@@ -1,0 +1,21 @@
+"""Rule volumes: rasterize every template to an MRC map on a grid shared by all templates."""
+
+import numpy as np
+
+from cryoflow import rasterize
+from cryoflow.logs import configure
+
+log = configure(snakemake.log[0])
+cfg = snakemake.params.volumes
+data = np.load(snakemake.input.ensemble)
+coords, theta, weights = data["coords_A"], data["theta_A"], data["weights"]
+reference = coords[int(np.argmin(np.abs(theta)))]
+center = weights @ reference / weights.sum()
+origin = rasterize.grid_origin_A(center, cfg["voxel_size_A"], cfg["box_vox"])
+for path, xyz, t in zip(snakemake.output.maps, coords, theta):
+    density = rasterize.rasterize_gaussians(
+        xyz, weights, snakemake.params.bead_sigma_A, cfg["voxel_size_A"], cfg["box_vox"], center
+    )
+    rasterize.write_mrc(path, density, cfg["voxel_size_A"], origin)
+    log.info("%s: θ = %.2f Å, integral %.1f e (model %.1f e)", path, t,
+             density.sum() * cfg["voxel_size_A"] ** 3, weights.sum())  # fmt: skip

@@ -1,0 +1,50 @@
+"""Logging set-up for rule scripts and a throttled progress reporter."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+
+def configure(log_path: str | None = None, level: int = logging.INFO) -> logging.Logger:
+    """Send log records to ``log_path`` (the rule's ``log:``) and to stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    return logging.getLogger("cryoflow")
+
+
+class Progress:
+    """Log ``done/total`` with a rate and ETA at most every ``every_s`` seconds, and at the end."""
+
+    def __init__(self, total: int, label: str, unit: str = "items", every_s: float = 10.0, logger=None):
+        self.total, self.label, self.unit, self.every_s = total, label, unit, every_s
+        self.log = logger or logging.getLogger("cryoflow.progress")
+        self.start = self.last = time.perf_counter()
+        self.done = 0
+
+    def update(self, n: int = 1, **fields) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last < self.every_s and self.done < self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        percent = 100.0 * self.done / max(self.total, 1)
+        self.log.info(
+            "%s %d/%d (%.0f%%) %.1f %s/s eta %.0fs %s",
+            self.label, self.done, self.total, percent, rate, self.unit, eta, extra,
+        )  # fmt: skip
+
+    @property
+    def rate(self) -> float:
+        return self.done / max(time.perf_counter() - self.start, 1e-9)

@@ -1,0 +1,160 @@
+"""Neural posterior estimator: ResNet-18 image embedding + neural spline flow on θ.
+
+The flow models the standardized coordinate u = (θ − centre) / half-width,
+with centre and half-width taken from the prior range, and the density is
+mapped back to θ in Å with the Jacobian. Model files hold only tensors and
+plain Python values, so they load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import zuko
+from lampe.inference import NPE
+from torch import nn
+
+from cryoflow.fileio import InputError, atomic_path
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions with batch norm and an identity (or 1×1) shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18Embedding(nn.Module):
+    """ResNet-18 (He et al. 2016) for one-channel images, ending in a ``latent_dim`` vector.
+
+    ``width`` is the channel count of the first stage (64 in ResNet-18);
+    stages double it. ``blocks`` gives the blocks per stage ((2, 2, 2, 2) is
+    ResNet-18).
+    """
+
+    def __init__(self, latent_dim: int = 256, width: int = 64, blocks=(2, 2, 2, 2)):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        layers, channels = [], width
+        for stage, n_blocks in enumerate(blocks):
+            out_channels = width * 2**stage
+            for block in range(n_blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(BasicBlock(channels, out_channels, stride))
+                channels = out_channels
+        self.stages = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, latent_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(images.unsqueeze(1)))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class PosteriorEstimator(nn.Module):
+    """q(θ | image): embedding network + NSF from lampe/zuko, θ in Å."""
+
+    def __init__(
+        self,
+        theta_range_A,
+        latent_dim: int = 256,
+        width: int = 64,
+        blocks=(2, 2, 2, 2),
+        transforms: int = 5,
+        hidden_features=(256,) * 10 + (128, 64),
+    ):
+        super().__init__()
+        self.architecture = {
+            "theta_range_A": [float(v) for v in theta_range_A],
+            "latent_dim": int(latent_dim),
+            "width": int(width),
+            "blocks": [int(b) for b in blocks],
+            "transforms": int(transforms),
+            "hidden_features": [int(h) for h in hidden_features],
+        }
+        low, high = self.architecture["theta_range_A"]
+        self.register_buffer("theta_center", torch.tensor(0.5 * (low + high)))
+        self.register_buffer("theta_scale", torch.tensor(0.5 * (high - low)))
+        self.embedding = ResNet18Embedding(latent_dim, width, blocks)
+        self.npe = NPE(1, latent_dim, build=zuko.flows.NSF, transforms=transforms, hidden_features=hidden_features)
+
+    def standardize(self, theta: torch.Tensor) -> torch.Tensor:
+        return (theta - self.theta_center) / self.theta_scale
+
+    def log_prob(self, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """log q(θ | image) per image, θ (B,) in Å, images (B, box, box)."""
+        u = self.standardize(theta)[:, None]
+        return self.npe(u, self.embedding(images)) - torch.log(self.theta_scale)
+
+    def log_prob_grid(self, latent: torch.Tensor, theta_grid: torch.Tensor) -> torch.Tensor:
+        """log q(θ | latent) on a θ grid (G,) for every latent (B, L): shape (B, G).
+
+        For 1-D θ the spline parameters depend only on the latent, so the
+        flow's networks run once per particle, not once per grid point.
+        """
+        distribution = self.npe.flow(latent)
+        u = self.standardize(theta_grid)[:, None, None].expand(-1, latent.shape[0], 1)
+        return (distribution.log_prob(u) - torch.log(self.theta_scale)).T
+
+
+def save_model(path: str | Path, model: PosteriorEstimator, metadata: dict) -> None:
+    """Save weights, architecture and metadata (tensors and plain values only)."""
+    payload = {
+        "format": "cryoflow-posterior-v1",
+        "architecture": model.architecture,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": json.loads(json.dumps(metadata, default=str)),  # plain values only
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | Path, device="cpu") -> tuple[PosteriorEstimator, dict]:
+    """Rebuild a saved estimator without executing anything from the file (``weights_only=True``)."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:
+        raise InputError(f"{path}: not a loadable cryoflow model file ({err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != "cryoflow-posterior-v1":
+        raise InputError(f"{path}: field 'format' is not 'cryoflow-posterior-v1'")
+    arch = payload["architecture"]
+    model = PosteriorEstimator(
+        arch["theta_range_A"],
+        latent_dim=arch["latent_dim"],
+        width=arch["width"],
+        blocks=tuple(arch["blocks"]),
+        transforms=arch["transforms"],
+        hidden_features=tuple(arch["hidden_features"]),
+    )
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload["metadata"]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def log_uniform_entropy(theta_range_A) -> float:
+    """Negative log density of the uniform prior: the loss of an estimator that learned nothing."""
+    return math.log(theta_range_A[1] - theta_range_A[0])

@@ -1,0 +1,188 @@
+"""Structure I/O: fetch from RCSB (with a cache), parse PDB/mmCIF, select atoms.
+
+Beads carry electron counts as weights: a CA bead stands for its whole residue
+(all atoms, hydrogens included), an atom bead for its element.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import prody
+
+from cryoflow.fileio import InputError, atomic_path
+
+prody.confProDy(verbosity="warning")
+log = logging.getLogger(__name__)
+
+RCSB_DOWNLOAD_URL = "https://files.rcsb.org/download"
+PDB_ID_PATTERN = re.compile(r"^[0-9][A-Za-z0-9]{3}$|^pdb_[0-9]{5}[A-Za-z0-9]{3}$", re.IGNORECASE)
+MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
+
+ATOMIC_NUMBER = {"H": 1, "C": 6, "N": 7, "O": 8, "P": 15, "S": 16, "SE": 34}
+
+# Residue formulas inside a polypeptide chain (one water lost per peptide bond).
+RESIDUE_FORMULA = {
+    "ALA": {"C": 3, "H": 5, "N": 1, "O": 1},
+    "ARG": {"C": 6, "H": 12, "N": 4, "O": 1},
+    "ASN": {"C": 4, "H": 6, "N": 2, "O": 2},
+    "ASP": {"C": 4, "H": 5, "N": 1, "O": 3},
+    "CYS": {"C": 3, "H": 5, "N": 1, "O": 1, "S": 1},
+    "GLN": {"C": 5, "H": 8, "N": 2, "O": 2},
+    "GLU": {"C": 5, "H": 7, "N": 1, "O": 3},
+    "GLY": {"C": 2, "H": 3, "N": 1, "O": 1},
+    "HIS": {"C": 6, "H": 7, "N": 3, "O": 1},
+    "ILE": {"C": 6, "H": 11, "N": 1, "O": 1},
+    "LEU": {"C": 6, "H": 11, "N": 1, "O": 1},
+    "LYS": {"C": 6, "H": 12, "N": 2, "O": 1},
+    "MET": {"C": 5, "H": 9, "N": 1, "O": 1, "S": 1},
+    "MSE": {"C": 5, "H": 9, "N": 1, "O": 1, "SE": 1},
+    "PHE": {"C": 9, "H": 9, "N": 1, "O": 1},
+    "PRO": {"C": 5, "H": 7, "N": 1, "O": 1},
+    "SER": {"C": 3, "H": 5, "N": 1, "O": 2},
+    "THR": {"C": 4, "H": 7, "N": 1, "O": 2},
+    "TRP": {"C": 11, "H": 10, "N": 2, "O": 1},
+    "TYR": {"C": 9, "H": 9, "N": 1, "O": 2},
+    "VAL": {"C": 5, "H": 9, "N": 1, "O": 1},
+}
+RESIDUE_ELECTRONS = {
+    name: sum(ATOMIC_NUMBER[el] * n for el, n in formula.items()) for name, formula in RESIDUE_FORMULA.items()
+}
+MEAN_RESIDUE_ELECTRONS = float(np.mean(list(RESIDUE_ELECTRONS.values())))
+
+STRUCTURE_SUFFIXES = {".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "cif"}
+
+
+def structure_format(path: str | Path) -> str:
+    """'pdb' or 'cif' from a file name (``.gz`` allowed)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    fmt = STRUCTURE_SUFFIXES.get(suffixes[-1] if suffixes else "")
+    if fmt is None:
+        raise InputError(f"{path}: structure file must end in .pdb, .ent, .cif or .mmcif (optionally .gz)")
+    return fmt
+
+
+def load_structure(path: str | Path) -> prody.AtomGroup:
+    """Parse a PDB or mmCIF file into a ProDy AtomGroup (first model, first altloc)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: structure file not found (config key structure.source)")
+    fmt = structure_format(path)
+    parse = prody.parsePDB if fmt == "pdb" else prody.parseMMCIF
+    try:
+        atoms = parse(str(path), model=1)
+    except Exception as err:  # ProDy raises bare ValueError/IOError on bad files
+        raise InputError(f"{path}: could not parse as {fmt.upper()}: {err}") from err
+    if atoms is None or atoms.numAtoms() == 0:
+        raise InputError(f"{path}: no atoms found in {fmt.upper()} file")
+    return atoms
+
+
+def is_pdb_id(source: str) -> bool:
+    """True for a 4-character PDB id (``4AKE``) or an extended id (``pdb_00004ake``)."""
+    return bool(PDB_ID_PATTERN.match(source)) and not Path(source).exists()
+
+
+def fetch_structure(
+    pdb_id: str,
+    cache_dir: str | Path,
+    file_format: str = "cif",
+    base_url: str = RCSB_DOWNLOAD_URL,
+    timeout_s: float = 60.0,
+) -> Path:
+    """Download ``pdb_id`` from RCSB into ``cache_dir`` unless already cached.
+
+    mmCIF is the default because large entries exist only as mmCIF. The file
+    is parsed before it enters the cache, so a truncated or HTML error page
+    never poisons it.
+    """
+    if file_format not in ("cif", "pdb"):
+        raise InputError(f"structure.format must be 'cif' or 'pdb', got {file_format!r}")
+    pdb_id = pdb_id.lower()
+    cache_dir = Path(cache_dir)
+    cached = cache_dir / f"{pdb_id}.{file_format}"
+    if cached.is_file():
+        log.info("using cached %s", cached)
+        return cached
+    url = f"{base_url.rstrip('/')}/{pdb_id.upper()}.{file_format}.gz"
+    log.info("downloading %s", url)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            payload = response.read(MAX_DOWNLOAD_BYTES + 1)
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise InputError(f"PDB id {pdb_id.upper()!r} (structure.source): not found at {url}") from err
+        raise InputError(f"PDB id {pdb_id.upper()!r} (structure.source): HTTP {err.code} from {url}") from err
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        raise InputError(
+            f"PDB id {pdb_id.upper()!r} (structure.source): could not reach {url} ({err}); "
+            "offline? Give a local file in structure.source or pre-fill structure.cache_dir"
+        ) from err
+    if len(payload) > MAX_DOWNLOAD_BYTES:
+        raise InputError(f"{url}: download larger than {MAX_DOWNLOAD_BYTES} bytes, refused")
+    try:
+        text = gzip.decompress(payload)
+    except OSError as err:
+        raise InputError(f"{url}: download is not a gzip file ({len(payload)} bytes)") from err
+    with atomic_path(cached) as tmp:  # the temporary name keeps the .cif/.pdb suffix
+        tmp.write_bytes(text)
+        try:
+            atoms = load_structure(tmp)
+        except InputError as err:
+            raise InputError(f"{url}: downloaded file does not parse: {err}") from err
+        log.info("downloaded %s: %d atoms, %d bytes", pdb_id.upper(), atoms.numAtoms(), len(text))
+    return cached
+
+
+def select_atoms(
+    atoms: prody.AtomGroup, chains: list[str] | None, beads: str, source: str = "structure"
+) -> prody.AtomGroup:
+    """Protein atoms of the given chains, as CA beads (``beads='CA'``) or heavy atoms.
+
+    Waters, ligands and hydrogens are dropped; the result is a fresh AtomGroup.
+    """
+    if beads not in ("CA", "heavy"):
+        raise InputError(f"structure.beads must be 'CA' or 'heavy', got {beads!r}")
+    selection = "protein and not hydrogen"
+    if chains:
+        selection += " and chain " + " ".join(chains)
+    if beads == "CA":
+        selection += " and name CA"
+    picked = atoms.select(selection)
+    if picked is None or picked.numAtoms() == 0:
+        present = sorted({str(c) for c in atoms.getChids()}) if atoms.getChids() is not None else []
+        raise InputError(
+            f"{source}: selection '{selection}' is empty (structure.chains={chains}); chains present: {present}"
+        )
+    return picked.copy()
+
+
+def bead_weights(atoms: prody.AtomGroup, beads: str) -> np.ndarray:
+    """Electron count per bead: whole residue for CA beads, element for atoms."""
+    if beads == "CA":
+        names = atoms.getResnames()
+        return np.array([RESIDUE_ELECTRONS.get(n, MEAN_RESIDUE_ELECTRONS) for n in names], dtype=np.float64)
+    elements = atoms.getElements()
+    names = atoms.getNames()
+    weights = []
+    for element, name in zip(elements, names):
+        element = (element or "").strip().upper() or name.strip()[:1].upper()
+        weights.append(ATOMIC_NUMBER.get(element, 6))
+    return np.asarray(weights, dtype=np.float64)
+
+
+def write_pdb(path: str | Path, atoms: prody.AtomGroup, coords: np.ndarray | None = None) -> None:
+    """Write ``atoms`` (optionally with other coordinates) as a PDB file, atomically."""
+    atoms = atoms.copy()
+    if coords is not None:
+        atoms.setCoords(np.asarray(coords, dtype=np.float64))
+    with atomic_path(path) as tmp:
+        prody.writePDB(str(tmp), atoms)

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from cryoflow import diagnostics
+
+
+def test_median_heuristic_matches_brute_force():
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    brute = np.median([np.sum((a - b) ** 2) for i, a in enumerate(x) for b in x[i + 1 :]])
+    assert diagnostics.median_heuristic(x) == pytest.approx(brute, rel=1e-9)
+
+
+def test_mmd_does_not_reject_same_distribution():
+    rng = np.random.default_rng(1)
+    result = diagnostics.mmd_test(rng.normal(size=(300, 8)), rng.normal(size=(300, 8)), 200, seed=2)
+    assert result["pvalue"] > 0.05
+    assert abs(result["mmd2"]) < 0.01
+
+
+def test_mmd_detects_shift():
+    rng = np.random.default_rng(3)
+    result = diagnostics.mmd_test(rng.normal(size=(300, 8)), rng.normal(size=(300, 8)) + 0.4, 200, seed=4)
+    assert result["pvalue"] < 0.01 and result["mmd2"] > 0.01
+
+
+def test_unbiased_mmd_is_centred_under_the_null():
+    rng = np.random.default_rng(5)
+    values = [diagnostics.mmd_test(rng.normal(size=(50, 3)), rng.normal(size=(50, 3)), 10, seed=i)["mmd2"]
+              for i in range(60)]  # fmt: skip
+    assert abs(np.mean(values)) < 3 * np.std(values) / np.sqrt(len(values))
+
+
+def test_coverage_of_exact_posteriors_is_nominal():
+    rng = np.random.default_rng(6)
+    mu = rng.normal(size=4000)
+    truth = mu + rng.normal(size=4000)
+    samples = mu[:, None] + rng.normal(size=(4000, 400))
+    levels = np.array([0.5, 0.9])
+    np.testing.assert_allclose(diagnostics.interval_coverage(samples, truth, levels), levels, atol=0.025)
+
+
+def test_accuracy_metrics():
+    truth = np.linspace(-5, 5, 101)
+    out = diagnostics.accuracy(truth + 0.5, truth - 1, truth + 1, truth)
+    assert out["pearson_r"] == pytest.approx(1.0)
+    assert out["median_abs_error_A"] == pytest.approx(0.5)
+    assert out["coverage_90"] == 1.0

@@ -1,0 +1,115 @@
+"""Every import a rule's script makes (directly or through the cryoflow modules it uses) is in its conda env."""
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# import name → package name in the env files
+PACKAGE_OF = {
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "prody": "prody",
+    "mrcfile": "mrcfile",
+    "starfile": "starfile",
+    "torch": "pytorch",
+    "zuko": "zuko",
+    "lampe": "lampe",
+    "matplotlib": "matplotlib-base",
+    "umap": "umap-learn",
+    "scipy": "scipy",
+    "yaml": "pyyaml",
+}
+
+
+def rules_with_envs():
+    """(rule, env file, script) for every rule in workflow/rules/*.smk."""
+    found = []
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for block in re.split(r"^rule ", text, flags=re.M)[1:]:
+            name = block.split(":", 1)[0].strip()
+            conda = re.search(r"^\s+conda:\s*\n\s+\"([^\"]+)\"", block, flags=re.M)
+            script = re.search(r"^\s+script:\s*\n\s+\"([^\"]+)\"", block, flags=re.M)
+            found.append((name, conda and (smk.parent / conda.group(1)).resolve(),
+                          script and (smk.parent / script.group(1)).resolve()))  # fmt: skip
+    return found
+
+
+def top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            if node.module == "cryoflow":
+                names |= {f"cryoflow.{alias.name}" for alias in node.names}
+    return names
+
+
+def third_party_imports(script: Path) -> set[str]:
+    """Third-party top-level modules imported by ``script`` and, transitively, by cryoflow modules."""
+    todo, seen, external = [script], set(), set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in top_level_imports(path):
+            top = name.split(".")[0]
+            if top == "cryoflow":
+                module = ROOT / "src" / (name.replace(".", "/") + ".py")
+                if module.is_file():
+                    todo.append(module)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                external.add(top)
+    return external
+
+
+def env_packages(env: Path) -> dict[str, str]:
+    spec = yaml.safe_load(env.read_text())
+    packages = {}
+    for dep in spec["dependencies"]:
+        entries = dep["pip"] if isinstance(dep, dict) else [dep]
+        for entry in entries:
+            name, _, version = re.split(r"(==|=)", entry, maxsplit=1) if "=" in entry else (entry, "", "")
+            packages[name.strip().lower()] = version
+    return packages
+
+
+RULES = rules_with_envs()
+
+
+def test_every_rule_has_an_env_and_a_script():
+    assert {r[0] for r in RULES} >= {"structure", "templates", "volumes", "train", "demo_particles", "particles",
+                                     "infer", "validate", "report"}  # fmt: skip
+    for name, env, script in RULES:
+        assert env is not None and env.is_file(), f"rule {name}: conda env missing"
+        assert script is not None and script.is_file(), f"rule {name}: script missing"
+
+
+@pytest.mark.parametrize("name,env,script", RULES, ids=[r[0] for r in RULES])
+def test_script_imports_are_in_the_rule_env(name, env, script):
+    packages = env_packages(env)
+    missing = sorted(PACKAGE_OF.get(m, m) for m in third_party_imports(script) if PACKAGE_OF.get(m, m) not in packages)
+    assert not missing, f"rule {name}: {env.name} lacks {missing}"
+
+
+@pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_env_files_are_pinned(env):
+    spec = yaml.safe_load(env.read_text())
+    assert spec["channels"][0] == "conda-forge"
+    for name, version in env_packages(env).items():
+        assert version, f"{env.name}: {name} is not pinned"
+
+
+def test_import_map_knows_every_third_party_import():
+    """An unknown import name would be checked under its own name; make sure that is deliberate."""
+    imports = set().union(*(third_party_imports(s) for _, _, s in RULES))
+    assert imports <= set(PACKAGE_OF), imports - set(PACKAGE_OF)

@@ -1,0 +1,113 @@
+"""The Snakemake workflow: config validation, the DAG, and one end-to-end run of the tiny config."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+import starfile
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+STAGES = ["structure", "templates", "volumes", "train", "demo_particles", "particles", "infer", "validate", "report"]
+
+
+def write_config(tmp_path: Path, base: str = "tests/config/tiny.yaml", **changes) -> Path:
+    """A config file in tmp_path based on ``base``, with absolute input paths and dotted-key changes."""
+    cfg = yaml.safe_load((ROOT / base).read_text())
+    cfg["structure"]["source"] = str(ROOT / cfg["structure"]["source"])
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = cfg
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def snakemake(tmp_path: Path, configfile: Path, *args, timeout=900):
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(configfile)]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
+    result = snakemake(tmp_path, write_config(tmp_path, "config/config.yaml"), "-n", "--cores", "2")
+    assert result.returncode == 0, result.stderr
+    for stage in STAGES:
+        assert f"rule {stage}:" in result.stdout, stage
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"train.unknown_key": 3}, "train: Additional properties are not allowed ('unknown_key'"),
+        ({"image.box_px": "big"}, "image.box_px: 'big' is not of type 'integer'"),
+        ({"templates.n_templates": 1}, "templates.n_templates: 1 is less than the minimum of 2"),
+        ({"structure.source": "/nonexistent/model.pdb"}, "structure.source: file '/nonexistent/model.pdb' not found"),
+        ({"demo.enabled": False}, "particles.star: required when demo.enabled is false"),
+    ],
+)
+def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, change, message):
+    result = snakemake(tmp_path, write_config(tmp_path, **change), "--cores", "1")
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    configfile = write_config(workdir)
+    result = snakemake(workdir, configfile, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir, configfile
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_outputs(tiny_run):
+    workdir, _ = tiny_run
+    results = workdir / "results" / "tiny"
+    summary = json.loads((results / "report" / "summary.json").read_text())
+    for key in ("n_particles", "mmd2", "mmd_pvalue", "pearson_r", "median_abs_error_A", "coverage_90"):
+        assert key in summary
+    assert summary["n_particles"] == 96
+    assert 0.0 < summary["mmd_pvalue"] <= 1.0
+    # the posterior STAR keeps the input columns and gains the posterior ones, row for row
+    blocks = starfile.read(results / "inference" / "posterior.star", always_dict=True)
+    assert list(blocks) == ["optics", "particles"]
+    table = blocks["particles"]
+    assert len(table) == 96
+    assert {"rlnImageName", "rlnDefocusU", "cryoflowTrueThetaAngst"} <= set(table.columns)
+    assert (table["cryoflowThetaQ05Angst"] <= table["cryoflowThetaQ50Angst"]).all()
+    assert (table["cryoflowThetaQ50Angst"] <= table["cryoflowThetaQ95Angst"]).all()
+    post = np.load(results / "inference" / "posterior.npz")
+    assert post["latent"].shape == (96, 16) and post["samples"].shape == (96, 50)
+    np.testing.assert_allclose(post["mean"], table["cryoflowThetaMeanAngst"], atol=1e-5)
+    with mrcfile.open(results / "particles" / "preprocessed.mrcs") as mrc:
+        assert mrc.data.shape == (96, 32, 32) and mrc.voxel_size.x == pytest.approx(4.0)
+    with mrcfile.open(results / "volumes" / "template_002.mrc") as mrc:
+        assert mrc.voxel_size.x == pytest.approx(4.0) and mrc.data.shape == (24, 24, 24)
+    theta = np.loadtxt(results / "templates" / "theta.tsv", skiprows=1, usecols=3)
+    assert len(theta) == 5 and theta[2] == 0.0 and np.all(np.diff(theta) > 0)
+    for stage in STAGES:
+        assert (workdir / "logs" / "tiny" / f"{stage}.log").stat().st_size > 0, stage
+        assert (workdir / "benchmarks" / "tiny" / f"{stage}.tsv").is_file(), stage
+
+
+@pytest.mark.slow
+def test_tiny_rerun_is_a_no_op_and_report_html_has_figures(tiny_run):
+    workdir, configfile = tiny_run
+    again = snakemake(workdir, configfile, "-n", "--cores", "1")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    html = workdir / "report.html"
+    result = snakemake(workdir, configfile, "--report", str(html), "--cores", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = html.read_text(errors="replace")
+    for figure in ("loss.png", "latent_umap.png", "calibration.png", "posterior_histograms.png"):
+        assert figure in text, figure

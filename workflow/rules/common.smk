@@ -1,0 +1,80 @@
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(Exception):
+    """A config value is wrong; the message names the key."""
+
+
+def key_path(error):
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def check_config(cfg):
+    """Validate against the JSON schema (filling defaults), then check files and cross-key rules."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    validator_class = jsonschema.validators.validator_for(schema)
+    errors = sorted(
+        validator_class(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path)
+    )
+    if errors:
+        lines = [f"  {key_path(e)}: {e.message}" for e in errors]
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+    validate(cfg, schema=str(SCHEMA), set_default=True)
+    source = cfg["structure"]["source"]
+    is_id = len(source) == 4 and source[0].isdigit() and source.isalnum()
+    if not is_id and not Path(source).is_file():
+        raise ConfigError(
+            f"structure.source: file {source!r} not found (and it is not a 4-character PDB id)"
+        )
+    if not cfg["demo"]["enabled"]:
+        star = cfg["particles"]["star"]
+        if not star:
+            raise ConfigError("particles.star: required when demo.enabled is false")
+        if not Path(star).is_file():
+            raise ConfigError(f"particles.star: file {star!r} not found")
+    elif not cfg["demo"].get("populations"):
+        raise ConfigError("demo.populations: required when demo.enabled is true")
+    vol = cfg["volumes"]
+    vol.setdefault("voxel_size_A", cfg["image"]["pixel_size_A"])
+    vol.setdefault("box_vox", cfg["image"]["box_px"])
+    return cfg
+
+
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err))
+
+# Rule scripts import the cryoflow package from src/ in whichever conda env
+# they run; jobs on cluster nodes re-read this Snakefile and get the same.
+SRC = str(Path(workflow.basedir) / "src")
+_pythonpath = os.environ.get("PYTHONPATH", "")
+if SRC not in _pythonpath.split(os.pathsep):
+    os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, _pythonpath) if p))
+
+NAME = config["name"]
+RESULTS = f"results/{NAME}"
+LOGS = f"logs/{NAME}"
+BENCH = f"benchmarks/{NAME}"
+N_TEMPLATES = config["templates"]["n_templates"]
+TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
+
+
+def particles_star():
+    """The STAR file the particle stage reads: the demo's or the user's."""
+    if config["demo"]["enabled"]:
+        return f"{RESULTS}/demo/Extract/job007/particles.star"
+    return config["particles"]["star"]
+
+
+def final_outputs():
+    return [
+        f"{RESULTS}/report/summary.json",
+        expand(f"{RESULTS}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
+    ]

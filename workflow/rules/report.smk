@@ -1,0 +1,42 @@
+REPORT_FIGURES = {
+    "posterior_histograms": "Posterior means and the 2-D histogram of posterior samples per particle.",
+    "latent_umap": "UMAP of latents: simulated vs experimental, experimental coloured by posterior width.",
+    "calibration": "Calibration on held-out simulations: nominal vs empirical coverage, accuracy.",
+    "example_particles": "Example particles with their posteriors.",
+}
+
+
+rule report:
+    input:
+        posterior=rules.infer.output.npz,
+        star=rules.infer.output.star,
+        stack=rules.particles.output.stack,
+        simulations=rules.validate.output.npz,
+        templates=rules.templates.output.table,
+    output:
+        summary=f"{RESULTS}/report/summary.json",
+        figures=[
+            report(
+                f"{RESULTS}/report/{name}.png",
+                caption="../report/figure.rst",
+                category="Results",
+                labels={"figure": name},
+            )
+            for name in REPORT_FIGURES
+        ],
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        report=config["report"],
+        seed=config["seed"],
+        figures=list(REPORT_FIGURES),
+    script:
+        "../../scripts/report.py"
