@@ -177,10 +177,13 @@ class ParticleSource:
         self._check_bounds()
 
     def _check_bounds(self):
-        for path in sorted(set(self.paths)):
+        rows_of: dict[Path, list[int]] = {}
+        for row, path in enumerate(self.paths):
+            rows_of.setdefault(path, []).append(row)
+        for path, rows in rows_of.items():
             data = self.reader.data(path)
             n = 1 if data.ndim == 2 else data.shape[0]
-            rows = np.flatnonzero([p == path for p in self.paths])
+            rows = np.asarray(rows)
             bad = rows[self.indices[rows] >= n]
             if len(bad):
                 i = bad[0]

@@ -1,0 +1,54 @@
+import mrcfile
+import numpy as np
+import pytest
+import torch
+
+from cryoflow import demo, particles
+from cryoflow.simulator import Priors, Simulator
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    base = torch.randn(60, 3) * 8
+    sim = Simulator(
+        torch.stack([base * (1 + 0.03 * k) for k in range(-2, 3)]),
+        torch.arange(-2.0, 3.0),
+        torch.full((60,), 40.0),
+        48,
+        1.5,
+        Priors(theta_range_A=(-2.0, 2.0), mask_radius_A=30.0),
+    )
+    pops = [{"theta_A": -1.5, "sd_A": 0.2, "weight": 0.7}, {"theta_A": 1.0, "sd_A": 0.2, "weight": 0.3}]
+    star = demo.make_dataset(sim, out, 400, pops, (0.1, 0.3), 4.0, 20.0, 150, seed=5)
+    return out, star
+
+
+def test_demo_is_a_relion31_extract_job(dataset):
+    out, star = dataset
+    assert star == out / "Extract" / "job007" / "particles.star"
+    assert star.read_text().startswith("# version 30001")
+    table = particles.particle_table(star)
+    assert len(table) == 400 and np.allclose(table["pixel_size_A"], 1.5)
+    assert table["rlnImageName"].iloc[150] == "000001@Extract/job007/Movies/mic_0002.mrcs"
+    source = particles.ParticleSource(table, star)
+    assert len(set(source.paths)) == 3
+    with mrcfile.open(source.paths[0]) as mrc:
+        assert mrc.data.shape == (150, 48, 48) and mrc.voxel_size.x == pytest.approx(1.5)
+
+
+def test_demo_truth_follows_the_mixture(dataset):
+    _, star = dataset
+    table = particles.particle_table(star)
+    theta = table["cryoflowTrueThetaAngst"].to_numpy()
+    first = table["cryoflowTruePopulation"].to_numpy() == 1
+    assert first.mean() == pytest.approx(0.7, abs=0.07)
+    assert theta[first].mean() == pytest.approx(-1.5, abs=0.05)
+    assert theta[~first].mean() == pytest.approx(1.0, abs=0.06)
+    assert ((table["cryoflowTrueSNR"] >= 0.1) & (table["cryoflowTrueSNR"] <= 0.3)).all()
+
+
+def test_demo_noise_is_coloured():
+    noise = demo.coloured_noise(200, 64, 1.0, strength=4.0, corner_A=20.0, generator=torch.Generator().manual_seed(0))
+    power = particles.radial_power(noise.numpy())
+    assert power[2] / power[30] > 3.0
