@@ -111,3 +111,10 @@ def test_tiny_rerun_is_a_no_op_and_report_html_has_figures(tiny_run):
     text = html.read_text(errors="replace")
     for figure in ("loss.png", "latent_umap.png", "calibration.png", "posterior_histograms.png"):
         assert figure in text, figure
+
+
+def test_pdb_id_source_passes_the_config_check(tmp_path):
+    """A PDB id is not a file; the dry run plans the fetch instead of stopping."""
+    result = snakemake(tmp_path, write_config(tmp_path, **{"structure.source": "4AKE"}), "-n", "--cores", "1")
+    assert result.returncode == 0, result.stderr
+    assert "rule structure:" in result.stdout

@@ -67,7 +67,8 @@ def make_validation_set(simulator: Simulator, n: int, seed: int):
 def train(model: PosteriorEstimator, simulator: Simulator, config: TrainingConfig) -> tuple[PosteriorEstimator, list]:
     """Train ``model`` in place; return the best-validation copy and the history rows."""
     device = simulator.device
-    model.to(device).train()
+    # channels-last convolutions are ~20 % faster on CPU (oneDNN) and suit tensor cores on GPU
+    model.to(device, memory_format=torch.channels_last).train()
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     val_theta, val_images = make_validation_set(simulator, config.validation_size, config.seed)

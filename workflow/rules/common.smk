@@ -1,10 +1,15 @@
 import os
+import re
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+# as cryoflow.structure.PDB_ID_PATTERN: 4-character or extended PDB ids
+PDB_ID = re.compile(
+    r"^[0-9][A-Za-z0-9]{3}$|^pdb_[0-9]{5}[A-Za-z0-9]{3}$", re.IGNORECASE
+)
 
 
 class ConfigError(Exception):
@@ -27,8 +32,7 @@ def check_config(cfg):
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     validate(cfg, schema=str(SCHEMA), set_default=True)
     source = cfg["structure"]["source"]
-    is_id = len(source) == 4 and source[0].isdigit() and source.isalnum()
-    if not is_id and not Path(source).is_file():
+    if not PDB_ID.match(source) and not Path(source).is_file():
         raise ConfigError(
             f"structure.source: file {source!r} not found (and it is not a 4-character PDB id)"
         )
