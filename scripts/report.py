@@ -20,27 +20,21 @@ table = starfile.read(snakemake.input.star, always_dict=True)
 particles = table.get("particles", next(iter(table.values())))
 truth = particles["cryoflowTrueThetaAngst"].to_numpy() if "cryoflowTrueThetaAngst" in particles else None
 
-summary = {"n_particles": int(len(post["mean"])), "theta_range_A": list(theta_range)}
-mmd = diagnostics.mmd_test(sim["latent"], post["latent"], cfg["mmd_permutations"], seed, cfg["mmd_max_points"])
-summary.update({"mmd2": mmd["mmd2"], "mmd_pvalue": mmd["pvalue"], "mmd_bandwidth": mmd["bandwidth"]})
-log.info("MMD² %.4g (p = %.3g)", mmd["mmd2"], mmd["pvalue"])
-
-levels = np.linspace(0.05, 0.95, 19)
-coverage = diagnostics.interval_coverage(sim["samples"], sim["theta_true"], levels)
-summary["validation"] = diagnostics.accuracy(sim["mean"], sim["q05"], sim["q95"], sim["theta_true"])
-summary["validation"]["coverage_error_max"] = float(np.max(np.abs(coverage - levels)))
+summary, coverage = diagnostics.summarize(post, sim, truth, cfg["mmd_permutations"], cfg["mmd_max_points"], seed)
+summary["theta_range_A"] = [float(v) for v in theta_range]
+log.info("MMD² %.4g (p = %.3g)", summary["mmd2"], summary["mmd_pvalue"])
 if truth is not None:
-    summary.update(diagnostics.accuracy(post["mean"], post["q05"], post["q95"], truth))
     log.info("against the known truth: %s", {k: round(summary[k], 3) for k in ("pearson_r", "coverage_90")})
 
 report.plot_posteriors(post, theta_range, figures["posterior_histograms"], truth)
-report.plot_calibration(levels, coverage, sim, figures["calibration"])
+report.plot_calibration(diagnostics.CREDIBILITY_LEVELS, coverage, sim, figures["calibration"])
 n_sim, n_exp = len(sim["latent"]), len(post["latent"])
 rng = np.random.default_rng(seed)
 pick_exp = np.sort(rng.choice(n_exp, min(n_exp, 2000), replace=False))
 pooled = np.concatenate([sim["latent"], post["latent"][pick_exp]])
 reducer = umap.UMAP(n_neighbors=cfg["umap_neighbors"], random_state=seed)
 embedded = reducer.fit_transform(pooled)
+mmd = {"mmd2": summary["mmd2"], "pvalue": summary["mmd_pvalue"]}
 report.plot_latents(embedded[:n_sim], embedded[n_sim:], post["std"][pick_exp], mmd, figures["latent_umap"])
 with mrcfile.mmap(snakemake.input.stack, mode="r", permissive=True) as mrc:
     order = np.argsort(post["mean"])

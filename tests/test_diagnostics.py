@@ -45,3 +45,22 @@ def test_accuracy_metrics():
     assert out["pearson_r"] == pytest.approx(1.0)
     assert out["median_abs_error_A"] == pytest.approx(0.5)
     assert out["coverage_90"] == 1.0
+
+
+def test_summary_of_a_calibrated_posterior_on_matching_latents():
+    rng = np.random.default_rng(7)
+
+    def fake_posterior(truth):
+        mean = truth + rng.normal(size=len(truth)) * 0.5
+        samples = mean[:, None] + rng.normal(size=(len(truth), 300)) * 0.5
+        q05, q95 = np.quantile(samples, [0.05, 0.95], axis=1)
+        return {"mean": mean, "samples": samples, "q05": q05, "q95": q95, "latent": rng.normal(size=(len(truth), 4))}
+
+    truth_sim, truth_exp = rng.uniform(-5, 5, 800), rng.uniform(-5, 5, 300)
+    sim = fake_posterior(truth_sim) | {"theta_true": truth_sim}
+    summary, coverage = diagnostics.summarize(fake_posterior(truth_exp), sim, truth_exp, 100, 300, seed=1)
+    assert summary["n_particles"] == 300
+    assert summary["mmd_pvalue"] > 0.01
+    assert summary["validation"]["coverage_error_max"] < 0.06
+    assert summary["pearson_r"] > 0.95 and 0.85 < summary["coverage_90"] < 0.95
+    assert len(coverage) == len(diagnostics.CREDIBILITY_LEVELS)

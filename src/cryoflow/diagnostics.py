@@ -76,3 +76,22 @@ def accuracy(mean: np.ndarray, q05: np.ndarray, q95: np.ndarray, truth: np.ndarr
         "median_abs_error_A": float(np.median(np.abs(mean - truth))),
         "coverage_90": float(np.mean((truth >= q05) & (truth <= q95))),
     }
+
+
+CREDIBILITY_LEVELS = np.linspace(0.05, 0.95, 19)
+
+
+def summarize(post: dict, sim: dict, truth=None, n_permutations: int = 500, max_points: int = 1000, seed: int = 0):
+    """The report's numbers: MMD of latents, calibration on simulations, accuracy against a known truth.
+
+    Returns (summary dict for summary.json, empirical coverage at ``CREDIBILITY_LEVELS``).
+    """
+    summary = {"n_particles": int(len(post["mean"]))}
+    mmd = mmd_test(sim["latent"], post["latent"], n_permutations, seed, max_points)
+    summary.update({"mmd2": mmd["mmd2"], "mmd_pvalue": mmd["pvalue"], "mmd_bandwidth": mmd["bandwidth"]})
+    coverage = interval_coverage(sim["samples"], sim["theta_true"], CREDIBILITY_LEVELS)
+    summary["validation"] = accuracy(sim["mean"], sim["q05"], sim["q95"], sim["theta_true"])
+    summary["validation"]["coverage_error_max"] = float(np.max(np.abs(coverage - CREDIBILITY_LEVELS)))
+    if truth is not None:
+        summary.update(accuracy(post["mean"], post["q05"], post["q95"], np.asarray(truth)))
+    return summary, coverage
