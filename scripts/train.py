@@ -34,4 +34,4 @@ with atomic_path(snakemake.output.history) as tmp, open(tmp, "w", newline="") as
     writer = csv.DictWriter(handle, fieldnames=list(history[0]), delimiter="\t")
     writer.writeheader()
     writer.writerows(history)
-plot_loss(history, models.log_uniform_entropy(model.architecture["theta_range_A"]), snakemake.output.curve)
+plot_loss(history, models.uniform_prior_loss(model.architecture["theta_range_A"]), snakemake.output.curve)

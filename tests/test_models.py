@@ -69,4 +69,4 @@ def test_loading_never_executes_pickled_code(tmp_path):
 
 
 def test_prior_entropy():
-    assert models.log_uniform_entropy((-4.0, 6.0)) == pytest.approx(np.log(10.0))
+    assert models.uniform_prior_loss((-4.0, 6.0)) == pytest.approx(np.log(10.0))

@@ -29,7 +29,7 @@ def trained():
 
 def test_training_learns_beyond_the_prior(trained):
     model, history, _ = trained
-    prior_loss = models.log_uniform_entropy((-4.0, 4.0))
+    prior_loss = models.uniform_prior_loss((-4.0, 4.0))
     assert [row["step"] for row in history] == [100, 200, 300]
     assert min(row["val_loss"] for row in history) < prior_loss - 0.5
     assert all(np.isfinite(row["train_loss"]) for row in history)

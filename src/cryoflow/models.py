@@ -155,6 +155,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def log_uniform_entropy(theta_range_A) -> float:
-    """Negative log density of the uniform prior: the loss of an estimator that learned nothing."""
+def uniform_prior_loss(theta_range_A) -> float:
+    """−log of the uniform prior density, log(θ_max − θ_min): the loss of an estimator that learned nothing."""
     return math.log(theta_range_A[1] - theta_range_A[0])
