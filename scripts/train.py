@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -19,13 +20,22 @@ ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
 simulator = pipeline.build_simulator(ensemble, config, device=device)
 model = pipeline.build_model(ensemble, config["train"])
 log.info("estimator: %d parameters", models.count_parameters(model))
-model, history = training.train(model, simulator, pipeline.training_config(config["train"], config["seed"]))
+ensemble_sha256 = hashlib.sha256(Path(snakemake.input.ensemble).read_bytes()).hexdigest()
+run_config = {key: config[key] for key in ("seed", "image", "simulator", "train")}
+fingerprint = hashlib.sha256(json.dumps([run_config, ensemble_sha256], sort_keys=True).encode()).hexdigest()
+model, history = training.train(
+    model,
+    simulator,
+    pipeline.training_config(config["train"], config["seed"]),
+    checkpoint=snakemake.params.checkpoint,
+    fingerprint=fingerprint,
+)
 metadata = {
     "image": dict(config["image"]),
     "simulator": dict(config["simulator"]),
     "train": {k: v for k, v in config["train"].items() if not isinstance(v, dict)},
     "seed": config["seed"],
-    "ensemble_sha256": hashlib.sha256(Path(snakemake.input.ensemble).read_bytes()).hexdigest(),
+    "ensemble_sha256": ensemble_sha256,
     "final_val_loss": min(row["val_loss"] for row in history),
     "torch_version": torch.__version__,
 }

@@ -12,9 +12,11 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from cryoflow.fileio import atomic_path
 from cryoflow.logs import Progress
 from cryoflow.models import PosteriorEstimator
 from cryoflow.simulator import Simulator
@@ -33,6 +35,27 @@ class TrainingConfig:
     validation_size: int = 512
     validate_every: int = 100
     seed: int = 0
+    checkpoint_every: int = 500
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The checkpoint at ``path`` if it belongs to this run (same fingerprint), else None."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: start fresh rather than fail
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.info("checkpoint %s is from another configuration; starting from step 0", path)
+        return None
+    return state
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -64,8 +87,21 @@ def make_validation_set(simulator: Simulator, n: int, seed: int):
     return simulator.sample(n, generator)
 
 
-def train(model: PosteriorEstimator, simulator: Simulator, config: TrainingConfig) -> tuple[PosteriorEstimator, list]:
-    """Train ``model`` in place; return the best-validation copy and the history rows."""
+def train(
+    model: PosteriorEstimator,
+    simulator: Simulator,
+    config: TrainingConfig,
+    checkpoint: str | Path | None = None,
+    fingerprint: str = "",
+) -> tuple[PosteriorEstimator, list]:
+    """Train ``model`` in place; return the best-validation copy and the history rows.
+
+    With ``checkpoint``, the model, optimizer, scheduler, random-generator
+    state, best model and history are saved there at validation steps, at
+    most every ``checkpoint_every`` steps. A rerun whose ``fingerprint``
+    matches resumes after the saved step and ends with the same result as an
+    uninterrupted run; another fingerprint starts from step 0.
+    """
     device = simulator.device
     # channels-last convolutions are ~20 % faster on CPU (oneDNN) and suit tensor cores on GPU
     model.to(device, memory_format=torch.channels_last).train()
@@ -79,10 +115,21 @@ def train(model: PosteriorEstimator, simulator: Simulator, config: TrainingConfi
         )
     else:
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
-    best_loss, best_state, history = float("inf"), None, []
-    progress = Progress(config.steps, "train", unit="steps", every_s=15.0, logger=log)
+    best_loss, best_state, history, start = float("inf"), None, [], 1
+    checkpoint = Path(checkpoint) if checkpoint else None
+    saved = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"].to(generator.get_state().device))
+        best_loss, best_state, history = saved["best_loss"], saved["best_state"], saved["history"]
+        start = saved["step"] + 1
+        log.info("resuming from checkpoint %s at step %d", checkpoint, start)
+    last_saved = start - 1
+    progress = Progress(config.steps - start + 1, "train", unit="steps", every_s=15.0, logger=log)
     running, n_running, t_images, n_images = 0.0, 0, 0.0, 0
-    for step in range(1, config.steps + 1):
+    for step in range(start, config.steps + 1):
         t0 = time.perf_counter()
         with torch.no_grad():
             theta, images = simulator.sample(config.batch_size, generator)
@@ -111,7 +158,21 @@ def train(model: PosteriorEstimator, simulator: Simulator, config: TrainingConfi
             running, n_running = 0.0, 0
             if val_loss < best_loss:
                 best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
-            progress.update(0, loss=row["train_loss"], val_loss=val_loss)
+            progress.update(0, step=step, loss=row["train_loss"], val_loss=val_loss)
+            if checkpoint and step - last_saved >= config.checkpoint_every and step < config.steps:
+                state = {
+                    "fingerprint": fingerprint,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "best_loss": best_loss,
+                    "best_state": best_state,
+                    "history": history,
+                }
+                save_checkpoint(checkpoint, state)
+                last_saved = step
         progress.update(1)
     model.load_state_dict(best_state)
     model.eval()

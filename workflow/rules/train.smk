@@ -22,5 +22,6 @@ rule train:
         gpu=config["train"]["gpus"],
     params:
         config=config,
+        checkpoint=f"{RESULTS}/checkpoints/train.pt",
     script:
         "../../scripts/train.py"
