@@ -34,8 +34,14 @@ pick_exp = np.sort(rng.choice(n_exp, min(n_exp, 2000), replace=False))
 pooled = np.concatenate([sim["latent"], post["latent"][pick_exp]])
 reducer = umap.UMAP(n_neighbors=cfg["umap_neighbors"], random_state=seed)
 embedded = reducer.fit_transform(pooled)
-mmd = {"mmd2": summary["mmd2"], "pvalue": summary["mmd_pvalue"]}
-report.plot_latents(embedded[:n_sim], embedded[n_sim:], post["std"][pick_exp], mmd, figures["latent_umap"])
+report.plot_latents(
+    embedded[:n_sim],
+    embedded[n_sim:],
+    post["std"][pick_exp],
+    summary["mmd2"],
+    summary["mmd_pvalue"],
+    figures["latent_umap"],
+)
 with mrcfile.mmap(snakemake.input.stack, mode="r", permissive=True) as mrc:
     order = np.argsort(post["mean"])
     examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]

@@ -160,3 +160,15 @@ def test_star_round_trip(tmp_path):
     back = particles.read_star(path)
     pd.testing.assert_frame_equal(back["particles"], blocks["particles"])
     assert particles.particle_table(path)["pixel_size_A"].tolist() == [1.5, 1.5]
+
+
+def test_particles_are_normalized_exactly_as_training_images():
+    import torch
+
+    from cryoflow import simulator
+
+    images = np.random.default_rng(2).normal(3.0, 5.0, size=(4, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(particles.normalize(images), simulator.normalize(torch.from_numpy(images)).numpy())
+    assert np.isclose(particles.normalize(images)[0].std(ddof=1), 1.0, atol=1e-5)
+    blank = particles.normalize(np.full((1, 8, 8), 7.0, np.float32))
+    assert np.all(blank == 0.0)

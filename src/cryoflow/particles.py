@@ -22,7 +22,9 @@ import mrcfile
 import numpy as np
 import pandas as pd
 import starfile
+import torch
 
+from cryoflow import simulator
 from cryoflow.fileio import InputError, atomic_path
 from cryoflow.logs import Progress
 
@@ -265,11 +267,6 @@ def radial_power(images: np.ndarray) -> np.ndarray:
     return np.bincount(radius.ravel(), power.ravel()) / np.bincount(radius.ravel())
 
 
-def circular_mask(box: int, radius_px: float) -> np.ndarray:
-    axis = np.arange(box) - box // 2
-    return (axis[:, None] ** 2 + axis[None, :] ** 2) <= radius_px**2
-
-
 def radial_to_grid(radial: np.ndarray, box: int) -> np.ndarray:
     """Full (box, box) fft2 grid of a radial profile indexed by integer radius."""
     fy = np.fft.fftfreq(box) * box
@@ -302,7 +299,7 @@ def estimate_noise_power(images: np.ndarray, mask_radius_px: float, iterations: 
     windowed power computed exactly by ``masked_power``.
     """
     box = images.shape[-1]
-    outside = ~circular_mask(box, mask_radius_px)
+    outside = ~simulator.circular_mask(box, mask_radius_px).numpy()
     background = images - images[:, outside].mean(axis=1)[:, None, None]
     observed = radial_power(background * outside)
     estimate = observed / outside.mean()
@@ -324,10 +321,8 @@ def whiten(images: np.ndarray, noise_power: np.ndarray) -> np.ndarray:
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
-    """Zero mean, unit standard deviation per image (as the simulator does)."""
-    mean = images.mean(axis=(-2, -1), keepdims=True)
-    std = images.std(axis=(-2, -1), keepdims=True)
-    return ((images - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    """Zero mean, unit standard deviation per image, by the simulator's own ``normalize``."""
+    return simulator.normalize(torch.from_numpy(np.asarray(images, dtype=np.float32))).numpy()
 
 
 def to_training_grid(images: np.ndarray, pixel_in_A: float, pixel_out_A: float, box: int) -> np.ndarray:

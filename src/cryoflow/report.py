@@ -53,13 +53,13 @@ def plot_posteriors(post: dict, theta_range_A, path, truth=None) -> None:
     _save(fig, path)
 
 
-def plot_latents(embedding_sim, embedding_exp, width_exp, mmd: dict, path) -> None:
+def plot_latents(embedding_sim, embedding_exp, width_exp, mmd2: float, mmd_pvalue: float, path) -> None:
     """UMAP of latents: simulated vs experimental, and experimental coloured by posterior width."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     axes[0].scatter(*embedding_sim.T, s=4, alpha=0.5, label="simulated")
     axes[0].scatter(*embedding_exp.T, s=4, alpha=0.5, label="experimental")
     axes[0].legend()
-    axes[0].set_title(f"MMD² = {mmd['mmd2']:.4g}, p = {mmd['pvalue']:.3g}")
+    axes[0].set_title(f"MMD² = {mmd2:.4g}, p = {mmd_pvalue:.3g}")
     sc = axes[1].scatter(*embedding_exp.T, s=4, c=width_exp, cmap="magma")
     fig.colorbar(sc, ax=axes[1], label="posterior σ [Å]")
     axes[1].set_title("experimental, coloured by posterior width")

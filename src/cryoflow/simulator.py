@@ -138,10 +138,14 @@ def add_noise(images: torch.Tensor, snr: torch.Tensor, mask: torch.Tensor, gener
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit standard deviation per image."""
+    """Zero mean, unit standard deviation per image (a constant image is only centred).
+
+    Training images and experimental particles (``cryoflow.particles``) both
+    go through this one function, so they are normalized identically.
+    """
     mean = images.mean(dim=(-2, -1), keepdim=True)
     std = images.std(dim=(-2, -1), keepdim=True)
-    return (images - mean) / std
+    return (images - mean) / torch.where(std > 0, std, torch.ones_like(std))
 
 
 @dataclass
