@@ -13,7 +13,11 @@ config = snakemake.params.config
 cfg = config["demo"]
 torch.set_num_threads(snakemake.threads)
 ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
-simulator = pipeline.build_simulator(ensemble, config, box_px=cfg["box_px"], pixel_size_A=cfg["pixel_size_A"])
+theta = ensemble["theta_A"]
+priors = pipeline.priors_from_dict(pipeline.resolve_priors(config["simulator"], (theta[0], theta[-1])))
+simulator = pipeline.build_simulator(
+    ensemble, config, priors, box_px=cfg["box_px"], pixel_size_A=cfg["pixel_size_A"], projection="atoms"
+)
 project = Path(snakemake.output.star).parents[2]  # …/demo: the RELION project folder
 try:
     star = demo.make_dataset(

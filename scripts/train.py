@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from cryoflow import models, pipeline, training
-from cryoflow.fileio import atomic_path
+from cryoflow.fileio import atomic_path, sha256_files
 from cryoflow.logs import configure
 from cryoflow.report import plot_loss
 
@@ -17,12 +17,17 @@ config = snakemake.params.config
 torch.set_num_threads(snakemake.threads)
 device = training.select_device(config["train"]["device"])
 ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
-simulator = pipeline.build_simulator(ensemble, config, device=device)
+simulator = pipeline.load_simulator(snakemake.input, config, device=device)
+priors = json.loads(Path(snakemake.input.priors).read_text())
 model = pipeline.build_model(ensemble, config["train"])
 log.info("estimator: %d parameters", models.count_parameters(model))
-ensemble_sha256 = hashlib.sha256(Path(snakemake.input.ensemble).read_bytes()).hexdigest()
+ensemble_sha256 = sha256_files(snakemake.input.ensemble)
+inputs = snakemake.input
+input_sha256 = {key: sha256_files(getattr(inputs, key)) for key in ("maps", "noise") if key in inputs.keys()}
 run_config = {key: config[key] for key in ("seed", "image", "simulator", "train")}
-fingerprint = hashlib.sha256(json.dumps([run_config, ensemble_sha256], sort_keys=True).encode()).hexdigest()
+fingerprint = hashlib.sha256(
+    json.dumps([run_config, priors, ensemble_sha256, input_sha256], sort_keys=True).encode()
+).hexdigest()
 model, history = training.train(
     model,
     simulator,
@@ -33,6 +38,7 @@ model, history = training.train(
 metadata = {
     "image": dict(config["image"]),
     "simulator": dict(config["simulator"]),
+    "priors": priors,
     "train": {k: v for k, v in config["train"].items() if not isinstance(v, dict)},
     "seed": config["seed"],
     "ensemble_sha256": ensemble_sha256,

@@ -12,8 +12,7 @@ config = snakemake.params.config
 torch.set_num_threads(snakemake.threads)
 device = training.select_device(config["inference"]["device"])
 model, _ = models.load_model(snakemake.input.model, device)
-ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
-simulator = pipeline.build_simulator(ensemble, config, device=device)
+simulator = pipeline.load_simulator(snakemake.input, config, device=device)
 n = config["validation"]["n_simulations"]
 generator = torch.Generator(device=device).manual_seed(config["seed"] + 104729)
 with torch.no_grad():

@@ -64,3 +64,23 @@ def test_astigmatism_defocus_along_axes():
     along_y = ctf(s, zero, **astig, **kw)
     np.testing.assert_allclose(along_x, ctf(zero, s, defocus_u_A=12000.0, defocus_v_A=12000.0, **kw), atol=1e-12)
     np.testing.assert_allclose(along_y, ctf(zero, s, defocus_u_A=8000.0, defocus_v_A=8000.0, **kw), atol=1e-12)
+
+
+def test_phase_plate_shift_turns_sine_into_cosine():
+    """A 90° phase shift with no amplitude contrast: CTF = sin(πλΔf s² − … + π/2) = cos(…), 1 at s = 0."""
+    s = np.linspace(0.0, 0.2, 200)
+    shifted = radial_ctf(s, defocus_u_A=10000.0, defocus_v_A=10000.0, amplitude_contrast=0.0, phase_shift_deg=90.0)
+    plain = radial_ctf(s, defocus_u_A=10000.0, defocus_v_A=10000.0, amplitude_contrast=0.0)
+    assert shifted[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(shifted**2 + plain**2, 1.0, atol=1e-9)
+
+
+def test_per_image_optics_broadcast():
+    """Voltage, Cs and amplitude contrast per image (B, 1, 1) match scalar evaluations."""
+    s_y, s_x = torch.meshgrid(torch.linspace(0, 0.2, 9), torch.linspace(0, 0.2, 9), indexing="ij")
+    voltage = torch.tensor([300.0, 200.0])[:, None, None]
+    cs = torch.tensor([2.7, 1.4])[:, None, None]
+    amplitude = torch.tensor([0.1, 0.07])[:, None, None]
+    both = ctf(s_y, s_x, 9000.0, 9000.0, 0.0, voltage, cs, amplitude)
+    for i, (v, c, a) in enumerate([(300.0, 2.7, 0.1), (200.0, 1.4, 0.07)]):
+        torch.testing.assert_close(both[i], ctf(s_y, s_x, 9000.0, 9000.0, 0.0, v, c, a))

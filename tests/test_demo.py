@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cryoflow import demo, particles
+from cryoflow.projection import AtomTemplates
 from cryoflow.simulator import Priors, Simulator
 
 
@@ -11,10 +12,11 @@ from cryoflow.simulator import Priors, Simulator
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     base = torch.randn(60, 3) * 8
+    templates = AtomTemplates(
+        torch.stack([base * (1 + 0.03 * k) for k in range(-2, 3)]), torch.arange(-2.0, 3.0), torch.full((60,), 40.0)
+    )
     sim = Simulator(
-        torch.stack([base * (1 + 0.03 * k) for k in range(-2, 3)]),
-        torch.arange(-2.0, 3.0),
-        torch.full((60,), 40.0),
+        templates,
         48,
         1.5,
         Priors(theta_range_A=(-2.0, 2.0), mask_radius_A=30.0),

@@ -172,3 +172,29 @@ def test_particles_are_normalized_exactly_as_training_images():
     assert np.isclose(particles.normalize(images)[0].std(ddof=1), 1.0, atol=1e-5)
     blank = particles.normalize(np.full((1, 8, 8), 7.0, np.float32))
     assert np.all(blank == 0.0)
+
+
+def test_ctf_priors_read_ranges_and_optics_groups(tmp_path):
+    star = tmp_path / "ctf.star"
+    star.write_text(
+        "data_optics\n\nloop_\n_rlnOpticsGroup\n_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\n"
+        "_rlnImagePixelSize\n1 300.0 2.7 0.1 1.1\n2 200.0 2.0 0.07 1.3\n\n"
+        "data_particles\n\nloop_\n_rlnImageName\n_rlnOpticsGroup\n_rlnDefocusU\n_rlnDefocusV\n_rlnPhaseShift\n"
+        "1@a.mrcs 1 12000 10000 30\n2@a.mrcs 1 8000 8000 60\n3@a.mrcs 2 20000 19000 45\n"
+    )
+    found = particles.ctf_priors(particles.particle_table(star), star)
+    assert found["defocus_range_A"] == [8000.0, 19500.0]
+    assert found["astigmatism_max_A"] == 1000.0
+    assert found["phase_shift_range_deg"] == [30.0, 60.0]
+    assert found["pixel_sizes_A"] == [1.1, 1.3]
+    assert "b_factor_range_A2" not in found
+    assert found["optics"] == [
+        {"voltage_kV": 200.0, "cs_mm": 2.0, "amplitude_contrast": 0.07, "weight": 1},
+        {"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 2},
+    ]
+    star.write_text(star.read_text().replace("2@a.mrcs 1 8000 8000", "2@a.mrcs 1 nan 8000"))
+    with pytest.raises(InputError, match=r"ctf.star, particle 2: _rlnDefocusU is not a finite number"):
+        particles.ctf_priors(particles.particle_table(star), star)
+    table = particles.particle_table(star).drop(columns=["rlnVoltage"])
+    with pytest.raises(InputError, match=r"_rlnVoltage needed for simulator.priors_from_star"):
+        particles.ctf_priors(table, star)

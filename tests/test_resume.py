@@ -17,6 +17,7 @@ RUNNER = r"""
 import json, sys, torch
 from cryoflow import models, training
 from cryoflow.logs import configure
+from cryoflow.projection import AtomTemplates
 from cryoflow.simulator import Priors, Simulator
 
 out, checkpoint, fingerprint = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -26,8 +27,8 @@ torch.manual_seed(0)
 unit = torch.nn.functional.normalize(torch.randn(40, 3), dim=1)
 theta_A = torch.linspace(-4, 4, 5)
 templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), bead_sigma_A=3.0)
-sim = Simulator(templates, theta_A, torch.ones(40), 32, 3.0, priors, oversample=1)
+priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), bead_sigma_range_A=(3.0, 3.0))
+sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(40), oversample=1), 32, 3.0, priors)
 model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,))
 config = training.TrainingConfig(steps=240, batch_size=32, learning_rate=2e-3, validation_size=64,
                                  validate_every=20, checkpoint_every=40, seed=3)

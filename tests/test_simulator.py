@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from cryoflow.ctf import fourier_frequencies
+from cryoflow.projection import AtomTemplates, project_gaussians_exact
 from cryoflow.simulator import (
     Priors,
     Simulator,
     add_noise,
     circular_mask,
-    interpolate_coords,
-    project_gaussians_exact,
-    project_gaussians_fourier,
+    noise_filter,
+    rotations_near_identity,
     uniform_rotations,
 )
 
@@ -30,51 +31,12 @@ def test_rotations_are_proper_and_haar_uniform():
     assert np.all(np.abs(hist / len(z) - 0.1) < 0.01)
 
 
-def test_single_bead_projects_to_analytic_gaussian():
-    box, pixel, sigma = 64, 1.5, 3.0
-    position = torch.tensor([[[4.2, -7.1, 10.0]]], dtype=torch.float64)
-    image = project_gaussians_exact(position, torch.tensor([50.0], dtype=torch.float64), sigma, box, pixel)[0]
-    axis = (np.arange(box) - box // 2) * pixel
-    x, y = np.meshgrid(axis, axis, indexing="xy")
-    expected = 50.0 * pixel**2 * np.exp(-((x - 4.2) ** 2 + (y + 7.1) ** 2) / (2 * sigma**2)) / (2 * math.pi * sigma**2)
-    np.testing.assert_allclose(image.numpy(), expected, rtol=1e-10, atol=1e-14)
-
-
-@pytest.mark.parametrize("oversample", [1, 2])
-def test_projections_integrate_to_total_weight(oversample):
-    g = torch.Generator().manual_seed(1)
-    coords = torch.randn(4, 300, 3, generator=g) * 15
-    weights = torch.rand(300, generator=g) * 50 + 30
-    exact = project_gaussians_exact(coords, weights, 2.0, 128, 1.0)
-    fast = torch.fft.irfft2(project_gaussians_fourier(coords, weights, 2.0, 128, 1.0, oversample), s=(128, 128))
-    assert torch.allclose(exact.sum((1, 2)), weights.sum().expand(4), rtol=1e-4)
-    assert torch.allclose(fast.sum((1, 2)), weights.sum().expand(4), rtol=1e-4)
-
-
-@pytest.mark.parametrize("box,pixel,sigma", [(64, 2.0, 2.0), (128, 1.0, 2.0), (128, 1.0, 1.0)])
-def test_fourier_projection_matches_exact_within_one_percent(box, pixel, sigma):
-    g = torch.Generator().manual_seed(2)
-    coords = torch.randn(8, 1207, 3, generator=g) * 12
-    weights = torch.rand(1207, generator=g) + 0.5
-    exact = project_gaussians_exact(coords, weights, sigma, box, pixel)
-    fast = torch.fft.irfft2(project_gaussians_fourier(coords, weights, sigma, box, pixel, 2), s=(box, box))
-    assert ((fast - exact).norm() / exact.norm()).item() < 0.01
-
-
-def test_interpolation_hits_templates_and_midpoints():
-    coords = torch.randn(4, 10, 3)
-    theta = torch.tensor([-3.0, -1.0, 0.0, 2.0])
-    np.testing.assert_allclose(interpolate_coords(coords, theta, theta), coords, atol=1e-6)
-    mid = interpolate_coords(coords, theta, torch.tensor([1.0]))
-    np.testing.assert_allclose(mid[0], 0.5 * (coords[2] + coords[3]), atol=1e-6)
-
-
 def test_noise_level_follows_snr_definition():
     g = torch.Generator().manual_seed(3)
     signal = project_gaussians_exact(torch.randn(64, 200, 3, generator=g) * 8, torch.ones(200), 2.0, 64, 1.0)
     mask = circular_mask(64, 20.0)
     snr = torch.full((64,), 0.1)
-    noisy = add_noise(signal, snr, mask, g)
+    noisy = add_noise(signal, snr, mask, torch.randn(signal.shape, generator=g))
     measured = signal[:, mask].var(dim=1) / (noisy - signal).var(dim=(1, 2))
     assert measured.mean().item() == pytest.approx(0.1, rel=0.02)
 
@@ -85,7 +47,7 @@ def small_simulator():
     base = torch.randn(50, 3, generator=g) * 10
     templates = torch.stack([base * (1 + 0.05 * k) for k in range(-2, 3)])
     priors = Priors(theta_range_A=(-2.0, 2.0), shift_max_A=3.0, snr_range=(0.1, 1.0), mask_radius_A=40.0)
-    return Simulator(templates, torch.arange(-2.0, 3.0), torch.ones(50), 48, 2.0, priors)
+    return Simulator(AtomTemplates(templates, torch.arange(-2.0, 3.0), torch.ones(50)), 48, 2.0, priors)
 
 
 def test_simulated_images_are_normalized_and_reproducible(small_simulator):
@@ -105,4 +67,62 @@ def test_ctf_flips_contrast_beyond_first_zero(small_simulator):
     nuisance["b_factor_A2"][:] = 0.0
     image = sim.noiseless(torch.zeros(2), nuisance)
     # the CTF is ~0.1 at zero frequency: the image integrates to 10 % of the mass
-    assert image.sum((1, 2)) / sim.weights.sum() == pytest.approx(torch.full((2,), 0.1), rel=1e-3)
+    assert image.sum((1, 2)) / sim.templates.total_electrons == pytest.approx(torch.full((2,), 0.1), rel=1e-3)
+
+
+def rotation_angle_deg(r: torch.Tensor) -> torch.Tensor:
+    trace = r.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return torch.rad2deg(torch.arccos(((trace - 1) / 2).clamp(-1, 1)))
+
+
+def test_limited_poses_stay_within_the_cone_and_follow_the_haar_angle_law():
+    g = torch.Generator().manual_seed(20)
+    limited = rotations_near_identity(20000, 30.0, g, dtype=torch.float64)
+    eye = torch.eye(3, dtype=torch.float64).expand_as(limited)
+    assert torch.allclose(limited @ limited.transpose(1, 2), eye, atol=1e-10)
+    angle = rotation_angle_deg(limited).numpy()
+    assert angle.max() <= 30.0 + 1e-6
+    # Haar measure restricted to ω ≤ 30°: P(ω ≤ 15°) = (x − sin x) at 15° over the same at 30°
+    expected = (math.radians(15) - math.sin(math.radians(15))) / (math.radians(30) - math.sin(math.radians(30)))
+    assert np.mean(angle <= 15.0) == pytest.approx(expected, abs=0.01)
+    # the full range reproduces the uniform law: P(ω ≤ 90°) = (π/2 − 1)/π
+    full = rotation_angle_deg(rotations_near_identity(20000, 180.0, g, dtype=torch.float64)).numpy()
+    haar = rotation_angle_deg(uniform_rotations(20000, g, dtype=torch.float64)).numpy()
+    assert np.mean(full <= 90) == pytest.approx((math.pi / 2 - 1) / math.pi, abs=0.01)
+    assert np.mean(haar <= 90) == pytest.approx((math.pi / 2 - 1) / math.pi, abs=0.01)
+    fixed = rotations_near_identity(5, 0.0, g, dtype=torch.float64)
+    assert torch.allclose(fixed, torch.eye(3, dtype=torch.float64).expand_as(fixed))
+
+
+def test_coloured_noise_has_the_requested_spectrum_and_unit_variance(small_simulator):
+    frequency = np.linspace(0.0, 0.5, 50)
+    power = 1.0 + 8.0 * np.exp(-((frequency / 0.06) ** 2))
+    colour = noise_filter(48, 2.0, frequency, power)
+    sim = Simulator(small_simulator.templates, 48, 2.0, small_simulator.priors, noise_filter=colour)
+    noise = sim.noise(4000, torch.Generator().manual_seed(21))
+    assert noise.var().item() == pytest.approx(1.0, rel=0.02)
+    measured = (torch.fft.rfft2(noise).abs() ** 2).mean(0) / 48**2
+    s_y, s_x = fourier_frequencies(48, 2.0)
+    s = torch.sqrt(s_x**2 + s_y**2)
+    target = torch.as_tensor(np.interp(s.numpy(), frequency, power), dtype=torch.float32)
+    ratio = measured / target
+    ratio = ratio / ratio.mean()
+    assert ratio.std().item() < 0.05
+    low, high = measured[s < 0.03].mean(), measured[s > 0.2].mean()
+    assert (low / high).item() == pytest.approx(9.0, rel=0.1)
+
+
+def test_optics_groups_drawn_by_weight(small_simulator):
+    groups = [
+        {"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 3},
+        {"voltage_kV": 200.0, "cs_mm": 1.4, "amplitude_contrast": 0.07, "weight": 1},
+    ]
+    priors = Priors(theta_range_A=(-2.0, 2.0), optics=groups, phase_shift_range_deg=(20.0, 90.0))
+    sim = Simulator(small_simulator.templates, 48, 2.0, priors)
+    nuisance = sim.sample_nuisance(8000, torch.Generator().manual_seed(22))
+    assert (nuisance["voltage_kV"] == 300.0).float().mean().item() == pytest.approx(0.75, abs=0.02)
+    at_200 = nuisance["voltage_kV"] == 200.0
+    assert torch.all(nuisance["cs_mm"][at_200] == 1.4) and torch.all(nuisance["cs_mm"][~at_200] == 2.7)
+    assert nuisance["phase_shift_deg"].min() >= 20.0 and nuisance["phase_shift_deg"].max() <= 90.0
+    images = sim.simulate(torch.zeros(16), torch.Generator().manual_seed(23))
+    assert torch.isfinite(images).all()

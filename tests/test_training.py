@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from cryoflow import diagnostics, inference, models, training
+from cryoflow.projection import AtomTemplates
 from cryoflow.simulator import Priors, Simulator
 
 
@@ -17,8 +18,10 @@ def trained():
     unit = torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 5)
     templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-    priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), defocus_range_A=(8000, 12000), bead_sigma_A=3.0)
-    sim = Simulator(templates, theta_A, torch.ones(n), 32, 3.0, priors, oversample=1)
+    priors = Priors(
+        theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), defocus_range_A=(8000, 12000), bead_sigma_range_A=(3.0, 3.0)
+    )
+    sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(n), oversample=1), 32, 3.0, priors)
     model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=16, width=8, transforms=2, hidden_features=(32, 32))
     config = training.TrainingConfig(
         steps=300, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100

@@ -13,7 +13,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-STAGES = ["structure", "templates", "volumes", "train", "demo_particles", "particles", "infer", "validate", "report"]
+STAGES = ["structure", "templates", "volumes", "priors", "train", "demo_particles", "particles", "infer", "validate"]
+STAGES += ["report"]
 
 
 def write_config(tmp_path: Path, base: str = "tests/config/tiny.yaml", **changes) -> Path:
@@ -118,3 +119,31 @@ def test_pdb_id_source_passes_the_config_check(tmp_path):
     result = snakemake(tmp_path, write_config(tmp_path, **{"structure.source": "4AKE"}), "-n", "--cores", "1")
     assert result.returncode == 0, result.stderr
     assert "rule structure:" in result.stdout
+
+
+@pytest.mark.slow
+def test_map_projection_star_priors_and_coloured_noise_train(tmp_path):
+    """The simulator options as a user sets them: maps from the volumes stage, CTF priors read from the
+    particles' STAR file, and noise coloured like the particle stage's measured spectrum."""
+    changes = {
+        "simulator.projection": "volumes",
+        "simulator.priors_from_star": True,
+        "simulator.noise_power_tsv": "results/tiny/particles/noise_power.tsv",
+        "simulator.volume_oversample": 2,
+        "particles.whiten": False,
+        "train.steps": 10,
+    }
+    configfile = write_config(tmp_path, **changes)
+    target = "results/tiny/validation/simulations.npz"
+    result = snakemake(tmp_path, configfile, "--cores", "2", target)
+    assert result.returncode == 0, result.stderr[-5000:]
+    results = tmp_path / "results" / "tiny"
+    priors = json.loads((results / "model" / "priors.json").read_text())
+    demo = starfile.read(results / "demo" / "Extract" / "job007" / "particles.star", always_dict=True)["particles"]
+    defocus = 0.5 * (demo["rlnDefocusU"] + demo["rlnDefocusV"])
+    assert priors["defocus_range_A"] == pytest.approx([defocus.min(), defocus.max()])
+    assert priors["optics"] == [{"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 96}]
+    log = (tmp_path / "logs" / "tiny" / "priors.log").read_text()
+    assert "defocus_range_A" in log and "pixel_sizes_A" in log
+    validation = np.load(results / "validation" / "simulations.npz")
+    assert np.all(np.isfinite(validation["images"]))

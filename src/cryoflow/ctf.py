@@ -49,7 +49,8 @@ def ctf(
     angle = astigmatism_angle_deg * (math.pi / 180.0)
     defocus = 0.5 * (defocus_u_A + defocus_v_A) + 0.5 * (defocus_u_A - defocus_v_A) * torch.cos(2.0 * (alpha - angle))
     cs_A = cs_mm * 1e7
-    amplitude_phase = math.atan(amplitude_contrast / math.sqrt(1.0 - amplitude_contrast**2))
+    amplitude = torch.as_tensor(amplitude_contrast, dtype=s2.dtype, device=s2.device)
+    amplitude_phase = torch.atan(amplitude / torch.sqrt(1.0 - amplitude**2))
     chi = (
         math.pi * wavelength * defocus * s2
         - 0.5 * math.pi * cs_A * wavelength**3 * s2**2

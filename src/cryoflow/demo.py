@@ -95,6 +95,7 @@ def make_dataset(
                     "rlnDefocusV": float(nuisance["defocus_v_A"][k]),
                     "rlnDefocusAngle": float(nuisance["astigmatism_angle_deg"][k]),
                     "rlnCtfBfactor": float(nuisance["b_factor_A2"][k]),
+                    "rlnPhaseShift": float(nuisance["phase_shift_deg"][k]),
                     "rlnOpticsGroup": 1,
                     "cryoflowTrueThetaAngst": float(theta[i]),
                     "cryoflowTruePopulation": int(component[i]) + 1,
@@ -102,16 +103,16 @@ def make_dataset(
                 }
             )
         log.info("wrote %s (%d particles)", stack_rel, stop - start)
-    p = simulator.priors
+    optics_group = simulator.priors.optics[0]
     optics = pd.DataFrame(
         [
             {
                 "rlnOpticsGroupName": "opticsGroup1",
                 "rlnOpticsGroup": 1,
                 "rlnMicrographOriginalPixelSize": simulator.pixel_size_A,
-                "rlnVoltage": p.voltage_kV,
-                "rlnSphericalAberration": p.cs_mm,
-                "rlnAmplitudeContrast": p.amplitude_contrast,
+                "rlnVoltage": optics_group["voltage_kV"],
+                "rlnSphericalAberration": optics_group["cs_mm"],
+                "rlnAmplitudeContrast": optics_group["amplitude_contrast"],
                 "rlnImagePixelSize": simulator.pixel_size_A,
                 "rlnImageSize": simulator.box,
                 "rlnImageDimensionality": 2,

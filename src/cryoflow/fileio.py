@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -37,3 +38,15 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 class InputError(ValueError):
     """Bad user input: the message names the file and the field at fault."""
+
+
+def sha256_files(paths: str | os.PathLike | list) -> str:
+    """SHA-256 over the contents of one file or of a list of files, in order."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -87,6 +87,47 @@ def particle_table(
     return table
 
 
+def ctf_priors(table: pd.DataFrame, path) -> dict:
+    """Prior ranges found in a particle table's CTF and optics columns (RELION names).
+
+    Returns ``defocus_range_A`` (mean of U and V), ``astigmatism_max_A``
+    (largest |U − V| / 2), ``phase_shift_range_deg`` and
+    ``b_factor_range_A2`` (when the columns exist), ``optics`` (one entry per
+    distinct voltage / Cs / amplitude contrast, weighted by particle count)
+    and ``pixel_sizes_A``.
+    """
+    needed = ["rlnDefocusU", "rlnDefocusV", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        names = ", ".join("_" + c for c in missing)
+        raise InputError(f"{path}: column(s) {names} needed for simulator.priors_from_star")
+    values = {}
+    for column in needed + [c for c in ("rlnPhaseShift", "rlnCtfBfactor") if c in table.columns]:
+        column_values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(~np.isfinite(column_values))
+        if len(bad):
+            raise InputError(f"{path}, particle {bad[0] + 1}: _{column} is not a finite number")
+        values[column] = column_values
+    mean = 0.5 * (values["rlnDefocusU"] + values["rlnDefocusV"])
+    found = {
+        "defocus_range_A": [float(mean.min()), float(mean.max())],
+        "astigmatism_max_A": float(np.abs(values["rlnDefocusU"] - values["rlnDefocusV"]).max() / 2),
+        "pixel_sizes_A": sorted({float(p) for p in table["pixel_size_A"]}),
+    }
+    if "rlnPhaseShift" in values:
+        found["phase_shift_range_deg"] = [float(values["rlnPhaseShift"].min()), float(values["rlnPhaseShift"].max())]
+    if "rlnCtfBfactor" in values and np.any(values["rlnCtfBfactor"] != 0):
+        # RELION's B-factor multiplies by exp(−B s²/4) with B ≥ 0 for decay, as cryoflow.ctf does
+        found["b_factor_range_A2"] = [float(values["rlnCtfBfactor"].min()), float(values["rlnCtfBfactor"].max())]
+    keys = np.stack([values["rlnVoltage"], values["rlnSphericalAberration"], values["rlnAmplitudeContrast"]], axis=1)
+    groups, counts = np.unique(keys, axis=0, return_counts=True)
+    found["optics"] = [
+        {"voltage_kV": float(v), "cs_mm": float(cs), "amplitude_contrast": float(ac), "weight": int(c)}
+        for (v, cs, ac), c in zip(groups, counts)
+    ]
+    return found
+
+
 def parse_image_name(name: str, path="STAR file", row: int | None = None) -> tuple[int, str]:
     """``'12@Extract/job007/stack.mrcs'`` → (11, 'Extract/job007/stack.mrcs'): 0-based index and path."""
     where = f"{path}, particle {row + 1}" if row is not None else str(path)
@@ -360,15 +401,14 @@ def preprocess(
             )
     rng = np.random.default_rng(seed)
     mask_radius_px = mask_radius_A / pixel_size_A
-    noise_power = {}
-    if whiten_noise:
-        for p in groups:
-            rows = np.flatnonzero(source.pixel_size_A == p)
-            pick = np.sort(rng.choice(rows, size=min(noise_images, len(rows)), replace=False))
-            chunks = np.array_split(pick, max(1, len(pick) // chunk))
-            sample = np.concatenate([to_training_grid(source.read(r), p, pixel_size_A, box_px) for r in chunks])
-            noise_power[float(p)] = estimate_noise_power(sample, mask_radius_px)
-            log.info("noise spectrum for pixel size %.4g Å from %d particles", p, len(pick))
+    noise_power = {}  # measured whether or not it is used: a diagnostic, and a spectrum the simulator can use
+    for p in groups:
+        rows = np.flatnonzero(source.pixel_size_A == p)
+        pick = np.sort(rng.choice(rows, size=min(noise_images, len(rows)), replace=False))
+        chunks = np.array_split(pick, max(1, len(pick) // chunk))
+        sample = np.concatenate([to_training_grid(source.read(r), p, pixel_size_A, box_px) for r in chunks])
+        noise_power[float(p)] = estimate_noise_power(sample, mask_radius_px)
+        log.info("noise spectrum for pixel size %.4g Å from %d particles", p, len(pick))
     progress = Progress(n, "preprocess", unit="particles")
     with atomic_path(output_mrcs) as tmp:
         with mrcfile.new_mmap(tmp, shape=(n, box_px, box_px), mrc_mode=2, overwrite=True) as mrc:

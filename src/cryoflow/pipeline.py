@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
+import numpy as np
+import pandas as pd
+
+from cryoflow.fileio import InputError
 from cryoflow.models import PosteriorEstimator
-from cryoflow.simulator import Priors, Simulator
+from cryoflow.projection import AtomTemplates, VolumeTemplates
+from cryoflow.rasterize import read_map
+from cryoflow.simulator import Priors, Simulator, noise_filter
 from cryoflow.training import TrainingConfig
 
 
@@ -14,35 +20,108 @@ def load_ensemble(path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def build_priors(sim_cfg: dict, theta_range_A) -> Priors:
-    return Priors(
-        theta_range_A=(float(theta_range_A[0]), float(theta_range_A[1])),
-        shift_max_A=sim_cfg["shift_max_A"],
-        defocus_range_A=tuple(sim_cfg["defocus_range_A"]),
-        astigmatism_max_A=sim_cfg["astigmatism_max_A"],
-        b_factor_range_A2=tuple(sim_cfg["b_factor_range_A2"]),
-        snr_range=tuple(sim_cfg["snr_range"]),
-        amplitude_contrast=sim_cfg["amplitude_contrast"],
-        voltage_kV=sim_cfg["voltage_kV"],
-        cs_mm=sim_cfg["cs_mm"],
-        bead_sigma_A=sim_cfg["bead_sigma_A"],
-        mask_radius_A=sim_cfg["mask_radius_A"],
-    )
+def resolve_priors(sim_cfg: dict, theta_range_A, star_found: dict | None = None) -> dict:
+    """The simulator's priors as plain values: the config's, with what a STAR file holds taking precedence."""
+    sigma = sim_cfg["bead_sigma_A"]
+    sigma_range = [float(sigma), float(sigma)] if isinstance(sigma, (int, float)) else [float(v) for v in sigma]
+    priors = {
+        "theta_range_A": [float(theta_range_A[0]), float(theta_range_A[1])],
+        "shift_max_A": sim_cfg["shift_max_A"],
+        "pose_max_angle_deg": sim_cfg["pose_max_angle_deg"],
+        "defocus_range_A": list(sim_cfg["defocus_range_A"]),
+        "astigmatism_max_A": sim_cfg["astigmatism_max_A"],
+        "phase_shift_range_deg": list(sim_cfg["phase_shift_range_deg"]),
+        "b_factor_range_A2": list(sim_cfg["b_factor_range_A2"]),
+        "snr_range": list(sim_cfg["snr_range"]),
+        "bead_sigma_range_A": sigma_range,
+        "mask_radius_A": sim_cfg["mask_radius_A"],
+        "optics": [
+            {
+                "voltage_kV": sim_cfg["voltage_kV"],
+                "cs_mm": sim_cfg["cs_mm"],
+                "amplitude_contrast": sim_cfg["amplitude_contrast"],
+                "weight": 1.0,
+            }
+        ],
+    }
+    for key, value in (star_found or {}).items():
+        if key in priors:
+            priors[key] = value
+    return priors
 
 
-def build_simulator(ensemble: dict, config: dict, box_px=None, pixel_size_A=None, device="cpu") -> Simulator:
-    """Simulator on the training grid (or another grid, for the demo particles)."""
+def priors_from_dict(values: dict) -> Priors:
+    tuples = {k: tuple(v) for k, v in values.items() if isinstance(v, list) and k != "optics"}
+    return Priors(**{**values, **tuples})
+
+
+def load_volumes(paths) -> tuple[np.ndarray, float]:
+    """Template maps (T, N, N, N) and their common voxel size in Å."""
+    maps, voxel_sizes = zip(*(read_map(p) for p in paths))
+    if len({m.shape for m in maps}) != 1 or np.ptp(voxel_sizes) > 1e-4:
+        raise InputError(f"template maps differ in box or voxel size: {paths[0]} ... {paths[-1]}")
+    return np.stack(maps), float(voxel_sizes[0])
+
+
+def build_simulator(
+    ensemble: dict,
+    config: dict,
+    priors: Priors,
+    box_px=None,
+    pixel_size_A=None,
+    device="cpu",
+    volume_paths=None,
+    noise_power: tuple | None = None,
+    projection: str | None = None,
+) -> Simulator:
+    """Simulator on the training grid (or another grid, for the demo particles).
+
+    Atomic templates come from the ensemble; with ``simulator.projection:
+    volumes`` (or ``projection="volumes"``) the maps ``volume_paths`` are projected instead.
+    ``noise_power`` = (frequency_per_A, power) colours the noise.
+    """
+    sim_cfg = config["simulator"]
     theta = ensemble["theta_A"]
-    priors = build_priors(config["simulator"], (theta[0], theta[-1]))
-    return Simulator(
-        ensemble["coords_A"],
-        theta,
-        ensemble["weights"],
-        box_px or config["image"]["box_px"],
-        pixel_size_A or config["image"]["pixel_size_A"],
+    if (projection or sim_cfg["projection"]) == "volumes":
+        volumes, voxel_size = load_volumes(volume_paths)
+        templates = VolumeTemplates(volumes, theta, voxel_size, sim_cfg["volume_oversample"], device=device)
+    else:
+        templates = AtomTemplates(
+            ensemble["coords_A"], theta, ensemble["weights"], sim_cfg["oversample"], device=device
+        )
+    box = box_px or config["image"]["box_px"]
+    pixel = pixel_size_A or config["image"]["pixel_size_A"]
+    colour = None if noise_power is None else noise_filter(box, pixel, *noise_power, device=device)
+    return Simulator(templates, box, pixel, priors, noise_filter=colour)
+
+
+def read_noise_power(path) -> tuple[np.ndarray, np.ndarray]:
+    """(frequency_per_A, noise_power) from a TSV such as the particle stage's ``noise_power.tsv`` (first group)."""
+    table = pd.read_csv(path, sep="\t")
+    missing = {"frequency_per_A", "noise_power"} - set(table.columns)
+    if missing:
+        raise InputError(f"{path}: column(s) {sorted(missing)} missing (simulator.noise_power_tsv)")
+    if "pixel_size_in_A" in table.columns:
+        table = table[table["pixel_size_in_A"] == table["pixel_size_in_A"].iloc[0]] if len(table) else table
+    if len(table) < 2:
+        raise InputError(f"{path}: fewer than two rows of frequency_per_A and noise_power (simulator.noise_power_tsv)")
+    return table["frequency_per_A"].to_numpy(float), table["noise_power"].to_numpy(float)
+
+
+def load_simulator(inputs, config: dict, device="cpu", box_px=None, pixel_size_A=None) -> Simulator:
+    """The simulator of a rule whose inputs are ``simulator_inputs`` (ensemble, priors, maps, noise)."""
+    with open(inputs.priors) as handle:
+        priors = priors_from_dict(json.load(handle))
+    noise = getattr(inputs, "noise", None)
+    return build_simulator(
+        load_ensemble(inputs.ensemble),
+        config,
         priors,
+        box_px=box_px,
+        pixel_size_A=pixel_size_A,
         device=device,
-        oversample=config["simulator"]["oversample"],
+        volume_paths=getattr(inputs, "maps", None),
+        noise_power=read_noise_power(noise) if noise else None,
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from cryoflow.fileio import atomic_path
+from cryoflow.fileio import InputError, atomic_path
 
 
 def grid_origin_A(center_A: np.ndarray, voxel_size_A: float, box_vox: int) -> np.ndarray:
@@ -55,3 +55,20 @@ def write_mrc(path: str | Path, density_zyx: np.ndarray, voxel_size_A: float, or
             mrc.header.origin = tuple(float(v) for v in origin_A)
             mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = 0, 0, 0
             mrc.update_header_stats()
+
+
+def read_map(path: str | Path) -> tuple[np.ndarray, float]:
+    """A cubic MRC map (z, y, x) as float32 and its voxel size in Å, read leniently."""
+    try:
+        with mrcfile.open(path, permissive=True) as mrc:
+            data = np.asarray(mrc.data, dtype=np.float32).copy()
+            voxel = float(mrc.voxel_size.x)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable MRC map: {err}") from err
+    if data.ndim != 3 or len(set(data.shape)) != 1:
+        raise InputError(f"{path}: map shape {data.shape} is not a cube (nz = ny = nx)")
+    if not voxel > 0:
+        raise InputError(f"{path}: voxel size {voxel} in the header is not positive")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: map contains NaN or inf")
+    return data, voxel

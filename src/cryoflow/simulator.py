@@ -1,24 +1,25 @@
-"""Forward model: cryo-EM particle images of Gaussian-bead templates.
+"""Forward model: cryo-EM particle images of templates along θ.
 
 Image formation for one particle with conformation θ:
 
-1. coordinates at θ by linear interpolation between the neighbouring templates;
-2. a uniformly random 3-D rotation (normalized Gaussian quaternion, the Haar
-   measure on SO(3)) and an in-plane shift in Å;
-3. projection along z of Gaussian beads of width ``bead_sigma_A`` weighted by
-   their electron counts; pixel values are electrons per pixel, so an image
-   sums to the total weight;
-4. CTF (``cryoflow.ctf``) with a B-factor envelope;
-5. white Gaussian noise at a signal-to-noise ratio defined as the variance of
-   the noiseless image inside a circular mask of radius ``mask_radius_A`` over
-   the noise variance, SNR drawn log-uniformly;
+1. the template at θ (``cryoflow.projection``): atomic coordinates
+   interpolated linearly between the neighbouring templates, or the blend of
+   the neighbouring density maps;
+2. a rotation, uniform on SO(3) (normalized Gaussian quaternion, the Haar
+   measure) or limited to a cone around the template's orientation, and an
+   in-plane shift in Å;
+3. projection along z: Gaussian beads of width σ (Å, fixed or drawn per image)
+   weighted by electron counts, or a Fourier slice of a map; pixel values are
+   electrons per pixel, so an image sums to the projected electrons;
+4. CTF (``cryoflow.ctf``): defocus U/V and astigmatism angle, phase shift,
+   B-factor envelope, voltage, Cs and amplitude contrast of an optics group;
+5. Gaussian noise, white or with a given power spectrum, at a signal-to-noise
+   ratio defined as the variance of the noiseless image inside a circular mask
+   of radius ``mask_radius_A`` over the noise variance, SNR drawn log-uniformly;
 6. per-image normalization to zero mean and unit variance.
 
-The fast projection spreads every bead bilinearly onto an (optionally
-oversampled) grid and applies the Gaussian, the spreading-kernel correction
-and the CTF in one Fourier multiply. ``project_gaussians_exact`` is the
-separable real-space reference it is tested against. Everything runs on the
-tensors' device; nothing returns to the host.
+Projection, CTF and noise are Fourier multiplies on the tensors' device;
+nothing returns to the host.
 """
 
 from __future__ import annotations
@@ -51,90 +52,16 @@ def uniform_rotations(n: int, generator: torch.Generator | None = None, device=N
     return quaternion_to_matrix(q)
 
 
-def interpolate_coords(coords: torch.Tensor, theta_A: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Bead coordinates (B, N, 3) at ``theta`` (B,) from templates (T, N, 3) at sorted ``theta_A`` (T,)."""
-    theta = theta.clamp(theta_A[0], theta_A[-1])
-    upper = torch.searchsorted(theta_A, theta.contiguous(), right=True).clamp(1, len(theta_A) - 1)
-    lower = upper - 1
-    frac = ((theta - theta_A[lower]) / (theta_A[upper] - theta_A[lower]))[:, None, None]
-    return coords[lower] + frac * (coords[upper] - coords[lower])
-
-
-def project_gaussians_exact(
-    coords_A: torch.Tensor, weights: torch.Tensor, sigma_A: float, box: int, pixel_size_A: float
-) -> torch.Tensor:
-    """Reference projection along z: (B, box, box) images, electrons per pixel at pixel centres.
-
-    Separable evaluation of Σ_i w_i p² exp(−|r − r_i|²/2σ²)/(2πσ²); pixel
-    ``box // 2`` is at the origin.
-    """
-    axis = (torch.arange(box, device=coords_A.device, dtype=coords_A.dtype) - box // 2) * pixel_size_A
-    gx = torch.exp(-((axis - coords_A[..., 0:1]) ** 2) / (2 * sigma_A**2))  # (B, N, box)
-    gy = torch.exp(-((axis - coords_A[..., 1:2]) ** 2) / (2 * sigma_A**2))
-    scale = pixel_size_A**2 / (2 * math.pi * sigma_A**2)
-    return torch.einsum("bny,bnx->byx", gy * (weights[:, None] * scale), gx)
-
-
-def splat_bilinear(xy_px: torch.Tensor, weights: torch.Tensor, box: int) -> torch.Tensor:
-    """Spread point masses at pixel coordinates (B, N, 2) = (x, y) onto (B, box, box), periodically."""
-    batch = xy_px.shape[0]
-    base = torch.floor(xy_px)
-    frac = xy_px - base
-    base = base.long()
-    grid = torch.zeros(batch, box * box, device=xy_px.device, dtype=xy_px.dtype)
-    for dy in (0, 1):
-        wy = frac[..., 1] if dy else 1 - frac[..., 1]
-        iy = (base[..., 1] + dy) % box
-        for dx in (0, 1):
-            wx = frac[..., 0] if dx else 1 - frac[..., 0]
-            ix = (base[..., 0] + dx) % box
-            grid.scatter_add_(1, iy * box + ix, wx * wy * weights)
-    return grid.reshape(batch, box, box)
-
-
-def crop_rfft2(spectrum: torch.Tensor, box: int) -> torch.Tensor:
-    """Keep the low frequencies of an rfft2 spectrum (…, M, M//2+1) for a box × box image."""
-    half = box // 2
-    return torch.cat([spectrum[..., :half, : half + 1], spectrum[..., -half:, : half + 1]], dim=-2)
-
-
-def project_gaussians_fourier(
-    coords_A: torch.Tensor,
-    weights: torch.Tensor,
-    sigma_A: float,
-    box: int,
-    pixel_size_A: float,
-    oversample: int = 2,
-) -> torch.Tensor:
-    """rfft2 (B, box, box//2+1) of the Gaussian-bead projection, by spreading and one Fourier multiply.
-
-    Beads are spread bilinearly onto a grid ``oversample`` times finer, the
-    spectrum is divided by the bilinear kernel's transform sinc²(s p')
-    per axis, multiplied by the Gaussian's exp(−2π²σ²s²) and cropped to ``box``.
-    """
-    fine_box = box * oversample
-    fine_pixel = pixel_size_A / oversample
-    xy = coords_A[..., :2] / fine_pixel + fine_box // 2
-    fine = torch.fft.rfft2(splat_bilinear(xy, weights, fine_box))
-    spectrum = crop_rfft2(fine, box)
-    s_y, s_x = fourier_frequencies(box, pixel_size_A, device=coords_A.device, dtype=coords_A.dtype)
-    kernel = (torch.sinc(s_x * fine_pixel) * torch.sinc(s_y * fine_pixel)) ** 2
-    gaussian = torch.exp(-2 * math.pi**2 * sigma_A**2 * (s_x**2 + s_y**2))
-    return spectrum * (gaussian / kernel)
-
-
 def circular_mask(box: int, radius_px: float, device=None, dtype=torch.float32) -> torch.Tensor:
     """Boolean (box, box) disc of ``radius_px`` around pixel (box//2, box//2)."""
     axis = torch.arange(box, device=device, dtype=dtype) - box // 2
     return (axis[:, None] ** 2 + axis[None, :] ** 2) <= radius_px**2
 
 
-def add_noise(images: torch.Tensor, snr: torch.Tensor, mask: torch.Tensor, generator=None) -> torch.Tensor:
-    """Add white Gaussian noise with variance var(signal inside ``mask``) / snr per image."""
+def add_noise(images: torch.Tensor, snr: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Add unit-variance ``noise`` scaled to variance var(signal inside ``mask``) / snr per image."""
     signal_var = images[:, mask].var(dim=1)
-    noise_std = torch.sqrt(signal_var / snr)
-    noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-    return images + noise * noise_std[:, None, None]
+    return images + noise * torch.sqrt(signal_var / snr)[:, None, None]
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -148,22 +75,75 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / torch.where(std > 0, std, torch.ones_like(std))
 
 
+def rotations_near_identity(
+    n: int, max_angle_deg: float, generator: torch.Generator | None = None, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """``n`` rotations drawn from the Haar measure restricted to angles ≤ ``max_angle_deg`` from the identity.
+
+    Under the Haar measure the rotation axis is uniform on the sphere and the
+    angle ω has density ∝ 1 − cos ω; ω is drawn by inverting its CDF
+    ∝ ω − sin ω by bisection (on the device, fixed iterations).
+    """
+    limit = math.radians(min(max(max_angle_deg, 0.0), 180.0))
+    axis = torch.randn(n, 3, generator=generator, device=device, dtype=dtype)
+    axis = axis / axis.norm(dim=-1, keepdim=True)
+    u = torch.rand(n, generator=generator, device=device, dtype=dtype) * (limit - math.sin(limit))
+    low, high = torch.zeros_like(u), torch.full_like(u, limit)
+    for _ in range(40):
+        mid = 0.5 * (low + high)
+        below = mid - torch.sin(mid) < u
+        low, high = torch.where(below, mid, low), torch.where(below, high, mid)
+    omega = 0.5 * (low + high)
+    q = torch.cat([torch.cos(omega / 2)[:, None], torch.sin(omega / 2)[:, None] * axis], dim=-1)
+    return quaternion_to_matrix(q)
+
+
+def noise_filter(
+    box: int, pixel_size_A: float, frequency_per_A, power, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """Amplitude filter on the rfft2 grid that gives white noise the radial ``power`` spectrum.
+
+    ``power`` is sampled at ``frequency_per_A`` (increasing; linear
+    interpolation, held constant beyond the ends) and scaled so that filtered
+    unit-variance white noise keeps unit variance.
+    """
+    frequency = torch.as_tensor(frequency_per_A, dtype=torch.float64)
+    power = torch.as_tensor(power, dtype=torch.float64)
+    if len(frequency) < 2 or torch.any(torch.diff(frequency) <= 0) or torch.any(power < 0) or power.max() <= 0:
+        raise ValueError("noise power spectrum needs ≥ 2 increasing frequencies and non-negative, non-zero power")
+    s_y, s_x = fourier_frequencies(box, pixel_size_A, dtype=torch.float64, rfft=False)
+    s = torch.sqrt(s_x**2 + s_y**2).clamp(frequency[0], frequency[-1])
+    upper = torch.searchsorted(frequency, s.contiguous(), right=True).clamp(1, len(frequency) - 1)
+    frac = (s - frequency[upper - 1]) / (frequency[upper] - frequency[upper - 1])
+    full = power[upper - 1] + frac * (power[upper] - power[upper - 1])
+    full = full / full.mean()  # Parseval: variance of the filtered noise = mean of |H|² over the full grid
+    return torch.sqrt(full[:, : box // 2 + 1]).to(device=device, dtype=dtype)
+
+
 @dataclass
 class Priors:
-    """Prior ranges of the nuisance parameters (all ranges inclusive, units in the names)."""
+    """Prior ranges of the nuisance parameters (all ranges inclusive, units in the names).
+
+    ``pose_max_angle_deg``: ``None`` for uniform rotations on SO(3), 0 for the
+    template's own orientation, otherwise rotations within that angle of it.
+    ``bead_sigma_range_A`` (atomic templates) is drawn uniformly per image.
+    ``optics`` lists optics groups ``{voltage_kV, cs_mm, amplitude_contrast,
+    weight}``; each image draws one group with probability ∝ weight.
+    """
 
     theta_range_A: tuple[float, float]
     shift_max_A: float = 0.0
+    pose_max_angle_deg: float | None = None
     defocus_range_A: tuple[float, float] = (5000.0, 25000.0)
     astigmatism_max_A: float = 0.0
+    phase_shift_range_deg: tuple[float, float] = (0.0, 0.0)
     b_factor_range_A2: tuple[float, float] = (0.0, 100.0)
     snr_range: tuple[float, float] = (0.05, 1.0)
-    amplitude_contrast: float = 0.1
-    voltage_kV: float = 300.0
-    cs_mm: float = 2.7
-    bead_sigma_A: float = 2.0
+    bead_sigma_range_A: tuple[float, float] = (2.0, 2.0)
     mask_radius_A: float | None = None
-    extra: dict = field(default_factory=dict)
+    optics: list[dict] = field(
+        default_factory=lambda: [{"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 1.0}]
+    )
 
 
 def _uniform(n, low, high, generator, device):
@@ -171,89 +151,96 @@ def _uniform(n, low, high, generator, device):
 
 
 class Simulator:
-    """Draws (θ, image) pairs from the prior and the forward model, on one device."""
+    """Draws (θ, image) pairs from the prior and the forward model, on one device.
 
-    def __init__(
-        self,
-        template_coords,
-        template_theta_A,
-        weights,
-        box_px: int,
-        pixel_size_A: float,
-        priors: Priors,
-        center_A=None,
-        device: str | torch.device = "cpu",
-        oversample: int = 2,
-    ):
-        self.device = torch.device(device)
-        coords = torch.as_tensor(template_coords, dtype=torch.float32)
-        self.weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
-        if center_A is None:
-            ref = coords[int(torch.argmin(torch.as_tensor(template_theta_A).abs()))]
-            center_A = (ref * self.weights.cpu()[:, None]).sum(0) / self.weights.sum().cpu()
-        self.center_A = torch.as_tensor(center_A, dtype=torch.float32)
-        self.coords = (coords - self.center_A).to(self.device)
-        self.theta_A = torch.as_tensor(template_theta_A, dtype=torch.float32, device=self.device)
+    ``templates`` is a ``cryoflow.projection.AtomTemplates`` or
+    ``VolumeTemplates``; ``noise_filter`` (rfft2 grid, from ``noise_filter``)
+    colours the noise, white when ``None``.
+    """
+
+    def __init__(self, templates, box_px: int, pixel_size_A: float, priors: Priors, noise_filter=None):
+        self.templates = templates
+        self.device = templates.device
         self.box = int(box_px)
         self.pixel_size_A = float(pixel_size_A)
         self.priors = priors
-        self.oversample = oversample
         radius_A = priors.mask_radius_A or 0.5 * self.box * self.pixel_size_A
         self.mask = circular_mask(self.box, radius_A / self.pixel_size_A, device=self.device)
         self.s_y, self.s_x = fourier_frequencies(self.box, self.pixel_size_A, device=self.device)
+        self.noise_filter = None if noise_filter is None else torch.as_tensor(noise_filter, device=self.device)
+        optics = priors.optics
+        self._optics = {
+            key: torch.tensor([float(g[key]) for g in optics], device=self.device)
+            for key in ("voltage_kV", "cs_mm", "amplitude_contrast", "weight")
+        }
 
     def sample_theta(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         low, high = self.priors.theta_range_A
         return _uniform(n, low, high, generator, self.device)
 
+    def sample_rotations(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.priors.pose_max_angle_deg is None:
+            return uniform_rotations(n, generator, self.device)
+        return rotations_near_identity(n, self.priors.pose_max_angle_deg, generator, self.device)
+
     def sample_nuisance(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Pose, shift, CTF and noise parameters for ``n`` images."""
+        """Pose, shift, CTF, bead width and noise parameters for ``n`` images."""
         p = self.priors
         defocus = _uniform(n, *p.defocus_range_A, generator, self.device)
         astig = _uniform(n, -p.astigmatism_max_A, p.astigmatism_max_A, generator, self.device)
         log_snr = _uniform(n, math.log(p.snr_range[0]), math.log(p.snr_range[1]), generator, self.device)
+        group = torch.multinomial(self._optics["weight"], n, replacement=True, generator=generator)
         return {
-            "rotation": uniform_rotations(n, generator, self.device),
+            "rotation": self.sample_rotations(n, generator),
             "shift_A": _uniform((n, 2), -p.shift_max_A, p.shift_max_A, generator, self.device),
             "defocus_u_A": defocus + astig,
             "defocus_v_A": defocus - astig,
             "astigmatism_angle_deg": _uniform(n, 0.0, 180.0, generator, self.device),
+            "phase_shift_deg": _uniform(n, *p.phase_shift_range_deg, generator, self.device),
             "b_factor_A2": _uniform(n, *p.b_factor_range_A2, generator, self.device),
+            "bead_sigma_A": _uniform(n, *p.bead_sigma_range_A, generator, self.device),
+            "voltage_kV": self._optics["voltage_kV"][group],
+            "cs_mm": self._optics["cs_mm"][group],
+            "amplitude_contrast": self._optics["amplitude_contrast"][group],
             "snr": torch.exp(log_snr),
         }
 
     def noiseless(self, theta: torch.Tensor, nuisance: dict[str, torch.Tensor]) -> torch.Tensor:
         """CTF-modulated projections (B, box, box) in electrons per pixel, before noise."""
-        coords = interpolate_coords(self.coords, self.theta_A, theta)
-        coords = coords @ nuisance["rotation"].transpose(-1, -2)
-        coords = torch.cat([coords[..., :2] + nuisance["shift_A"][:, None, :], coords[..., 2:]], dim=-1)
-        spectrum = project_gaussians_fourier(
-            coords, self.weights, self.priors.bead_sigma_A, self.box, self.pixel_size_A, self.oversample
-        )
 
         def per_image(key):
             return nuisance[key][:, None, None]
 
+        spectrum = self.templates.spectrum(
+            theta, nuisance["rotation"], nuisance["shift_A"], self.box, self.pixel_size_A, per_image("bead_sigma_A")
+        )
         transfer = ctf(
             self.s_y,
             self.s_x,
             per_image("defocus_u_A"),
             per_image("defocus_v_A"),
             per_image("astigmatism_angle_deg"),
-            self.priors.voltage_kV,
-            self.priors.cs_mm,
-            self.priors.amplitude_contrast,
-            0.0,
+            per_image("voltage_kV"),
+            per_image("cs_mm"),
+            per_image("amplitude_contrast"),
+            per_image("phase_shift_deg"),
             per_image("b_factor_A2"),
         )
         return torch.fft.irfft2(spectrum * transfer, s=(self.box, self.box))
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Unit-variance Gaussian noise (n, box, box), white or coloured by ``noise_filter``."""
+        white = torch.randn(n, self.box, self.box, generator=generator, device=self.device)
+        if self.noise_filter is None:
+            return white
+        return torch.fft.irfft2(torch.fft.rfft2(white) * self.noise_filter, s=(self.box, self.box))
 
     def simulate(self, theta: torch.Tensor, generator: torch.Generator | None = None, nuisance=None):
         """Normalized noisy images (B, box, box) for conformations ``theta`` (B,) in Å."""
         if nuisance is None:
             nuisance = self.sample_nuisance(len(theta), generator)
         images = self.noiseless(theta, nuisance)
-        images = add_noise(images, nuisance["snr"], self.mask, generator)
+        images = add_noise(images, nuisance["snr"], self.mask, self.noise(len(theta), generator))
         return normalize(images)
 
     def sample(self, n: int, generator: torch.Generator | None = None):

@@ -70,6 +70,19 @@ N_TEMPLATES = config["templates"]["n_templates"]
 TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
 
 
+def simulator_inputs(wildcards=None):
+    """Files the simulator is built from: ensemble, resolved priors, maps and noise spectrum when used."""
+    inputs = {
+        "ensemble": f"{RESULTS}/templates/ensemble.npz",
+        "priors": f"{RESULTS}/model/priors.json",
+    }
+    if config["simulator"]["projection"] == "volumes":
+        inputs["maps"] = expand(f"{RESULTS}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS)
+    if config["simulator"]["noise_power_tsv"]:
+        inputs["noise"] = config["simulator"]["noise_power_tsv"]
+    return inputs
+
+
 def particles_star():
     """The STAR file the particle stage reads: the demo's or the user's."""
     if config["demo"]["enabled"]:

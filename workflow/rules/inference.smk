@@ -26,8 +26,8 @@ rule infer:
 
 rule validate:
     input:
+        unpack(simulator_inputs),
         model=rules.train.output.model,
-        ensemble=rules.templates.output.ensemble,
     output:
         npz=f"{RESULTS}/validation/simulations.npz",
     log:

@@ -1,6 +1,34 @@
+rule priors:
+    input:
+        unpack(
+            lambda wc: {"ensemble": rules.templates.output.ensemble}
+            | (
+                {"star": particles_star()}
+                if config["simulator"]["priors_from_star"]
+                else {}
+            )
+        ),
+    output:
+        priors=f"{RESULTS}/model/priors.json",
+    log:
+        f"{LOGS}/priors.log",
+    benchmark:
+        f"{BENCH}/priors.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        config=config,
+    script:
+        "../../scripts/priors.py"
+
+
 rule train:
     input:
-        ensemble=rules.templates.output.ensemble,
+        unpack(simulator_inputs),
     output:
         model=f"{RESULTS}/model/posterior.pt",
         history=f"{RESULTS}/model/training.tsv",
