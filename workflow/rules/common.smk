@@ -83,6 +83,14 @@ def simulator_inputs(wildcards=None):
     return inputs
 
 
+def priors_inputs(wildcards=None):
+    """The ensemble (for the θ range), and the particles' STAR file when priors come from it."""
+    inputs = {"ensemble": f"{RESULTS}/templates/ensemble.npz"}
+    if config["simulator"]["priors_from_star"]:
+        inputs["star"] = particles_star()
+    return inputs
+
+
 def particles_star():
     """The STAR file the particle stage reads: the demo's or the user's."""
     if config["demo"]["enabled"]:

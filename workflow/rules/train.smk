@@ -1,13 +1,6 @@
 rule priors:
     input:
-        unpack(
-            lambda wc: {"ensemble": rules.templates.output.ensemble}
-            | (
-                {"star": particles_star()}
-                if config["simulator"]["priors_from_star"]
-                else {}
-            )
-        ),
+        unpack(priors_inputs),
     output:
         priors=f"{RESULTS}/model/priors.json",
     log:
