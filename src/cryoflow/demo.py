@@ -22,7 +22,7 @@ import torch
 from cryoflow.ctf import fourier_frequencies
 from cryoflow.fileio import atomic_path
 from cryoflow.particles import write_star
-from cryoflow.simulator import Simulator, normalize
+from cryoflow.simulator import Simulator, masked_variance, normalize
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def make_dataset(
         nuisance["snr"] = torch.as_tensor(np.exp(log_snr), dtype=torch.float32)
         with torch.no_grad():
             signal = simulator.noiseless(theta_t[start:stop], nuisance)
-            signal_var = signal[:, simulator.mask].var(dim=1)
+            signal_var = masked_variance(signal, simulator.mask)
             noise = coloured_noise(
                 stop - start, simulator.box, simulator.pixel_size_A, noise_colour_strength, noise_corner_A, generator
             )

@@ -131,19 +131,24 @@ def volume_spectrum(volume_zyx: torch.Tensor, oversample: int = 3) -> torch.Tens
 
 def slice_spectrum(
     spectra: torch.Tensor,
-    index: torch.Tensor,
     rotation: torch.Tensor,
     s_y: torch.Tensor,
     s_x: torch.Tensor,
     voxel_size_A: float,
+    lower: torch.Tensor,
+    upper: torch.Tensor | None = None,
+    frac: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Central slices (B, *s.shape) of half spectra (T, M, M, M//2+1) from ``volume_spectrum``.
 
-    Image b samples template ``index[b]`` at the 3-D frequencies Rᵀ (s_x, s_y, 0)
-    of its rotation (B, 3, 3), trilinearly; points with k_x < 0 are read at −k
-    and conjugated. Frequencies beyond the map's Nyquist limit give zero.
+    Image b samples template ``lower[b]`` at the 3-D frequencies Rᵀ (s_x, s_y, 0)
+    of its rotation (B, 3, 3), trilinearly; with ``upper`` and ``frac`` it
+    blends (1 − frac) · lower + frac · upper, sharing the interpolation
+    weights. Points with k_x < 0 are read at −k and conjugated; frequencies
+    beyond the map's Nyquist limit give zero.
     """
     m = spectra.shape[-3]
+    half = m // 2 + 1
     plane = torch.stack([s_x, s_y, torch.zeros_like(s_x)], dim=-1).reshape(-1, 3)  # (P, 3) as (x, y, z)
     k = torch.einsum("bji,pj->bpi", rotation, plane) * (m * voxel_size_A)  # Rᵀ s in grid units
     inside = (k.abs() <= m // 2 - 1).all(dim=-1)
@@ -151,20 +156,25 @@ def slice_spectrum(
     k = torch.where(mirrored[..., None], -k, k).clamp(-(m // 2 - 1), m // 2 - 1)
     k = k + torch.tensor([0, m // 2, m // 2], dtype=k.dtype, device=k.device)
     base = torch.floor(k)
-    frac = k - base
+    frac_k = k - base
     base = base.long()
-    half = m // 2 + 1
+    origin = (base[..., 2] * m + base[..., 1]) * half + base[..., 0]
     flat = spectra.reshape(-1)
-    offset = index[:, None].long() * (m * m * half)
+    size = m * m * half
+    sources = [(lower[:, None].long() * size, None)]
+    if upper is not None:
+        sources = [(lower[:, None].long() * size, 1 - frac[:, None]), (upper[:, None].long() * size, frac[:, None])]
     out = torch.zeros(k.shape[:2], dtype=spectra.dtype, device=spectra.device)
     for dz in (0, 1):
-        wz = frac[..., 2] if dz else 1 - frac[..., 2]
+        wz = frac_k[..., 2] if dz else 1 - frac_k[..., 2]
         for dy in (0, 1):
-            wy = frac[..., 1] if dy else 1 - frac[..., 1]
+            wzy = wz * (frac_k[..., 1] if dy else 1 - frac_k[..., 1])
             for dx in (0, 1):
-                wx = frac[..., 0] if dx else 1 - frac[..., 0]
-                linear = ((base[..., 2] + dz) * m + (base[..., 1] + dy)) * half + (base[..., 0] + dx)
-                out += (wx * wy * wz) * flat[(offset + linear).clamp_max(flat.numel() - 1)]
+                weight = wzy * (frac_k[..., 0] if dx else 1 - frac_k[..., 0])
+                linear = origin + ((dz * m + dy) * half + dx)
+                for offset, blend in sources:
+                    w = weight if blend is None else weight * blend
+                    out += w * flat[(offset + linear).clamp_max(flat.numel() - 1)]
     out = torch.where(mirrored, out.conj(), out)
     out = torch.where(inside, out, torch.zeros_like(out))
     return out.reshape((-1,) + s_x.shape)
@@ -182,7 +192,7 @@ def project_volume_fourier(
     spectra = volume_spectrum(volume_zyx, oversample)[None]
     s_y, s_x = fourier_frequencies(box, pixel_size_A, device=volume_zyx.device, dtype=rotation.dtype)
     index = torch.zeros(len(rotation), dtype=torch.long, device=rotation.device)
-    sliced = slice_spectrum(spectra, index, rotation, s_y, s_x, voxel_size_A)
+    sliced = slice_spectrum(spectra, rotation, s_y, s_x, voxel_size_A, index)
     return sliced * (voxel_size_A**3 * centre_phase(box, volume_zyx.device))
 
 
@@ -219,7 +229,7 @@ class AtomTemplates:
         self.center_A = torch.as_tensor(center_A, dtype=torch.float32)
         self.coords = (coords - self.center_A).to(self.device)
         self.weights = weights.to(self.device)
-        self.theta_A = theta_A.to(self.device)
+        self.theta_A = theta_A.to(self.device).contiguous()
         self.oversample = int(oversample)
 
     @property
@@ -244,7 +254,7 @@ class VolumeTemplates:
     def __init__(self, volumes_zyx, theta_A, voxel_size_A: float, oversample: int = 3, device="cpu"):
         self.device = torch.device(device)
         volumes = torch.as_tensor(volumes_zyx, dtype=torch.float32, device=self.device)
-        self.theta_A = torch.as_tensor(theta_A, dtype=torch.float32, device=self.device)
+        self.theta_A = torch.as_tensor(theta_A, dtype=torch.float32, device=self.device).contiguous()
         self.voxel_size_A = float(voxel_size_A)
         self.oversample = int(oversample)
         self._electrons = float(volumes[0].sum()) * self.voxel_size_A**3
@@ -257,9 +267,6 @@ class VolumeTemplates:
     def spectrum(self, theta, rotation, shift_A, box: int, pixel_size_A: float, bead_sigma_A=None) -> torch.Tensor:
         """rfft2 (B, box, box//2+1) of the rotated, shifted projections at θ (the map's own blur only)."""
         s_y, s_x = fourier_frequencies(box, pixel_size_A, device=self.device)
-        lower, upper, frac = bracket(self.theta_A, theta)
-        low = slice_spectrum(self.spectra, lower, rotation, s_y, s_x, self.voxel_size_A)
-        high = slice_spectrum(self.spectra, upper, rotation, s_y, s_x, self.voxel_size_A)
-        sliced = low + frac[:, None, None] * (high - low)
+        sliced = slice_spectrum(self.spectra, rotation, s_y, s_x, self.voxel_size_A, *bracket(self.theta_A, theta))
         phase = shift_phase(s_y, s_x, shift_A) * centre_phase(box, self.device)
         return sliced * phase * self.voxel_size_A**3

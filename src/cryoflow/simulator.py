@@ -58,10 +58,18 @@ def circular_mask(box: int, radius_px: float, device=None, dtype=torch.float32) 
     return (axis[:, None] ** 2 + axis[None, :] ** 2) <= radius_px**2
 
 
+def masked_variance(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance (B,) of each image's pixels inside a boolean ``mask``, as two matrix-vector products."""
+    weights = mask.reshape(-1).to(images.dtype)
+    count = weights.sum()
+    flat = images.reshape(len(images), -1)
+    total, squares = flat @ weights, (flat * flat) @ weights
+    return (squares - total * total / count) / (count - 1)
+
+
 def add_noise(images: torch.Tensor, snr: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Add unit-variance ``noise`` scaled to variance var(signal inside ``mask``) / snr per image."""
-    signal_var = images[:, mask].var(dim=1)
-    return images + noise * torch.sqrt(signal_var / snr)[:, None, None]
+    return images + noise * torch.sqrt(masked_variance(images, mask) / snr)[:, None, None]
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -70,8 +78,8 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     Training images and experimental particles (``cryoflow.particles``) both
     go through this one function, so they are normalized identically.
     """
-    mean = images.mean(dim=(-2, -1), keepdim=True)
-    std = images.std(dim=(-2, -1), keepdim=True)
+    var, mean = torch.var_mean(images, dim=(-2, -1), keepdim=True)
+    std = var.sqrt()
     return (images - mean) / torch.where(std > 0, std, torch.ones_like(std))
 
 
