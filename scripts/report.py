@@ -27,7 +27,10 @@ if truth is not None:
     log.info("against the known truth: %s", {k: round(summary[k], 3) for k in ("pearson_r", "coverage_90")})
 
 report.plot_posteriors(post, theta_range, figures["posterior_histograms"], truth)
-report.plot_calibration(diagnostics.CREDIBILITY_LEVELS, coverage, sim, figures["calibration"])
+pit = diagnostics.sbc_pit(sim["samples"], sim["theta_true"], seed)
+report.plot_calibration(
+    diagnostics.CREDIBILITY_LEVELS, coverage, sim, pit, summary["sbc_ks_pvalue"], figures["calibration"]
+)
 n_sim, n_exp = len(sim["latent"]), len(post["latent"])
 rng = np.random.default_rng(seed)
 pick_exp = np.sort(rng.choice(n_exp, min(n_exp, 2000), replace=False))

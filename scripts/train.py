@@ -3,13 +3,15 @@
 import csv
 import hashlib
 import json
+import platform
+import time
 from pathlib import Path
 
 import torch
 
 from cryoflow import models, pipeline, training
-from cryoflow.fileio import atomic_path, sha256_files
-from cryoflow.logs import configure
+from cryoflow.fileio import atomic_path, sha256_files, write_json
+from cryoflow.logs import configure, package_versions
 from cryoflow.report import plot_loss
 
 log = configure(snakemake.log[0])
@@ -28,26 +30,45 @@ run_config = {key: config[key] for key in ("seed", "image", "simulator", "train"
 fingerprint = hashlib.sha256(
     json.dumps([run_config, priors, ensemble_sha256, input_sha256], sort_keys=True).encode()
 ).hexdigest()
-model, history = training.train(
+started = time.time()
+model, history, last_state = training.train(
     model,
     simulator,
     pipeline.training_config(config["train"], config["seed"]),
     checkpoint=snakemake.params.checkpoint,
     fingerprint=fingerprint,
 )
-metadata = {
-    "image": dict(config["image"]),
-    "simulator": dict(config["simulator"]),
-    "priors": priors,
-    "train": {k: v for k, v in config["train"].items() if not isinstance(v, dict)},
+best = min(history, key=lambda row: row["val_loss"])
+card = {
+    "model": "cryoflow neural posterior estimator: ResNet-18 embedding + neural spline flow (lampe NPE, zuko NSF)",
+    "architecture": model.architecture,
+    "parameters": models.count_parameters(model),
     "seed": config["seed"],
-    "ensemble_sha256": ensemble_sha256,
-    "final_val_loss": min(row["val_loss"] for row in history),
-    "torch_version": torch.__version__,
+    "config": {key: config[key] for key in ("structure", "templates", "image", "simulator", "train")},
+    "priors": priors,
+    "checksums_sha256": {"ensemble": ensemble_sha256, **input_sha256},
+    "template_theta_A": [float(t) for t in ensemble["theta_A"]],
+    "packages": package_versions(["torch", "zuko", "lampe", "numpy", "mrcfile", "starfile"]),
+    "python": platform.python_version(),
+    "device": training.device_name(device),
+    "steps_run": history[-1]["step"],
+    "steps_planned": config["train"]["steps"],
+    "best_step": best["step"],
+    "best_val_loss": best["val_loss"],
+    "final_train_loss": history[-1]["train_loss"],
+    "final_val_loss": history[-1]["val_loss"],
+    "uniform_prior_loss": models.uniform_prior_loss(model.architecture["theta_range_A"]),
+    "wall_time_s": round(time.time() - started, 1),
+    "sim_images_per_s": history[-1]["sim_images_per_s"],
+    "steps_per_s": history[-1]["steps_per_s"],
 }
-models.save_model(snakemake.output.model, model, metadata)
+models.save_model(snakemake.output.model, model, card)
+model.load_state_dict(last_state)
+models.save_model(snakemake.output.last_model, model, {**card, "weights": "last step"})
+write_json(snakemake.output.card, card)
 with atomic_path(snakemake.output.history) as tmp, open(tmp, "w", newline="") as handle:
     writer = csv.DictWriter(handle, fieldnames=list(history[0]), delimiter="\t")
     writer.writeheader()
     writer.writerows(history)
-plot_loss(history, models.uniform_prior_loss(model.architecture["theta_range_A"]), snakemake.output.curve)
+plot_loss(history, card["uniform_prior_loss"], snakemake.output.curve)
+log.info("model card: %s", snakemake.output.card)

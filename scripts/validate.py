@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from cryoflow import inference, models, pipeline, training
+from cryoflow import diagnostics, inference, models, pipeline, training
 from cryoflow.fileio import atomic_path
 from cryoflow.logs import configure
 
@@ -29,6 +29,18 @@ result = inference.posterior_batches(
     device=device,
     label="validate",
 )
+# the beam direction in the template frame is Rᵀ e_z, the third row of the rotation
+beam = nuisance["rotation"][:, 2, :].cpu().numpy()
+axis = diagnostics.motion_axis(np.load(snakemake.input.ensemble)["coords_A"])
 with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
-    np.savez(handle, theta_true=theta.cpu().numpy(), snr=nuisance["snr"].cpu().numpy(), images=images[:16], **result)
+    np.savez(
+        handle,
+        theta_true=theta.cpu().numpy(),
+        snr=nuisance["snr"].cpu().numpy(),
+        defocus_A=(0.5 * (nuisance["defocus_u_A"] + nuisance["defocus_v_A"])).cpu().numpy(),
+        beam_direction=beam,
+        view_angle_deg=diagnostics.view_angle_deg(beam, axis),
+        images=images[:16],
+        **result,
+    )
 log.info("validation: %d simulations", n)

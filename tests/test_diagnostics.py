@@ -64,3 +64,34 @@ def test_summary_of_a_calibrated_posterior_on_matching_latents():
     assert summary["validation"]["coverage_error_max"] < 0.06
     assert summary["pearson_r"] > 0.95 and 0.85 < summary["coverage_90"] < 0.95
     assert len(coverage) == len(diagnostics.CREDIBILITY_LEVELS)
+
+
+def test_ks_uniform_test_matches_scipy_and_detects_miscalibration():
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    for values in (rng.uniform(size=500), rng.beta(1.3, 1.0, size=500), rng.uniform(size=40)):
+        d, p = diagnostics.ks_uniform_test(values)
+        reference = stats.kstest(values, "uniform")
+        assert d == pytest.approx(reference.statistic, rel=1e-12)
+        assert p == pytest.approx(reference.pvalue, abs=0.02)
+
+
+def test_sbc_pit_is_uniform_for_a_calibrated_posterior_and_not_for_an_overconfident_one():
+    """Gaussian model: θ ~ N(0, 1), x = θ + N(0, 1); the exact posterior is N(x/2, 1/2)."""
+    rng = np.random.default_rng(8)
+    theta = rng.normal(size=2000)
+    x = theta + rng.normal(size=2000)
+    exact = rng.normal(x[:, None] / 2, np.sqrt(0.5), size=(2000, 200))
+    overconfident = rng.normal(x[:, None] / 2, 0.3, size=(2000, 200))
+    assert diagnostics.ks_uniform_test(diagnostics.sbc_pit(exact, theta))[1] > 0.01
+    assert diagnostics.ks_uniform_test(diagnostics.sbc_pit(overconfident, theta))[1] < 1e-6
+
+
+def test_view_angle_against_the_motion_axis():
+    base = np.random.default_rng(9).normal(size=(50, 3)) * 10
+    templates = np.stack([base, base * np.array([1.0, 1.3, 1.0])])  # motion along y
+    axis = diagnostics.motion_axis(templates)
+    assert abs(axis @ np.array([0.0, 1.0, 0.0])) == pytest.approx(1.0, abs=1e-9)
+    beams = np.array([[0.0, 1.0, 0.0], [0.0, -2.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(diagnostics.view_angle_deg(beams, axis), [0.0, 0.0, 90.0, 45.0], atol=1e-6)

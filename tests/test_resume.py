@@ -32,7 +32,7 @@ sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(40), oversample=1),
 model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,))
 config = training.TrainingConfig(steps=240, batch_size=32, learning_rate=2e-3, validation_size=64,
                                  validate_every=20, checkpoint_every=40, seed=3)
-model, history = training.train(model, sim, config, checkpoint=checkpoint or None, fingerprint=fingerprint)
+model, history, _ = training.train(model, sim, config, checkpoint=checkpoint or None, fingerprint=fingerprint)
 torch.save(model.state_dict(), out)
 print(json.dumps([row["val_loss"] for row in history]))
 """

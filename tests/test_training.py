@@ -26,7 +26,7 @@ def trained():
     config = training.TrainingConfig(
         steps=300, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100
     )
-    model, history = training.train(model, sim, config)
+    model, history, _ = training.train(model, sim, config)
     return model, history, sim
 
 
@@ -56,3 +56,17 @@ def test_select_device_falls_back_to_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             training.select_device("cuda")
+
+
+def test_wall_time_budget_stops_early_with_a_scored_model():
+    torch.manual_seed(1)
+    unit = torch.nn.functional.normalize(torch.randn(30, 3), dim=1)
+    theta_A = torch.linspace(-4, 4, 3)
+    templates = AtomTemplates(torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A]), theta_A, torch.ones(30), 1)
+    sim = Simulator(templates, 32, 3.0, Priors(theta_range_A=(-4.0, 4.0)))
+    model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,))
+    config = training.TrainingConfig(steps=10_000, batch_size=8, validation_size=16, validate_every=1000,
+                                     max_hours=1e-7)  # fmt: skip
+    model, history, last_state = training.train(model, sim, config)
+    assert [row["step"] for row in history] == [1]
+    assert set(last_state) == set(model.state_dict())

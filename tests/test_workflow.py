@@ -75,8 +75,14 @@ def test_tiny_end_to_end_outputs(tiny_run):
     workdir, _ = tiny_run
     results = workdir / "results" / "tiny"
     summary = json.loads((results / "report" / "summary.json").read_text())
-    for key in ("n_particles", "mmd2", "mmd_pvalue", "pearson_r", "median_abs_error_A", "coverage_90"):
+    for key in ("n_particles", "mmd2", "mmd_pvalue", "pearson_r", "median_abs_error_A", "coverage_90",
+                "sbc_ks_pvalue", "coverage_error_max"):  # fmt: skip
         assert key in summary
+    assert 0.0 <= summary["sbc_ks_pvalue"] <= 1.0
+    card = json.loads((results / "model" / "card.json").read_text())
+    assert card["steps_run"] == 40 and card["packages"]["torch"].startswith("2.13")
+    assert len(card["checksums_sha256"]["ensemble"]) == 64 and card["seed"] == 2025
+    assert (results / "model" / "posterior_last.pt").stat().st_size > 0
     assert summary["n_particles"] == 96
     assert 0.0 < summary["mmd_pvalue"] <= 1.0
     # the posterior STAR keeps the input columns and gains the posterior ones, row for row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from importlib import metadata
 
 
 def configure(log_path: str | None = None, level: int = logging.INFO) -> logging.Logger:
@@ -48,3 +49,14 @@ class Progress:
     @property
     def rate(self) -> float:
         return self.done / max(time.perf_counter() - self.start, 1e-9)
+
+
+def package_versions(names: list[str]) -> dict[str, str]:
+    """Installed versions of the named distributions ("not installed" when absent)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions

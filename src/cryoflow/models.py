@@ -104,8 +104,12 @@ class PosteriorEstimator(nn.Module):
 
     def log_prob(self, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """log q(θ | image) per image, θ (B,) in Å, images (B, box, box)."""
+        return self.log_prob_latent(theta, self.embedding(images))
+
+    def log_prob_latent(self, theta: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """log q(θ | latent) per image, θ (B,) in Å, latents (B, latent_dim)."""
         u = self.standardize(theta)[:, None]
-        return self.npe(u, self.embedding(images)) - torch.log(self.theta_scale)
+        return self.npe(u, latent.float()) - torch.log(self.theta_scale)
 
     def log_prob_grid(self, latent: torch.Tensor, theta_grid: torch.Tensor) -> torch.Tensor:
         """log q(θ | latent) on a θ grid (G,) for every latent (B, L): shape (B, G).

@@ -138,5 +138,5 @@ def build_model(ensemble: dict, train_cfg: dict) -> PosteriorEstimator:
 
 def training_config(train_cfg: dict, seed: int) -> TrainingConfig:
     keys = ("steps", "batch_size", "learning_rate", "weight_decay", "clip_grad_norm", "lr_schedule",
-            "validation_size", "validate_every", "checkpoint_every")  # fmt: skip
+            "validation_size", "validate_every", "checkpoint_every", "max_hours", "mixed_precision")  # fmt: skip
     return TrainingConfig(seed=seed, **{k: train_cfg[k] for k in keys})

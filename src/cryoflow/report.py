@@ -69,22 +69,57 @@ def plot_latents(embedding_sim, embedding_exp, width_exp, mmd2: float, mmd_pvalu
     _save(fig, path)
 
 
-def plot_calibration(levels, coverage, sim: dict, path) -> None:
-    """Nominal vs empirical coverage, posterior mean vs truth, width vs SNR (held-out simulations)."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    axes[0].plot([0, 1], [0, 1], color="grey", ls="--")
-    axes[0].plot(levels, coverage, marker="o")
-    axes[0].set_xlabel("nominal credibility")
-    axes[0].set_ylabel("empirical coverage")
-    axes[1].errorbar(sim["theta_true"], sim["mean"], yerr=sim["std"], fmt=".", alpha=0.3)
+def _binned_median(ax, x, y, bins, log=False):
+    edges = np.geomspace(x.min(), x.max(), bins + 1) if log else np.linspace(x.min(), x.max(), bins + 1)
+    which = np.clip(np.digitize(x, edges) - 1, 0, bins - 1)
+    centres, medians = [], []
+    for b in range(bins):
+        if np.any(which == b):
+            centres.append(np.sqrt(edges[b] * edges[b + 1]) if log else 0.5 * (edges[b] + edges[b + 1]))
+            medians.append(np.median(y[which == b]))
+    ax.plot(centres, medians, color="C3", marker="o", label="median")
+    ax.legend()
+
+
+def plot_calibration(levels, coverage, sim: dict, pit, ks_pvalue: float, path) -> None:
+    """Held-out simulations: coverage, SBC, accuracy, and posterior width against SNR and view (Fig. 2B/C)."""
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    ax = axes[0, 0]
+    ax.plot([0, 1], [0, 1], color="grey", ls="--")
+    ax.plot(levels, coverage, marker="o")
+    ax.set_xlabel("nominal credibility")
+    ax.set_ylabel("empirical coverage")
+    ax.set_title("expected coverage")
+    ax = axes[0, 1]
+    bins = 20
+    counts, _, _ = ax.hist(pit, bins=bins, range=(0, 1), color="C0")
+    expected = len(pit) / bins
+    band = 2.58 * np.sqrt(expected * (1 - 1 / bins))  # 99 % band of a uniform histogram's counts
+    ax.axhspan(expected - band, expected + band, color="grey", alpha=0.3)
+    ax.set_xlabel("SBC rank / (L + 1)")
+    ax.set_ylabel("simulations")
+    ax.set_title(f"SBC ranks, KS p = {ks_pvalue:.3g}")
+    ax = axes[0, 2]
+    ax.errorbar(sim["theta_true"], sim["mean"], yerr=sim["std"], fmt=".", alpha=0.3)
     lims = [sim["theta_true"].min(), sim["theta_true"].max()]
-    axes[1].plot(lims, lims, color="k")
-    axes[1].set_xlabel("true θ [Å]")
-    axes[1].set_ylabel("posterior mean ± σ [Å]")
-    axes[2].scatter(sim["snr"], sim["std"], s=4, alpha=0.5)
-    axes[2].set_xscale("log")
-    axes[2].set_xlabel("SNR")
-    axes[2].set_ylabel("posterior σ [Å]")
+    ax.plot(lims, lims, color="k")
+    ax.set_xlabel("true θ [Å]")
+    ax.set_ylabel("posterior mean ± σ [Å]")
+    ax = axes[1, 0]
+    ax.scatter(sim["snr"], sim["std"], s=4, alpha=0.4)
+    _binned_median(ax, sim["snr"], sim["std"], 8, log=True)
+    ax.set_xscale("log")
+    ax.set_xlabel("SNR")
+    ax.set_ylabel("posterior σ [Å]")
+    if "view_angle_deg" in sim:
+        for ax, values, label in (
+            (axes[1, 1], sim["std"], "posterior σ [Å]"),
+            (axes[1, 2], np.abs(sim["mean"] - sim["theta_true"]), "|mean − truth| [Å]"),
+        ):
+            ax.scatter(sim["view_angle_deg"], values, s=4, alpha=0.4)
+            _binned_median(ax, sim["view_angle_deg"], values, 9)
+            ax.set_xlabel("angle between beam and direction of motion [°]")
+            ax.set_ylabel(label)
     _save(fig, path)
 
 

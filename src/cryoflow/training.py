@@ -3,7 +3,10 @@
 Each step draws a fresh batch (θ, image) from the prior and the simulator on
 the training device and minimizes −log q(θ | image) with AdamW and gradient
 clipping. A fixed, seeded validation set is scored every ``validate_every``
-steps; the estimator with the lowest validation loss is returned.
+steps; the estimator with the lowest validation loss is returned, with the
+last state. The budget is ``steps``, or less when ``max_hours`` of wall time
+run out first. On CUDA the image embedding runs under bfloat16 autocast
+(``mixed_precision``); the flow stays in float32.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class TrainingConfig:
     validate_every: int = 100
     seed: int = 0
     checkpoint_every: int = 500
+    max_hours: float | None = None
+    mixed_precision: bool = True
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
@@ -65,9 +70,15 @@ def select_device(requested: str = "auto") -> torch.device:
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
     device = torch.device(requested)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    log.info("training device: %s (%s), torch %s", device, name, torch.__version__)
+    log.info("training device: %s (%s), torch %s", device, device_name(device), torch.__version__)
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU with its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} threads"
 
 
 @torch.no_grad()
@@ -93,8 +104,8 @@ def train(
     config: TrainingConfig,
     checkpoint: str | Path | None = None,
     fingerprint: str = "",
-) -> tuple[PosteriorEstimator, list]:
-    """Train ``model`` in place; return the best-validation copy and the history rows.
+) -> tuple[PosteriorEstimator, list, dict]:
+    """Train ``model`` in place; return the best-validation model, the history rows and the last state_dict.
 
     With ``checkpoint``, the model, optimizer, scheduler, random-generator
     state, best model and history are saved there at validation steps, at
@@ -129,13 +140,19 @@ def train(
     last_saved = start - 1
     progress = Progress(config.steps - start + 1, "train", unit="steps", every_s=15.0, logger=log)
     running, n_running, t_images, n_images = 0.0, 0, 0.0, 0
+    autocast = config.mixed_precision and device.type == "cuda"
+    if autocast:
+        log.info("mixed precision: bfloat16 autocast for the embedding")
+    deadline = time.monotonic() + 3600.0 * config.max_hours if config.max_hours else float("inf")
     for step in range(start, config.steps + 1):
         t0 = time.perf_counter()
         with torch.no_grad():
             theta, images = simulator.sample(config.batch_size, generator)
         t_images += time.perf_counter() - t0
         n_images += config.batch_size
-        loss = -model.log_prob(theta, images).mean()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            latent = model.embedding(images)
+        loss = -model.log_prob_latent(theta, latent).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
@@ -143,7 +160,8 @@ def train(
         scheduler.step()
         running += loss.item()
         n_running += 1
-        if step % config.validate_every == 0 or step == config.steps:
+        out_of_time = time.monotonic() > deadline
+        if step % config.validate_every == 0 or step == config.steps or out_of_time:
             val_loss = mean_negative_log_prob(model, val_theta, val_images)
             row = {
                 "step": step,
@@ -158,7 +176,8 @@ def train(
             running, n_running = 0.0, 0
             if val_loss < best_loss:
                 best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
-            progress.update(0, step=step, loss=row["train_loss"], val_loss=val_loss)
+            progress.update(0, step=step, loss=row["train_loss"], val_loss=val_loss,
+                            images_per_s=round(progress.rate * config.batch_size))  # fmt: skip
             if checkpoint and step - last_saved >= config.checkpoint_every and step < config.steps:
                 state = {
                     "fingerprint": fingerprint,
@@ -174,7 +193,11 @@ def train(
                 save_checkpoint(checkpoint, state)
                 last_saved = step
         progress.update(1)
+        if out_of_time:
+            log.warning("train.max_hours (%.3g h) reached at step %d of %d", config.max_hours, step, config.steps)
+            break
+    last_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
     log.info("best validation loss %.4f", best_loss)
-    return model, history
+    return model, history, last_state

@@ -24,6 +24,8 @@ rule train:
         unpack(simulator_inputs),
     output:
         model=f"{RESULTS}/model/posterior.pt",
+        last_model=f"{RESULTS}/model/posterior_last.pt",
+        card=f"{RESULTS}/model/card.json",
         history=f"{RESULTS}/model/training.tsv",
         curve=report(
             f"{RESULTS}/model/loss.png",
