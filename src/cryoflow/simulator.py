@@ -64,7 +64,7 @@ def masked_variance(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     count = weights.sum()
     flat = images.reshape(len(images), -1)
     total, squares = flat @ weights, (flat * flat) @ weights
-    return (squares - total * total / count) / (count - 1)
+    return ((squares - total * total / count) / (count - 1)).clamp_min(0.0)
 
 
 def add_noise(images: torch.Tensor, snr: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,144 @@
+"""Training throughput at the paper's sizes: on-the-fly simulation vs the upstream loop, in one run.
+
+Both loops train the same estimator (ResNet-18 embedding, 256-d latent, NSF
+with 5 transforms and the paper's hidden layers) on 128 px images in batches
+of 256 with AdamW and gradient clipping:
+
+* on the fly (cryoflow): every step simulates its batch on the training
+  device with the Fourier fast path, then takes the optimizer step;
+* upstream: simulate the images for all steps first with the exact separable
+  projection, keep them on the host, then split them into batches that are
+  moved to the device for each step.
+
+Prints simulated images/s, training steps/s and end-to-end images/s for each,
+and their ratio. Uses CUDA when present.
+
+    python bench/training.py [--threads 2] [--steps 2] [--box 128] [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cryoflow.ctf import ctf  # noqa: E402
+from cryoflow.models import PosteriorEstimator, count_parameters  # noqa: E402
+from cryoflow.projection import AtomTemplates, interpolate_coords, project_gaussians_exact  # noqa: E402
+from cryoflow.simulator import Priors, Simulator, add_noise, normalize  # noqa: E402
+
+PAPER_HIDDEN = (256,) * 10 + (128, 64)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def simulate_upstream(sim: Simulator, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same forward model with the exact separable projection, as upstream cryoSBI computes it."""
+    theta = sim.sample_theta(n, generator)
+    nuisance = sim.sample_nuisance(n, generator)
+    templates = sim.templates
+    coords = interpolate_coords(templates.coords, templates.theta_A, theta) @ nuisance["rotation"].transpose(-1, -2)
+    coords = coords[..., :2] + nuisance["shift_A"][:, None, :]
+    images = project_gaussians_exact(coords, templates.weights, sim.priors.bead_sigma_range_A[0], sim.box,
+                                     sim.pixel_size_A)  # fmt: skip
+
+    def per_image(key):
+        return nuisance[key][:, None, None]
+
+    transfer = ctf(sim.s_y, sim.s_x, per_image("defocus_u_A"), per_image("defocus_v_A"),
+                   per_image("astigmatism_angle_deg"), per_image("voltage_kV"), per_image("cs_mm"),
+                   per_image("amplitude_contrast"), per_image("phase_shift_deg"), per_image("b_factor_A2"))  # fmt: skip
+    images = torch.fft.irfft2(torch.fft.rfft2(images) * transfer, s=(sim.box, sim.box))
+    images = add_noise(images, nuisance["snr"], sim.mask, sim.noise(n, generator))
+    return theta, normalize(images)
+
+
+def train_step(model, optimizer, theta, images) -> None:
+    loss = -model.log_prob(theta, images).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+
+
+def new_model(device):
+    model = PosteriorEstimator((-10.0, 10.0), latent_dim=256, width=64, transforms=5, hidden_features=PAPER_HIDDEN)
+    model = model.to(device, memory_format=torch.channels_last).train()
+    return model, torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--box", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    generator = torch.Generator(device=device).manual_seed(0)
+    base = torch.randn(1207, 3, generator=torch.Generator().manual_seed(1)) * 15.0
+    templates = torch.stack([base * (1 + 0.01 * k) for k in range(-10, 11)])
+    pixel = 128.0 / args.box
+    priors = Priors(theta_range_A=(-10.0, 10.0), shift_max_A=5.0, snr_range=(0.05, 1.0))
+    atoms = AtomTemplates(templates, torch.linspace(-10, 10, 21), torch.rand(1207) + 0.5, oversample=1, device=device)
+    sim = Simulator(atoms, args.box, pixel, priors)
+    model, optimizer = new_model(device)
+    print(f"torch {torch.__version__}, {name}; {args.box} px, batch {args.batch}, 1207 beads, "
+          f"estimator {count_parameters(model) / 1e6:.1f} M parameters, {args.steps} timed steps per loop")  # fmt: skip
+
+    # warm-up: one step of each kind
+    train_step(model, optimizer, *sim.sample(args.batch, generator))
+    simulate_upstream(sim, 8, generator)
+    synchronize(device)
+
+    rows = []
+    # on the fly
+    t_sim = t_total = 0.0
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            theta, images = sim.sample(args.batch, generator)
+        synchronize(device)
+        t_sim += time.perf_counter() - t0
+        train_step(model, optimizer, theta, images)
+    synchronize(device)
+    t_total = time.perf_counter() - start
+    rows.append(("on the fly (cryoflow)", t_sim, t_total))
+
+    # upstream: simulate everything on the host first, then batches to the device
+    start = time.perf_counter()
+    host = torch.device("cpu")
+    host_sim = sim if device.type == "cpu" else Simulator(
+        AtomTemplates(templates, torch.linspace(-10, 10, 21), atoms.weights.cpu(), oversample=1), args.box, pixel,
+        priors)  # fmt: skip
+    host_generator = torch.Generator(host).manual_seed(2)
+    with torch.no_grad():
+        theta_all, images_all = simulate_upstream(host_sim, args.batch * args.steps, host_generator)
+    t_sim = time.perf_counter() - start
+    for step in range(args.steps):
+        batch = slice(step * args.batch, (step + 1) * args.batch)
+        train_step(model, optimizer, theta_all[batch].to(device), images_all[batch].to(device))
+    synchronize(device)
+    t_total = time.perf_counter() - start
+    rows.append(("upstream (simulate, then batches)", t_sim, t_total))
+
+    n = args.batch * args.steps
+    print(f"{'loop':<34} {'sim img/s':>10} {'steps/s':>8} {'img/s':>8}")
+    for label, t_sim, t_total in rows:
+        print(f"{label:<34} {n / t_sim:>10.0f} {args.steps / t_total:>8.3f} {n / t_total:>8.1f}")
+    print(f"end-to-end ratio, on the fly / upstream: {rows[1][2] / rows[0][2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
