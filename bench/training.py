@@ -27,7 +27,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cryoflow.ctf import ctf  # noqa: E402
 from cryoflow.models import PosteriorEstimator, count_parameters  # noqa: E402
 from cryoflow.projection import AtomTemplates, interpolate_coords, project_gaussians_exact  # noqa: E402
 from cryoflow.simulator import Priors, Simulator, add_noise, normalize  # noqa: E402
@@ -50,13 +49,7 @@ def simulate_upstream(sim: Simulator, n: int, generator: torch.Generator) -> tup
     images = project_gaussians_exact(coords, templates.weights, sim.priors.bead_sigma_range_A[0], sim.box,
                                      sim.pixel_size_A)  # fmt: skip
 
-    def per_image(key):
-        return nuisance[key][:, None, None]
-
-    transfer = ctf(sim.s_y, sim.s_x, per_image("defocus_u_A"), per_image("defocus_v_A"),
-                   per_image("astigmatism_angle_deg"), per_image("voltage_kV"), per_image("cs_mm"),
-                   per_image("amplitude_contrast"), per_image("phase_shift_deg"), per_image("b_factor_A2"))  # fmt: skip
-    images = torch.fft.irfft2(torch.fft.rfft2(images) * transfer, s=(sim.box, sim.box))
+    images = torch.fft.irfft2(torch.fft.rfft2(images) * sim.transfer(nuisance), s=(sim.box, sim.box))
     images = add_noise(images, nuisance["snr"], sim.mask, sim.noise(n, generator))
     return theta, normalize(images)
 

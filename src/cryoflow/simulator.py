@@ -213,16 +213,13 @@ class Simulator:
             "snr": torch.exp(log_snr),
         }
 
-    def noiseless(self, theta: torch.Tensor, nuisance: dict[str, torch.Tensor]) -> torch.Tensor:
-        """CTF-modulated projections (B, box, box) in electrons per pixel, before noise."""
+    def transfer(self, nuisance: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-image CTF (B, box, box//2+1) on the rfft2 grid."""
 
         def per_image(key):
             return nuisance[key][:, None, None]
 
-        spectrum = self.templates.spectrum(
-            theta, nuisance["rotation"], nuisance["shift_A"], self.box, self.pixel_size_A, per_image("bead_sigma_A")
-        )
-        transfer = ctf(
+        return ctf(
             self.s_y,
             self.s_x,
             per_image("defocus_u_A"),
@@ -234,7 +231,13 @@ class Simulator:
             per_image("phase_shift_deg"),
             per_image("b_factor_A2"),
         )
-        return torch.fft.irfft2(spectrum * transfer, s=(self.box, self.box))
+
+    def noiseless(self, theta: torch.Tensor, nuisance: dict[str, torch.Tensor]) -> torch.Tensor:
+        """CTF-modulated projections (B, box, box) in electrons per pixel, before noise."""
+        sigma = nuisance["bead_sigma_A"][:, None, None]
+        spectrum = self.templates.spectrum(theta, nuisance["rotation"], nuisance["shift_A"], self.box,
+                                           self.pixel_size_A, sigma)  # fmt: skip
+        return torch.fft.irfft2(spectrum * self.transfer(nuisance), s=(self.box, self.box))
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Unit-variance Gaussian noise (n, box, box), white or coloured by ``noise_filter``."""
