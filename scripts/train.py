@@ -1,11 +1,11 @@
 """Rule train: neural posterior estimation on images simulated on the fly."""
 
 import csv
+import dataclasses
 import hashlib
 import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -20,7 +20,7 @@ torch.set_num_threads(snakemake.threads)
 device = training.select_device(config["train"]["device"])
 ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
 simulator = pipeline.load_simulator(snakemake.input, config, device=device)
-priors = json.loads(Path(snakemake.input.priors).read_text())
+priors = dataclasses.asdict(simulator.priors)  # as read from priors.json by load_simulator
 model = pipeline.build_model(ensemble, config["train"])
 log.info("estimator: %d parameters", models.count_parameters(model))
 ensemble_sha256 = sha256_files(snakemake.input.ensemble)
