@@ -1,6 +1,5 @@
 """Rule report: figures and summary.json from posteriors, held-out simulations and latents."""
 
-import mrcfile
 import numpy as np
 import starfile
 import umap
@@ -14,6 +13,7 @@ cfg = snakemake.params.report
 seed = snakemake.params.seed
 figures = dict(zip(snakemake.params.figures, snakemake.output.figures))
 post = dict(np.load(snakemake.input.posterior))
+post["latent"] = post["latent"].astype(np.float32)
 sim = dict(np.load(snakemake.input.simulations))
 theta_range = tuple(post["theta_grid_range_A"])
 table = starfile.read(snakemake.input.star, always_dict=True)
@@ -45,9 +45,9 @@ report.plot_latents(
     summary["mmd_pvalue"],
     figures["latent_umap"],
 )
-with mrcfile.mmap(snakemake.input.stack, mode="r", permissive=True) as mrc:
-    order = np.argsort(post["mean"])
-    examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]
-    report.plot_examples(mrc.data, post, examples, figures["example_particles"])
+order = np.argsort(post["mean"])
+examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]
+images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], examples)
+report.plot_examples(images, post, examples, figures["example_particles"])
 write_json(snakemake.output.summary, summary)
 log.info("summary: %s", summary)

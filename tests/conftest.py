@@ -1,3 +1,4 @@
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,3 +26,14 @@ def adk_ca():
     from cryoflow import structure
 
     return structure.select_atoms(structure.load_structure(ROOT / "resources/structures/4ake.pdb"), ["A"], "CA")
+
+
+@pytest.fixture()
+def relion_job(tmp_path, data_dir):
+    """The shared RELION 3.1 sample laid out as a real job folder: project/Extract/job133/..."""
+    job = tmp_path / "project" / "Extract" / "job133"
+    (job / "Micrographs").mkdir(parents=True)
+    shutil.copy(data_dir / "relion31.mrcs", job / "Micrographs" / "relion31.mrcs")
+    text = (data_dir / "relion31.star").read_text()
+    (job / "particles.star").write_text(text.replace("@relion31.mrcs", "@Extract/job133/Micrographs/relion31.mrcs"))
+    return job / "particles.star"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryoflow import demo, particles
+from cryoflow import demo, particles, preprocess
 from cryoflow.projection import AtomTemplates
 from cryoflow.simulator import Priors, Simulator
 
@@ -34,8 +34,8 @@ def test_demo_is_a_relion31_extract_job(dataset):
     assert len(table) == 400 and np.allclose(table["pixel_size_A"], 1.5)
     assert table["rlnImageName"].iloc[150] == "000001@Extract/job007/Movies/mic_0002.mrcs"
     source = particles.ParticleSource(table, star)
-    assert len(set(source.paths)) == 3
-    with mrcfile.open(source.paths[0]) as mrc:
+    assert len(source.headers) == 3
+    with mrcfile.open(source.headers[0].path) as mrc:
         assert mrc.data.shape == (150, 48, 48) and mrc.voxel_size.x == pytest.approx(1.5)
 
 
@@ -52,5 +52,5 @@ def test_demo_truth_follows_the_mixture(dataset):
 
 def test_demo_noise_is_coloured():
     noise = demo.coloured_noise(200, 64, 1.0, strength=4.0, corner_A=20.0, generator=torch.Generator().manual_seed(0))
-    power = particles.radial_power(noise.numpy())
+    power = preprocess.radial_power(noise.numpy())
     assert power[2] / power[30] > 3.0

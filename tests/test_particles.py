@@ -11,26 +11,15 @@ from cryoflow.fileio import InputError
 STACK_NAME = "relion31.mrcs"
 
 
-@pytest.fixture()
-def relion_job(tmp_path, data_dir):
-    """The shared RELION 3.1 sample laid out as a real job folder: project/Extract/job133/..."""
-    job = tmp_path / "project" / "Extract" / "job133"
-    (job / "Micrographs").mkdir(parents=True)
-    shutil.copy(data_dir / "relion31.mrcs", job / "Micrographs" / STACK_NAME)
-    text = (data_dir / "relion31.star").read_text()
-    (job / "particles.star").write_text(text.replace("@relion31.mrcs", "@Extract/job133/Micrographs/relion31.mrcs"))
-    return job / "particles.star"
-
-
 def test_relion31_optics_merged_and_stacks_resolved_from_project_root(relion_job):
     table = particles.particle_table(relion_job)
     assert len(table) == 5
     np.testing.assert_allclose(table["pixel_size_A"], 2.806)
     source = particles.ParticleSource(table, relion_job)
-    assert source.paths[0].name == STACK_NAME
+    assert source.headers[0].path.name == STACK_NAME  # the stack lacks the MAP stamp: read leniently
     images = source.read(np.array([4, 0]))
     assert images.shape == (2, 256, 256) and images.dtype == np.float32
-    with mrcfile.mmap(source.paths[0], permissive=True) as mrc:
+    with mrcfile.mmap(source.headers[0].path, permissive=True) as mrc:
         np.testing.assert_array_equal(images[0], mrc.data[4])
 
 
@@ -56,98 +45,6 @@ def test_relion30_pixel_size_from_detector_and_magnification(tmp_path):
     np.testing.assert_allclose(table["pixel_size_A"], 1.0)
 
 
-def test_bad_inputs_name_file_and_field(tmp_path, relion_job):
-    no_names = tmp_path / "nonames.star"
-    no_names.write_text("data_particles\n\nloop_\n_rlnDefocusU #1\n10000\n")
-    with pytest.raises(InputError, match="_rlnImageName"):
-        particles.particle_table(no_names)
-    with pytest.raises(InputError, match="not of the form"):
-        particles.parse_image_name("stack.mrcs", "x.star", 3)
-    table = particles.particle_table(relion_job)
-    past_end = table.copy()
-    past_end.loc[2, "rlnImageName"] = past_end.loc[2, "rlnImageName"].replace("000003@", "000009@")
-    with pytest.raises(InputError, match="particle 3: _rlnImageName index 9 is past the end"):
-        particles.ParticleSource(past_end, relion_job)
-    missing = table.copy()
-    missing["rlnImageName"] = "1@Extract/job133/Micrographs/missing.mrcs"
-    with pytest.raises(InputError, match="missing.mrcs"):
-        particles.ParticleSource(missing, relion_job)
-    no_pixel = tmp_path / "nopixel.star"
-    no_pixel.write_text("data_particles\n\nloop_\n_rlnImageName #1\n1@a.mrcs\n")
-    with pytest.raises(InputError, match="pixel size"):
-        particles.particle_table(no_pixel)
-
-
-def band_limited_image(box, cutoff, seed=0):
-    rng = np.random.default_rng(seed)
-    spectrum = np.fft.fft2(rng.normal(size=(box, box)))
-    f = np.fft.fftfreq(box)
-    spectrum[np.sqrt(f[:, None] ** 2 + f[None, :] ** 2) > cutoff] = 0
-    return np.fft.ifft2(spectrum).real[None]
-
-
-def test_band_limited_image_survives_down_and_up_sampling():
-    image = band_limited_image(128, 0.2)
-    down, pixel = particles.fourier_crop(image, 1.0, 2.0)
-    assert down.shape == (1, 64, 64) and pixel == 2.0
-    up, pixel_up = particles.fourier_crop(down, 2.0, 1.0)
-    assert pixel_up == 1.0
-    np.testing.assert_allclose(up, image, atol=1e-4 * np.abs(image).max())
-    # values at shared sample points are kept
-    np.testing.assert_allclose(down[0], image[0, ::2, ::2], atol=1e-4 * np.abs(image).max())
-
-
-def test_crop_or_pad_keeps_the_centre():
-    image = np.zeros((1, 10, 10), np.float32)
-    image[0, 5, 5] = 1.0
-    assert particles.crop_or_pad(image, 6)[0, 3, 3] == 1.0
-    assert particles.crop_or_pad(image, 16)[0, 8, 8] == 1.0
-
-
-def coloured_noise(n, box, seed=0):
-    rng = np.random.default_rng(seed)
-    white = rng.normal(size=(n, box, box))
-    radius = particles.radial_index(box)
-    shape = 1.0 / np.sqrt(1.0 + (radius / 6.0) ** 2) + 0.2  # strongly coloured: ~25× power range
-    return np.fft.irfft2(np.fft.rfft2(white) * shape, s=(box, box))
-
-
-def test_whitened_coloured_noise_has_flat_spectrum():
-    noise = coloured_noise(2000, 64)
-    before = particles.radial_power(noise)[1:32]
-    assert before.max() / before.min() > 8
-    power = particles.estimate_noise_power(noise[:1000], mask_radius_px=20)
-    white = particles.whiten(noise[1000:], power)
-    after = particles.radial_power(white)[1:32]
-    assert np.abs(after / after.mean() - 1).max() < 0.05
-
-
-def test_mask_leakage_correction_removes_low_frequency_bias():
-    """Without the correction the masked estimate underestimates the steep low-frequency power."""
-    noise = coloured_noise(1000, 64, seed=1)
-    truth = particles.radial_power(noise)
-    corrected = particles.estimate_noise_power(noise, mask_radius_px=24)
-    naive = particles.estimate_noise_power(noise, mask_radius_px=24, iterations=0)
-    assert abs(naive[1] / truth[1] - 1) > 0.1
-    assert abs(corrected[1] / truth[1] - 1) < 0.07
-    np.testing.assert_allclose(corrected[2:8], truth[2:8], rtol=0.02)
-    assert np.abs(naive[2:8] / truth[2:8] - 1).max() > 0.02
-
-
-def test_preprocess_writes_normalized_stack_on_training_grid(relion_job, tmp_path):
-    table = particles.particle_table(relion_job)
-    source = particles.ParticleSource(table, relion_job)
-    out = tmp_path / "pre.mrcs"
-    facts = particles.preprocess(source, out, 64, 5.612, mask_radius_A=150.0, noise_images=5, chunk=2)
-    assert facts["n_particles"] == 5
-    with mrcfile.open(out) as mrc:
-        assert mrc.data.shape == (5, 64, 64)
-        assert mrc.voxel_size.x == pytest.approx(5.612, rel=1e-4)
-        np.testing.assert_allclose(mrc.data.mean(axis=(1, 2)), 0, atol=1e-4)
-        np.testing.assert_allclose(mrc.data.std(axis=(1, 2)), 1, atol=1e-3)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pre")] == []
-
-
 def test_star_round_trip(tmp_path):
     blocks = {
         "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.5]}),
@@ -160,18 +57,6 @@ def test_star_round_trip(tmp_path):
     back = particles.read_star(path)
     pd.testing.assert_frame_equal(back["particles"], blocks["particles"])
     assert particles.particle_table(path)["pixel_size_A"].tolist() == [1.5, 1.5]
-
-
-def test_particles_are_normalized_exactly_as_training_images():
-    import torch
-
-    from cryoflow import simulator
-
-    images = np.random.default_rng(2).normal(3.0, 5.0, size=(4, 16, 16)).astype(np.float32)
-    np.testing.assert_array_equal(particles.normalize(images), simulator.normalize(torch.from_numpy(images)).numpy())
-    assert np.isclose(particles.normalize(images)[0].std(ddof=1), 1.0, atol=1e-5)
-    blank = particles.normalize(np.full((1, 8, 8), 7.0, np.float32))
-    assert np.all(blank == 0.0)
 
 
 def test_ctf_priors_read_ranges_and_optics_groups(tmp_path):
@@ -198,3 +83,202 @@ def test_ctf_priors_read_ranges_and_optics_groups(tmp_path):
     table = particles.particle_table(star).drop(columns=["rlnVoltage"])
     with pytest.raises(InputError, match=r"_rlnVoltage needed for simulator.priors_from_star"):
         particles.ctf_priors(table, star)
+
+
+def write_stack(path, images, pixel_size_A=1.0, volume=False):
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.asarray(images, np.float32))
+        if not volume:
+            mrc.set_image_stack()
+        mrc.voxel_size = pixel_size_A
+
+
+def star_with(path, names, **columns):
+    particles.write_star(path, {"particles": pd.DataFrame({"rlnImageName": names, **columns})})
+    return path
+
+
+def stack_of(n, box=16, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, box, box)).astype(np.float32)
+
+
+def test_relion30_single_unnamed_block(tmp_path):
+    write_stack(tmp_path / "a.mrcs", stack_of(2))
+    star = tmp_path / "r30.star"
+    star.write_text("data_\n\nloop_\n_rlnImageName\n_rlnDetectorPixelSize\n_rlnMagnification\n"
+                    "2@a.mrcs 14.0 100000\n1@a.mrcs 14.0 100000\n")  # fmt: skip
+    found = particles.load_particles(star)
+    np.testing.assert_allclose(found.table["pixel_size_A"], 1.4)
+    assert found.table["optics_group"].tolist() == ["1", "1"]
+    images = particles.ParticleSource(found.table, star).read([0, 1])
+    np.testing.assert_array_equal(images, stack_of(2)[[1, 0]])
+
+
+def test_relion31_particles_before_optics_and_relion5_version_kept(tmp_path):
+    write_stack(tmp_path / "a.mrcs", stack_of(3))
+    star = tmp_path / "r5.star"
+    star.write_text(
+        "# version 50001\n\ndata_particles\n\nloop_\n_rlnImageName #1\n_rlnOpticsGroup #2\n"
+        "3@a.mrcs 2\n3@a.mrcs 2\n1@a.mrcs 2\n\n"
+        "# version 50001\n\ndata_optics\n\nloop_\n_rlnOpticsGroup #1\n_rlnOpticsGroupName #2\n"
+        "_rlnImagePixelSize #3\n_rlnImageSize #4\n2 opticsGroup2 0.83 16\n"
+    )
+    found = particles.load_particles(star)
+    assert found.version == 50001 and found.block_name == "particles"
+    np.testing.assert_allclose(found.table["pixel_size_A"], 0.83)
+    source = particles.ParticleSource(found.table, star)
+    np.testing.assert_array_equal(source.read([0, 1, 2]), stack_of(3)[[2, 2, 0]])  # repeated, unsorted
+    out = tmp_path / "shard.star"
+    particles.write_star(out, particles.shard_blocks(found, np.array([2])), found.version)
+    assert out.read_text().startswith("# version 50001")
+    back = particles.read_star(out)
+    assert back["particles"]["rlnImageName"].tolist() == ["1@a.mrcs"]
+    assert list(back["particles"].columns) == ["rlnImageName", "rlnOpticsGroup"]  # no reader columns
+    assert list(back) == ["particles", "optics"]
+
+
+def test_lenient_stacks_volume_flag_zero_voxel_extended_header_truncation(tmp_path, data_dir, caplog):
+    images = stack_of(4)
+    write_stack(tmp_path / "vol.mrcs", images, volume=True)  # ispg 1: a "volume"
+    with mrcfile.new(tmp_path / "ext.mrcs") as mrc:
+        mrc.set_data(images)
+        mrc.set_extended_header(np.zeros(7, dtype=[("x", "<f4", (8,))]))  # 224 bytes, FEI-like
+        mrc.voxel_size = 0.0
+    (tmp_path / "trunc.mrcs").write_bytes((tmp_path / "vol.mrcs").read_bytes()[: 1024 + 3 * 16 * 16 * 4 + 10])
+    shutil.copy(data_dir / "hand.5.mrcs", tmp_path / "hand.mrcs")  # no MAP stamp
+    names = ["2@vol.mrcs", "4@ext.mrcs", "3@trunc.mrcs", "5@hand.mrcs"]
+    star = star_with(tmp_path / "lenient.star", names, rlnImagePixelSize=[1.0, 1.0, 1.0, 2.0])  # hand: own group
+    with caplog.at_level("WARNING"):
+        source = particles.ParticleSource(particles.load_particles(star).table, star)
+    assert "header says 4 images but the file holds 3" in caplog.text
+    assert [h.n_images for h in source.headers] == [4, 5, 3, 4]
+    ext = source.headers[0]
+    assert ext.path.name == "ext.mrcs" and ext.offset == 1024 + 224 and ext.pixel_size_A == 0.0
+    got = source.read([0, 1, 2])
+    np.testing.assert_array_equal(got, images[[1, 3, 2]])
+    with mrcfile.open(data_dir / "hand.5.mrcs", permissive=True) as mrc:
+        np.testing.assert_array_equal(source.read([3])[0], mrc.data[4])
+    past = star_with(tmp_path / "past.star", ["4@trunc.mrcs"], rlnImagePixelSize=1.0)
+    with pytest.raises(InputError, match=r"past.star, particle 1: _rlnImageName index 4 is past the end of .*trunc"):
+        particles.ParticleSource(particles.load_particles(past).table, past)
+
+
+def test_image_size_disagreement_warns_and_trusts_the_stack(tmp_path, caplog):
+    write_stack(tmp_path / "a.mrcs", stack_of(2, box=20))
+    star = tmp_path / "size.star"
+    particles.write_star(star, {
+        "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0], "rlnImageSize": [24]}),
+        "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"], "rlnOpticsGroup": [1, 1]}),
+    })  # fmt: skip
+    with caplog.at_level("WARNING"):
+        source = particles.ParticleSource(particles.load_particles(star).table, star)
+    assert "_rlnImageSize says 24 px but the stacks hold 20 px" in caplog.text
+    assert source.read([1]).shape == (1, 20, 20)
+
+
+def test_cryosparc_export(tmp_path):
+    folder = tmp_path / "P1" / "J12" / "extract"
+    folder.mkdir(parents=True)
+    write_stack(folder / "blobs.mrc", stack_of(3, box=24))
+    fields = [("uid", "<u8"), ("blob/path", "S40"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,)),
+              ("blob/psize_A", "<f4"), ("ctf/accel_kv", "<f4"), ("ctf/cs_mm", "<f4"), ("ctf/amp_contrast", "<f4"),
+              ("ctf/df1_A", "<f4"), ("ctf/df2_A", "<f4"), ("ctf/df_angle_rad", "<f4"),
+              ("ctf/phase_shift_rad", "<f4")]  # fmt: skip
+    records = np.zeros(2, dtype=fields)
+    records["uid"] = [11, 12]
+    records["blob/path"] = [b">J12/extract/blobs.mrc", b">J12/extract/blobs.mrc"]
+    records["blob/idx"] = [2, 0]
+    records["blob/shape"] = 24
+    records["blob/psize_A"] = 1.25
+    records["ctf/accel_kv"], records["ctf/cs_mm"], records["ctf/amp_contrast"] = 300, 2.7, 0.1
+    records["ctf/df1_A"], records["ctf/df2_A"] = [15000, 9000], [14000, 9000]
+    records["ctf/df_angle_rad"] = np.pi / 2
+    cs = tmp_path / "P1" / "J20" / "particles.cs"
+    cs.parent.mkdir()
+    with open(cs, "wb") as handle:
+        np.save(handle, records)
+    found = particles.load_particles(cs)
+    table = found.table
+    assert table["rlnImageName"].tolist() == ["000003@J12/extract/blobs.mrc", "000001@J12/extract/blobs.mrc"]
+    np.testing.assert_allclose(table["pixel_size_A"], 1.25)
+    np.testing.assert_allclose(table["rlnDefocusAngle"], 90.0, rtol=1e-6)
+    source = particles.ParticleSource(table, cs)  # resolved from the project folder above the job
+    np.testing.assert_array_equal(source.read([0, 1]), stack_of(3, box=24)[[2, 0]])
+    assert particles.ctf_priors(table, cs)["defocus_range_A"] == [9000.0, 14500.0]
+    with open(tmp_path / "bad.cs", "wb") as handle:
+        np.save(handle, np.zeros(2, dtype=[("uid", "<u8")]))
+    with pytest.raises(InputError, match=r"bad.cs: field\(s\) blob/path, blob/idx missing"):
+        particles.load_particles(tmp_path / "bad.cs")
+
+
+def test_select_keeps_matching_particles_and_shards_split_contiguously(tmp_path):
+    star = star_with(tmp_path / "c.star", [f"{i}@a.mrcs" for i in range(1, 7)], rlnImagePixelSize=1.0,
+                     rlnClassNumber=[1, 2, 3, 1, 2, 3])  # fmt: skip
+    found = particles.load_particles(star, select={"rlnClassNumber": [1, 3]})
+    assert found.table["rlnImageName"].tolist() == ["1@a.mrcs", "3@a.mrcs", "4@a.mrcs", "6@a.mrcs"]
+    assert len(particles.load_particles(star, select={"_rlnClassNumber": 2}).table) == 2
+    with pytest.raises(InputError, match=r"c.star: column _rlnGroupName \(particles.select\) not found"):
+        particles.load_particles(star, select={"rlnGroupName": ["g1"]})
+    with pytest.raises(InputError, match="no particle matches"):
+        particles.load_particles(star, select={"rlnClassNumber": [9]})
+    shards = particles.shard_rows(7, 3)
+    assert [s.tolist() for s in shards] == [[0, 1, 2], [3, 4], [5, 6]]
+
+
+def test_concatenated_shards_read_like_the_whole(tmp_path):
+    names = [f"{i}@a.mrcs" for i in range(1, 6)]
+    blocks = {"optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0]}),
+              "particles": pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": 1,
+                                         "cryoflowThetaMeanAngst": np.linspace(-2, 2, 5)})}  # fmt: skip
+    paths = []
+    for i, rows in enumerate(particles.shard_rows(5, 2)):
+        paths.append(tmp_path / f"s{i}.star")
+        part = dict(blocks, particles=blocks["particles"].iloc[rows].reset_index(drop=True))
+        particles.write_star(paths[-1], part, version=50001)
+    particles.concatenate_star(paths, tmp_path / "all.star")
+    back = particles.read_star(tmp_path / "all.star")
+    assert particles.star_version(tmp_path / "all.star") == 50001
+    pd.testing.assert_frame_equal(back["particles"], blocks["particles"])
+    pd.testing.assert_frame_equal(back["optics"], blocks["optics"])
+
+
+def test_bad_inputs_name_file_and_field(tmp_path, relion_job):
+    no_names = tmp_path / "nonames.star"
+    no_names.write_text("data_particles\n\nloop_\n_rlnDefocusU #1\n10000\n")
+    with pytest.raises(InputError, match=r"nonames.star: no data block has the column _rlnImageName"):
+        particles.particle_table(no_names)
+    with pytest.raises(InputError, match="non-integer index"):
+        particles.parse_image_name("x@stack.mrcs", "x.star", 3)
+    table = particles.particle_table(relion_job)
+    past_end = table.copy()
+    past_end.loc[2, "rlnImageName"] = past_end.loc[2, "rlnImageName"].replace("000003@", "000009@")
+    with pytest.raises(InputError, match="particle 3: _rlnImageName index 9 is past the end"):
+        particles.ParticleSource(past_end, relion_job)
+    missing = table.copy()
+    missing["rlnImageName"] = "1@Extract/job133/Micrographs/missing.mrcs"
+    with pytest.raises(InputError, match=r"particles.star: stack 'Extract/job133/Micrographs/missing.mrcs' in "
+                                         r"_rlnImageName not found"):  # fmt: skip
+        particles.ParticleSource(missing, relion_job)
+    no_pixel = star_with(tmp_path / "nopixel.star", ["1@a.mrcs"])
+    with pytest.raises(InputError, match=r"nopixel.star: pixel size not found"):
+        particles.particle_table(no_pixel)
+    (tmp_path / "garbage.mrcs").write_bytes(b"not an mrc file" * 3)
+    garbage = star_with(tmp_path / "garbage.star", ["1@garbage.mrcs"], rlnImagePixelSize=1.0)
+    with pytest.raises(InputError, match=r"garbage.mrcs: unreadable MRC header"):
+        particles.ParticleSource(particles.particle_table(garbage), garbage)
+    write_stack(tmp_path / "big.mrcs", stack_of(1, box=32))
+    write_stack(tmp_path / "small.mrcs", stack_of(1, box=16))
+    mixed = star_with(tmp_path / "mixed.star", ["1@big.mrcs", "1@small.mrcs"], rlnImagePixelSize=1.0)
+    with pytest.raises(InputError, match=r"mixed.star: optics group 1 mixes box sizes: particle 2 .*small.mrcs\) "
+                                         r"is 16 px, particle 1 .*big.mrcs\) is 32 px"):  # fmt: skip
+        particles.ParticleSource(particles.particle_table(mixed), mixed)
+    optics = tmp_path / "optics.star"
+    particles.write_star(
+        optics,
+        {
+            "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0]}),
+            "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs"], "rlnOpticsGroup": [2]}),
+        },
+    )
+    with pytest.raises(InputError, match=r"optics.star: _rlnOpticsGroup 2 of the particles is not in data_optics"):
+        particles.particle_table(optics)

@@ -13,8 +13,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-STAGES = ["structure", "templates", "volumes", "priors", "train", "demo_particles", "particles", "infer", "validate"]
-STAGES += ["report"]
+STAGES = ["structure", "templates", "volumes", "priors", "train", "demo_particles", "particle_noise", "particles"]
+STAGES += ["infer", "gather_posteriors", "validate", "report"]
+SHARDED = {"particles", "infer"}  # one job, log and benchmark per shard
 
 
 def write_config(tmp_path: Path, base: str = "tests/config/tiny.yaml", **changes) -> Path:
@@ -94,17 +95,24 @@ def test_tiny_end_to_end_outputs(tiny_run):
     assert (table["cryoflowThetaQ05Angst"] <= table["cryoflowThetaQ50Angst"]).all()
     assert (table["cryoflowThetaQ50Angst"] <= table["cryoflowThetaQ95Angst"]).all()
     post = np.load(results / "inference" / "posterior.npz")
-    assert post["latent"].shape == (96, 16) and post["samples"].shape == (96, 50)
+    assert post["latent"].shape == (96, 16) and post["latent"].dtype == np.float16
+    assert post["samples"].shape == (96, 50) and post["shard_particles"].tolist() == [48, 48]
+    assert len(post["shard_seconds"]) == 2 and post["theta_grid_range_A"].shape == (2,)
     np.testing.assert_allclose(post["mean"], table["cryoflowThetaMeanAngst"], atol=1e-5)
-    with mrcfile.open(results / "particles" / "preprocessed.mrcs") as mrc:
-        assert mrc.data.shape == (96, 32, 32) and mrc.voxel_size.x == pytest.approx(4.0)
+    # two shards, gathered in order: the second shard's first particle is particle 49
+    shard = starfile.read(results / "inference" / "shard001.star", always_dict=True)["particles"]
+    assert shard["rlnImageName"].iloc[0] == table["rlnImageName"].iloc[48]
+    np.testing.assert_allclose(np.load(results / "inference" / "shard001.npz")["mean"], post["mean"][48:])
+    with mrcfile.open(results / "particles" / "shard000.mrcs") as mrc:
+        assert mrc.data.shape == (48, 32, 32) and mrc.voxel_size.x == pytest.approx(4.0)
     with mrcfile.open(results / "volumes" / "template_002.mrc") as mrc:
         assert mrc.voxel_size.x == pytest.approx(4.0) and mrc.data.shape == (24, 24, 24)
     theta = np.loadtxt(results / "templates" / "theta.tsv", skiprows=1, usecols=3)
     assert len(theta) == 5 and theta[2] == 0.0 and np.all(np.diff(theta) > 0)
     for stage in STAGES:
-        assert (workdir / "logs" / "tiny" / f"{stage}.log").stat().st_size > 0, stage
-        assert (workdir / "benchmarks" / "tiny" / f"{stage}.tsv").is_file(), stage
+        name = f"{stage}/shard001" if stage in SHARDED else stage
+        assert (workdir / "logs" / "tiny" / f"{name}.log").stat().st_size > 0, stage
+        assert (workdir / "benchmarks" / "tiny" / f"{name}.tsv").is_file(), stage
 
 
 @pytest.mark.slow

@@ -7,9 +7,12 @@ come from that discretized density, and samples are drawn by inverse CDF.
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import torch
 
+from cryoflow.fileio import atomic_path
 from cryoflow.logs import Progress
 from cryoflow.models import PosteriorEstimator
 
@@ -91,3 +94,58 @@ STAR_COLUMNS = {
     "cryoflowThetaQ95Angst": "q95",
     "cryoflowThetaMapAngst": "map",
 }
+
+
+# keys of a shard's npz that are the same in every shard, and keys with one entry per shard
+SHARED_KEYS = ("theta_grid_range_A",)
+PER_SHARD_KEYS = {"seconds": "shard_seconds", "device": "shard_device"}
+
+
+def npy_header(archive: zipfile.ZipFile, key: str) -> tuple[tuple, np.dtype]:
+    """Shape and dtype of one array of an npz archive, read from its header only."""
+    with archive.open(key + ".npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(handle)
+    if fortran and len(shape) > 1:
+        raise ValueError(f"{archive.filename}: {key} is stored in Fortran order")
+    return shape, dtype
+
+
+def concatenate_npz(paths: list, output) -> int:
+    """Join per-shard npz archives along the particle axis, streaming one shard's array at a time.
+
+    ``SHARED_KEYS`` are taken from the first shard; ``PER_SHARD_KEYS`` are
+    renamed and keep one entry per shard (as does ``shard_particles``);
+    every other array is concatenated. Returns the number of particles.
+    """
+    archives = [zipfile.ZipFile(p) for p in paths]
+    try:
+        keys = [name[: -len(".npy")] for name in archives[0].namelist()]
+        headers = {key: [npy_header(a, key) for a in archives] for key in keys}
+        counts = [shape[0] for shape, _ in headers["mean"]]
+        with atomic_path(output) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as out:
+            for key in keys:
+                if key in SHARED_KEYS:
+                    with archives[0].open(key + ".npy") as src, out.open(key + ".npy", "w", force_zip64=True) as dst:
+                        dst.write(src.read())
+                    continue
+                shapes = [shape for shape, _ in headers[key]]
+                dtype = np.result_type(*[dtype for _, dtype in headers[key]])
+                shape = (sum(s[0] for s in shapes),) + tuple(shapes[0][1:])
+                name = PER_SHARD_KEYS.get(key, key) + ".npy"
+                with out.open(name, "w", force_zip64=True) as dst:
+                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+                    np.lib.format.write_array_header_2_0(dst, header)
+                    for path, archive in zip(paths, archives):
+                        with archive.open(key + ".npy") as src:
+                            part = np.lib.format.read_array(src, allow_pickle=False)
+                        if part.shape[1:] != shape[1:]:
+                            raise ValueError(f"{path}: {key} has shape {part.shape}, other shards {shape}")
+                        dst.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
+            with out.open("shard_particles.npy", "w") as dst:
+                np.lib.format.write_array(dst, np.array(counts, dtype=np.int64))
+    finally:
+        for archive in archives:
+            archive.close()
+    return int(sum(counts))

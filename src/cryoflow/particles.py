@@ -1,36 +1,38 @@
-"""Experimental particles: RELION STAR + MRC stacks, streamed and preprocessed.
+"""Experimental particles: RELION STAR or cryoSPARC ``.cs`` metadata and MRC stacks, streamed from disk.
 
 Reading follows RELION: ``_rlnImageName`` is ``idx@path`` with a 1-based
-index; pixel sizes come from the optics block (3.1+) or from
-``_rlnDetectorPixelSize`` (µm) and ``_rlnMagnification`` (3.0). Stack paths
-stay data: they are resolved against the file system, never executed.
+index; pixel sizes come from the optics block (3.1 and 5) or from
+``_rlnDetectorPixelSize`` (µm) and ``_rlnMagnification`` (3.0). cryoSPARC
+exports are turned into the same RELION-named table (``blob/idx`` is
+0-based, ``blob/path`` may start with ``>``). Stack paths stay data: they
+are resolved against the file system, never executed.
 
-Preprocessing brings every particle onto the training grid: Fourier crop (or
-pad) to the training pixel size, centre crop (or pad) to the training box,
-whitening by the radial noise power spectrum measured outside a circular mask,
-and per-image normalization to zero mean and unit variance.
+Stacks are opened leniently (no ``MAP `` stamp, volume space group, voxel
+size 0, extended headers): the header gives mode, shape and data offset,
+and the images are read through a memory map that lives only for one
+chunk, so the resident memory never grows with the dataset.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 import pandas as pd
 import starfile
-import torch
 
-from cryoflow import simulator
 from cryoflow.fileio import InputError, atomic_path
-from cryoflow.logs import Progress
 
 log = logging.getLogger(__name__)
 
 IMAGE_NAME = "rlnImageName"
+OPTICS_GROUP = "rlnOpticsGroup"
 
 
 # ---------------------------------------------------------------- STAR files
@@ -48,6 +50,16 @@ def read_star(path: str | Path) -> OrderedDict:
     )
 
 
+def star_version(path: str | Path) -> int:
+    """The ``# version N`` of a STAR file (30001 for RELION 3.1, 50001 for RELION 5); 30001 when absent."""
+    with open(path, errors="replace") as handle:
+        for _, line in zip(range(50), handle):
+            match = re.match(r"#\s*version\s+(\d+)", line)
+            if match:
+                return int(match.group(1))
+    return 30001
+
+
 def particle_block_name(blocks: OrderedDict, path) -> str:
     """Name of the block holding the particles (``particles``, ``images`` or the only block with image names)."""
     for name in ("particles", "images"):
@@ -62,14 +74,20 @@ def particle_block_name(blocks: OrderedDict, path) -> str:
 def particle_table(
     path: str | Path, blocks: OrderedDict | None = None, pixel_size_A: float | None = None
 ) -> pd.DataFrame:
-    """Particles with optics merged in and a resolved ``pixel_size_A`` column (``pixel_size_A`` overrides)."""
+    """Particles with optics merged in and resolved ``pixel_size_A`` and ``optics_group`` columns.
+
+    ``pixel_size_A`` (config) overrides whatever the file says.
+    """
     blocks = read_star(path) if blocks is None else blocks
     name = particle_block_name(blocks, path)
     table = blocks[name].copy()
     optics = blocks.get("optics")
-    if optics is not None and "rlnOpticsGroup" in table.columns and "rlnOpticsGroup" in optics.columns:
-        extra = [c for c in optics.columns if c not in table.columns or c == "rlnOpticsGroup"]
-        table = table.merge(optics[extra], on="rlnOpticsGroup", how="left", validate="many_to_one")
+    if optics is not None and OPTICS_GROUP in table.columns and OPTICS_GROUP in optics.columns:
+        unknown = sorted(set(table[OPTICS_GROUP]) - set(optics[OPTICS_GROUP]))
+        if unknown:
+            raise InputError(f"{path}: _{OPTICS_GROUP} {unknown[0]} of the particles is not in data_optics")
+        extra = [c for c in optics.columns if c not in table.columns or c == OPTICS_GROUP]
+        table = table.merge(optics[extra], on=OPTICS_GROUP, how="left", validate="many_to_one")
     if pixel_size_A:
         pixel = pd.Series(np.full(len(table), float(pixel_size_A)))
     elif "rlnImagePixelSize" in table.columns:
@@ -84,7 +102,123 @@ def particle_table(
             "_rlnMagnification); set particles.pixel_size_A"
         )
     table["pixel_size_A"] = pixel.to_numpy()
+    bad = np.flatnonzero(~(table["pixel_size_A"].to_numpy() > 0))
+    if len(bad):
+        raise InputError(f"{path}, particle {bad[0] + 1}: pixel size {table['pixel_size_A'][bad[0]]} is not positive")
+    table["optics_group"] = optics_groups(table)
     return table
+
+
+def optics_groups(table: pd.DataFrame) -> np.ndarray:
+    """One label per particle: ``_rlnOpticsGroup`` where present, otherwise one group per pixel size."""
+    if OPTICS_GROUP in table.columns:
+        return table[OPTICS_GROUP].astype(str).to_numpy()
+    _, inverse = np.unique(table["pixel_size_A"].to_numpy(), return_inverse=True)
+    return (inverse + 1).astype(str)
+
+
+# ------------------------------------------------------------ cryoSPARC .cs
+CRYOSPARC_CTF = {  # cryoSPARC field → (RELION column, factor)
+    "ctf/df1_A": ("rlnDefocusU", 1.0),
+    "ctf/df2_A": ("rlnDefocusV", 1.0),
+    "ctf/df_angle_rad": ("rlnDefocusAngle", 180.0 / np.pi),
+    "ctf/accel_kv": ("rlnVoltage", 1.0),
+    "ctf/cs_mm": ("rlnSphericalAberration", 1.0),
+    "ctf/amp_contrast": ("rlnAmplitudeContrast", 1.0),
+    "ctf/phase_shift_rad": ("rlnPhaseShift", 180.0 / np.pi),
+    "ctf/bfactor": ("rlnCtfBfactor", 1.0),
+}
+
+
+def read_cryosparc(path: str | Path) -> OrderedDict:
+    """A cryoSPARC particle export as RELION-style ``optics`` and ``particles`` blocks.
+
+    ``blob/path`` (a leading ``>`` dropped) and the 0-based ``blob/idx``
+    become a 1-based ``_rlnImageName``; ``blob/psize_A`` becomes the optics
+    group's ``_rlnImagePixelSize``; CTF fields get their RELION names and
+    units (degrees). Loaded without pickle: the file is data only.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: cryoSPARC file not found (config key particles.star)")
+    try:
+        records = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise InputError(f"{path}: not a cryoSPARC .cs array ({err})") from err
+    names = records.dtype.names or ()
+    missing = [f for f in ("blob/path", "blob/idx") if f not in names]
+    if missing:
+        raise InputError(f"{path}: field(s) {', '.join(missing)} missing (not a particle export)")
+    stacks = [p.decode() if isinstance(p, bytes) else str(p) for p in records["blob/path"]]
+    stacks = [s[1:] if s.startswith(">") else s for s in stacks]
+    table = pd.DataFrame({IMAGE_NAME: [f"{int(i) + 1:06d}@{s}" for i, s in zip(records["blob/idx"], stacks)]})
+    for field, (column, factor) in CRYOSPARC_CTF.items():
+        if field in names:
+            table[column] = records[field].astype(np.float64) * factor
+    group = records["ctf/exp_group_id"].astype(int) if "ctf/exp_group_id" in names else np.ones(len(records), int)
+    table[OPTICS_GROUP] = group
+    if "uid" in names:
+        table["cryosparcUid"] = records["uid"].astype(np.uint64).astype(str)
+    optics = pd.DataFrame({OPTICS_GROUP: np.unique(group)})
+    if "blob/psize_A" in names:
+        pixel = pd.Series(records["blob/psize_A"].astype(float)).groupby(group).first()
+        optics["rlnImagePixelSize"] = pixel.reindex(optics[OPTICS_GROUP]).to_numpy()
+    if "blob/shape" in names:
+        size = pd.Series(records["blob/shape"][:, -1].astype(int)).groupby(group).first()
+        optics["rlnImageSize"] = size.reindex(optics[OPTICS_GROUP]).to_numpy()
+    return OrderedDict([("optics", optics), ("particles", table)])
+
+
+def read_metadata(path: str | Path) -> OrderedDict:
+    """Blocks of a STAR file, or of a cryoSPARC ``.cs`` export converted to RELION names."""
+    return read_cryosparc(path) if str(path).endswith(".cs") else read_star(path)
+
+
+def select_particles(table: pd.DataFrame, select: dict | None, path) -> pd.DataFrame:
+    """Keep the particles whose columns take one of the given values, e.g. ``{"rlnClassNumber": [1, 3]}``."""
+    if not select:
+        return table
+    keep = np.ones(len(table), bool)
+    for column, values in select.items():
+        name = column.lstrip("_")
+        if name not in table.columns:
+            raise InputError(f"{path}: column _{name} (particles.select) not found")
+        values = values if isinstance(values, list) else [values]
+        numeric = pd.to_numeric(table[name], errors="coerce")
+        wanted = pd.to_numeric(pd.Series(values), errors="coerce")
+        if numeric.notna().all() and wanted.notna().all():
+            keep &= numeric.isin(wanted).to_numpy()
+        else:
+            keep &= table[name].astype(str).isin([str(v) for v in values]).to_numpy()
+    if not keep.any():
+        raise InputError(f"{path}: no particle matches particles.select {select}")
+    log.info("%s: %d of %d particles match %s", path, keep.sum(), len(table), select)
+    return table[keep].reset_index(drop=True)
+
+
+def shard_rows(n: int, n_shards: int) -> list[np.ndarray]:
+    """Split rows 0..n-1 into ``n_shards`` contiguous, near-equal shards (empty ones when n < n_shards)."""
+    return np.array_split(np.arange(n), n_shards)
+
+
+@dataclass
+class ParticleSet:
+    """What the particle stage reads: the metadata blocks, the particle table and where it came from."""
+
+    path: Path
+    blocks: OrderedDict
+    block_name: str
+    table: pd.DataFrame
+    version: int
+
+
+def load_particles(path, pixel_size_A=None, select=None) -> ParticleSet:
+    """Read a STAR or ``.cs`` file, resolve pixel sizes and optics groups, apply ``select``."""
+    path = Path(path)
+    blocks = read_metadata(path)
+    table = select_particles(particle_table(path, blocks, pixel_size_A), select, path)
+    version = 30001 if path.suffix == ".cs" else star_version(path)
+    return ParticleSet(path, blocks, particle_block_name(blocks, path), table, version)
 
 
 def ctf_priors(table: pd.DataFrame, path) -> dict:
@@ -128,11 +262,17 @@ def ctf_priors(table: pd.DataFrame, path) -> dict:
     return found
 
 
+# ---------------------------------------------------------------- MRC stacks
 def parse_image_name(name: str, path="STAR file", row: int | None = None) -> tuple[int, str]:
-    """``'12@Extract/job007/stack.mrcs'`` → (11, 'Extract/job007/stack.mrcs'): 0-based index and path."""
+    """``'12@Extract/job007/stack.mrcs'`` → (11, 'Extract/job007/stack.mrcs'): 0-based index and path.
+
+    A name without ``@`` is a single-image file (index 0).
+    """
     where = f"{path}, particle {row + 1}" if row is not None else str(path)
-    if not isinstance(name, str) or "@" not in name:
-        raise InputError(f"{where}: _{IMAGE_NAME} {name!r} is not of the form index@stack")
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"{where}: _{IMAGE_NAME} {name!r} is empty")
+    if "@" not in name:
+        return 0, name
     index, stack = name.split("@", 1)
     try:
         index = int(index)
@@ -169,264 +309,159 @@ def resolve_stack_path(stack: str, star_path: str | Path, datadir: str | Path | 
     )
 
 
-class StackReader:
-    """Memory-mapped, lenient access to MRC stacks, a few kept open at a time."""
+@dataclass(frozen=True)
+class StackHeader:
+    """Where the images of an MRC stack lie: data offset, dtype and the shape the file really holds."""
 
-    def __init__(self, max_open: int = 16):
-        self.max_open = max_open
-        self._open: OrderedDict[Path, mrcfile.mrcmemmap.MrcMemmap] = OrderedDict()
+    path: Path
+    offset: int
+    dtype: np.dtype
+    n_images: int
+    box: int
+    pixel_size_A: float
 
-    def data(self, path: Path) -> np.ndarray:
-        if path in self._open:
-            self._open.move_to_end(path)
-            return self._open[path].data
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                mrc = mrcfile.mmap(path, mode="r", permissive=True)
-        except Exception as err:
-            raise InputError(f"{path}: unreadable MRC header ({err})") from err
-        for warning in caught:
-            log.warning("%s: lenient read: %s", path, warning.message)
-        if mrc.data is None:
-            raise InputError(f"{path}: MRC file has no readable data block")
-        self._open[path] = mrc
-        if len(self._open) > self.max_open:
-            _, oldest = self._open.popitem(last=False)
-            oldest.close()
-        return mrc.data
 
-    def close(self):
-        for mrc in self._open.values():
-            mrc.close()
-        self._open.clear()
+def read_stack_header(path: Path) -> StackHeader:
+    """Parse an MRC header leniently and check it against the file's size.
+
+    Missing ``MAP `` stamps, volume space groups (ispg=1), voxel size 0 and
+    extended headers are accepted. When the file holds fewer images than the
+    header claims, the images really present are used and a warning says so.
+    """
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
+                header = mrc.header.copy()
+                extended = int(mrc.header.nsymbt)
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+    except Exception as err:
+        raise InputError(f"{path}: unreadable MRC header ({err})") from err
+    for warning in caught:
+        log.debug("%s: lenient read: %s", path, warning.message)
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    if nx <= 0 or ny <= 0 or nz <= 0:
+        raise InputError(f"{path}: unreadable MRC header (nx, ny, nz = {nx}, {ny}, {nz})")
+    if nx != ny:
+        raise InputError(f"{path}: images are {ny} × {nx} pixels; square particle images are needed")
+    offset = 1024 + extended
+    image_bytes = nx * ny * dtype.itemsize
+    present = max(0, (path.stat().st_size - offset) // image_bytes)
+    if present < nz:
+        log.warning("%s: header says %d images but the file holds %d; using %d", path, nz, present, present)
+    mx = int(header.mx) or nx
+    pixel = float(header.cella.x) / mx if float(header.cella.x) > 0 else 0.0
+    return StackHeader(path, offset, dtype, int(min(nz, present)), nx, pixel)
 
 
 class ParticleSource:
-    """Lazy images of the particles of a STAR table, read in chunks from disk."""
+    """Lazy images of the particles of a table, read from their stacks in chunks.
+
+    Construction checks everything that can be checked without reading
+    pixels: image names, stack paths and headers, indices against each
+    stack's real length, one box size per optics group, and the table's
+    ``_rlnImageSize`` against the stacks (the stacks win, with a warning).
+    """
 
     def __init__(self, table: pd.DataFrame, star_path: str | Path, datadir: str | Path | None = None):
         self.star_path = Path(star_path)
         self.table = table.reset_index(drop=True)
+        if IMAGE_NAME not in self.table.columns:
+            raise InputError(f"{star_path}: no _{IMAGE_NAME} column")
         parsed = [parse_image_name(n, star_path, i) for i, n in enumerate(self.table[IMAGE_NAME])]
         self.indices = np.array([p[0] for p in parsed], dtype=np.int64)
-        resolved: dict[str, Path] = {}
-        for _, stack in parsed:
-            if stack not in resolved:
-                resolved[stack] = resolve_stack_path(stack, star_path, datadir)
-        self.paths = [resolved[p[1]] for p in parsed]
+        names = sorted({p[1] for p in parsed})
+        self.headers = [read_stack_header(resolve_stack_path(name, star_path, datadir)) for name in names]
+        code = {name: i for i, name in enumerate(names)}
+        self.stack_of = np.array([code[p[1]] for p in parsed], dtype=np.int64)
         self.pixel_size_A = self.table["pixel_size_A"].to_numpy(dtype=float)
-        self.reader = StackReader()
+        self.group = self.table["optics_group"].to_numpy() if "optics_group" in self.table else optics_groups(table)
+        self.boxes = np.array([h.box for h in self.headers])[self.stack_of]
         self._check_bounds()
+        self._check_boxes()
+        self._warned: set = set()
 
     def _check_bounds(self):
-        rows_of: dict[Path, list[int]] = {}
-        for row, path in enumerate(self.paths):
-            rows_of.setdefault(path, []).append(row)
-        for path, rows in rows_of.items():
-            data = self.reader.data(path)
-            n = 1 if data.ndim == 2 else data.shape[0]
-            rows = np.asarray(rows)
-            bad = rows[self.indices[rows] >= n]
-            if len(bad):
-                i = bad[0]
+        lengths = np.array([h.n_images for h in self.headers])[self.stack_of]
+        bad = np.flatnonzero(self.indices >= lengths)
+        if len(bad):
+            i = bad[0]
+            header = self.headers[self.stack_of[i]]
+            raise InputError(
+                f"{self.star_path}, particle {i + 1}: _{IMAGE_NAME} index {self.indices[i] + 1} is past the "
+                f"end of {header.path} ({header.n_images} images)"
+            )
+
+    def _check_boxes(self):
+        for group in np.unique(self.group):
+            rows = np.flatnonzero(self.group == group)
+            boxes = np.unique(self.boxes[rows])
+            if len(boxes) > 1:
+                first = rows[self.boxes[rows] == boxes[0]][0]
+                other = rows[self.boxes[rows] == boxes[1]][0]
                 raise InputError(
-                    f"{self.star_path}, particle {i + 1}: _{IMAGE_NAME} index {self.indices[i] + 1} is past the "
-                    f"end of {path} ({n} images)"
+                    f"{self.star_path}: optics group {group} mixes box sizes: particle {first + 1} "
+                    f"({self.headers[self.stack_of[first]].path}) is {boxes[0]} px, particle {other + 1} "
+                    f"({self.headers[self.stack_of[other]].path}) is {boxes[1]} px (_{IMAGE_NAME})"
                 )
+            pixels = np.unique(self.pixel_size_A[rows])
+            if len(pixels) > 1:
+                raise InputError(
+                    f"{self.star_path}: optics group {group} has several pixel sizes {pixels[:3].tolist()} Å"
+                )
+            if "rlnImageSize" in self.table.columns:
+                stated = pd.to_numeric(self.table["rlnImageSize"].iloc[rows[0]], errors="coerce")
+                if stated != boxes[0]:
+                    log.warning(
+                        "%s: optics group %s: _rlnImageSize says %s px but the stacks hold %d px images; "
+                        "using the stacks",
+                        self.star_path, group, stated, boxes[0],
+                    )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def groups(self) -> list[str]:
+        """Optics groups, in order of first appearance."""
+        _, first = np.unique(self.group, return_index=True)
+        return [self.group[i] for i in np.sort(first)]
+
+    def group_rows(self, group) -> np.ndarray:
+        return np.flatnonzero(self.group == group)
+
     def box(self, i: int) -> int:
-        return int(self.reader.data(self.paths[i]).shape[-1])
+        return int(self.boxes[i])
 
     def read(self, rows) -> np.ndarray:
-        """Images (len(rows), box, box) as float32, in the order of ``rows``."""
-        images = []
-        for i in rows:
-            data = self.reader.data(self.paths[i])
-            image = data if data.ndim == 2 else data[self.indices[i]]
-            images.append(np.asarray(image, dtype=np.float32))
-        out = np.stack(images)
-        if not np.all(np.isfinite(out)):
-            bad = rows[int(np.flatnonzero(~np.isfinite(out).reshape(len(out), -1).all(1))[0])]
+        """Images (len(rows), box, box) as float32, in the order of ``rows`` (all of one box size).
+
+        Each stack is memory-mapped only while its images of this call are
+        copied out, in index order, so pages do not accumulate over a run.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        boxes = np.unique(self.boxes[rows])
+        if len(boxes) > 1:
+            raise ValueError(f"rows of several box sizes {boxes.tolist()} read together")
+        out = np.empty((len(rows), boxes[0], boxes[0]), dtype=np.float32)
+        for stack in np.unique(self.stack_of[rows]):
+            where = np.flatnonzero(self.stack_of[rows] == stack)
+            order = where[np.argsort(self.indices[rows[where]], kind="stable")]
+            header = self.headers[stack]
+            shape = (header.n_images, header.box, header.box)
+            data = np.memmap(header.path, dtype=header.dtype, mode="r", offset=header.offset, shape=shape)
+            out[order] = data[self.indices[rows[order]]]
+            del data
+        finite = np.isfinite(out).reshape(len(out), -1).all(axis=1)
+        if not finite.all():
+            bad = int(rows[np.flatnonzero(~finite)[0]])
             raise InputError(
-                f"{self.paths[bad]}: particle {bad + 1} (_{IMAGE_NAME} {self.table[IMAGE_NAME][bad]}) "
-                "has NaN or inf pixels"
+                f"{self.headers[self.stack_of[bad]].path}: particle {bad + 1} of {self.star_path} "
+                f"(_{IMAGE_NAME} {self.table[IMAGE_NAME][bad]}) has NaN or inf pixels"
             )
         return out
 
 
-# ------------------------------------------------------------ preprocessing
-def fourier_crop(images: np.ndarray, pixel_in_A: float, pixel_out_A: float) -> tuple[np.ndarray, float]:
-    """Resample (n, N, N) images to ``pixel_out_A`` by cropping (or zero-padding) their spectrum.
-
-    The new box is the even size closest to N·p_in/p_out; the exact new pixel
-    size N·p_in/N' is returned with the images. Pixel values keep their
-    per-pixel meaning (a band-limited image keeps its values at shared points).
-    """
-    n_in = images.shape[-1]
-    n_out = max(2, 2 * int(round(n_in * pixel_in_A / pixel_out_A / 2)))
-    if n_out == n_in:
-        return images.astype(np.float32, copy=False), pixel_in_A
-    spectrum = np.fft.fftshift(np.fft.fft2(images), axes=(-2, -1))
-    c_in, c_out = n_in // 2, n_out // 2
-    if n_out < n_in:
-        new = spectrum[..., c_in - c_out : c_in - c_out + n_out, c_in - c_out : c_in - c_out + n_out]
-    else:
-        new = np.zeros(images.shape[:-2] + (n_out, n_out), dtype=spectrum.dtype)
-        new[..., c_out - c_in : c_out - c_in + n_in, c_out - c_in : c_out - c_in + n_in] = spectrum
-    out = np.fft.ifft2(np.fft.ifftshift(new, axes=(-2, -1))).real * (n_out / n_in) ** 2
-    return out.astype(np.float32), n_in * pixel_in_A / n_out
-
-
-def crop_or_pad(images: np.ndarray, box: int) -> np.ndarray:
-    """Centre crop or zero-pad (n, N, N) images to (n, box, box); pixel N//2 stays the centre."""
-    n = images.shape[-1]
-    if n == box:
-        return images
-    out = np.zeros(images.shape[:-2] + (box, box), dtype=images.dtype)
-    src = slice(max(0, n // 2 - box // 2), max(0, n // 2 - box // 2) + min(n, box))
-    dst = slice(max(0, box // 2 - n // 2), max(0, box // 2 - n // 2) + min(n, box))
-    out[..., dst, dst] = images[..., src, src]
-    return out
-
-
-def radial_index(box: int) -> np.ndarray:
-    """Integer radius (in Fourier pixels) of every rfft2 coefficient of a box × box image."""
-    fy = np.fft.fftfreq(box) * box
-    fx = np.fft.rfftfreq(box) * box
-    return np.rint(np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)).astype(np.int64)
-
-
-def radial_power(images: np.ndarray) -> np.ndarray:
-    """Mean power |F|² per integer radius, averaged over images, for (n, box, box) images."""
-    box = images.shape[-1]
-    power = (np.abs(np.fft.rfft2(images)) ** 2).mean(axis=0)
-    radius = radial_index(box)
-    return np.bincount(radius.ravel(), power.ravel()) / np.bincount(radius.ravel())
-
-
-def radial_to_grid(radial: np.ndarray, box: int) -> np.ndarray:
-    """Full (box, box) fft2 grid of a radial profile indexed by integer radius."""
-    fy = np.fft.fftfreq(box) * box
-    radius = np.rint(np.sqrt(fy[:, None] ** 2 + fy[None, :] ** 2)).astype(np.int64)
-    return radial[np.minimum(radius, len(radial) - 1)]
-
-
-def masked_power(noise_power: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Expected radial power of ``window · x`` for stationary noise x with radial power ``noise_power``.
-
-    Windowing multiplies auto-correlations in real space, so the expected
-    periodogram is FFT(IFFT(|Ŵ|²) · IFFT(S)) / N².
-    """
-    box = window.shape[-1]
-    acf_window = np.fft.ifft2(np.abs(np.fft.fft2(window)) ** 2)
-    acf_noise = np.fft.ifft2(radial_to_grid(noise_power, box))
-    expected = np.fft.fft2(acf_window * acf_noise).real / box**2
-    radius = radial_index(box)
-    half = expected[:, : box // 2 + 1]
-    return np.bincount(radius.ravel(), half.ravel()) / np.bincount(radius.ravel())
-
-
-def estimate_noise_power(images: np.ndarray, mask_radius_px: float, iterations: int = 8) -> np.ndarray:
-    """Radial noise power spectrum from the pixels outside a circular mask.
-
-    Each image's background is mean-subtracted and the particle disc zeroed.
-    Zeroing the disc blurs the spectrum (the window's transform is convolved
-    with it), which biases steep low-frequency power; the estimate is
-    corrected by iterating S ← S · observed / expected(S), with the expected
-    windowed power computed exactly by ``masked_power``.
-    """
-    box = images.shape[-1]
-    outside = ~simulator.circular_mask(box, mask_radius_px).numpy()
-    background = images - images[:, outside].mean(axis=1)[:, None, None]
-    observed = radial_power(background * outside)
-    estimate = observed / outside.mean()
-    window = outside.astype(np.float64)
-    for _ in range(iterations):
-        expected = masked_power(estimate, window)
-        estimate = estimate * observed / np.maximum(expected, observed.max() * 1e-12)
-    return estimate
-
-
-def whiten(images: np.ndarray, noise_power: np.ndarray) -> np.ndarray:
-    """Divide each image's spectrum by the square root of the radial noise power spectrum."""
-    box = images.shape[-1]
-    radius = radial_index(box)
-    power = noise_power.copy()
-    power[0] = power[1]  # the mean carries no noise estimate; treat it like the lowest frequency
-    filt = 1.0 / np.sqrt(np.maximum(power, power.max() * 1e-12))
-    return np.fft.irfft2(np.fft.rfft2(images) * filt[radius], s=(box, box)).astype(np.float32)
-
-
-def normalize(images: np.ndarray) -> np.ndarray:
-    """Zero mean, unit standard deviation per image, by the simulator's own ``normalize``."""
-    return simulator.normalize(torch.from_numpy(np.asarray(images, dtype=np.float32))).numpy()
-
-
-def to_training_grid(images: np.ndarray, pixel_in_A: float, pixel_out_A: float, box: int) -> np.ndarray:
-    """Fourier crop to the training pixel size, then centre crop/pad to the training box."""
-    resampled, _ = fourier_crop(images, pixel_in_A, pixel_out_A)
-    return crop_or_pad(resampled, box)
-
-
-def preprocess(
-    source: ParticleSource,
-    output_mrcs: str | Path,
-    box_px: int,
-    pixel_size_A: float,
-    mask_radius_A: float,
-    whiten_noise: bool = True,
-    noise_images: int = 1000,
-    chunk: int = 512,
-    seed: int = 0,
-) -> dict:
-    """Write the preprocessed stack (n, box, box) float32; return the noise spectra and facts.
-
-    Memory is bounded by ``chunk`` images; the output is written to a
-    temporary file and renamed when complete.
-    """
-    n = len(source)
-    groups = np.unique(source.pixel_size_A)
-    for p in groups:
-        n_in = source.box(int(np.flatnonzero(source.pixel_size_A == p)[0]))
-        n_out = max(2, 2 * int(round(n_in * p / pixel_size_A / 2)))
-        actual = n_in * p / n_out
-        log.info("pixel size %.4g Å, box %d → Fourier box %d at %.4g Å → box %d", p, n_in, n_out, actual, box_px)
-        if abs(actual - pixel_size_A) > 0.005 * pixel_size_A:
-            log.warning(
-                "resampled pixel size %.4g Å differs from the training %.4g Å by more than 0.5%%", actual, pixel_size_A
-            )
-    rng = np.random.default_rng(seed)
-    mask_radius_px = mask_radius_A / pixel_size_A
-    noise_power = {}  # measured whether or not it is used: a diagnostic, and a spectrum the simulator can use
-    for p in groups:
-        rows = np.flatnonzero(source.pixel_size_A == p)
-        pick = np.sort(rng.choice(rows, size=min(noise_images, len(rows)), replace=False))
-        chunks = np.array_split(pick, max(1, len(pick) // chunk))
-        sample = np.concatenate([to_training_grid(source.read(r), p, pixel_size_A, box_px) for r in chunks])
-        noise_power[float(p)] = estimate_noise_power(sample, mask_radius_px)
-        log.info("noise spectrum for pixel size %.4g Å from %d particles", p, len(pick))
-    progress = Progress(n, "preprocess", unit="particles")
-    with atomic_path(output_mrcs) as tmp:
-        with mrcfile.new_mmap(tmp, shape=(n, box_px, box_px), mrc_mode=2, overwrite=True) as mrc:
-            for start in range(0, n, chunk):
-                rows = np.arange(start, min(start + chunk, n))
-                for p in np.unique(source.pixel_size_A[rows]):
-                    sub = rows[source.pixel_size_A[rows] == p]
-                    images = to_training_grid(source.read(sub), p, pixel_size_A, box_px)
-                    if whiten_noise:
-                        images = whiten(images, noise_power[float(p)])
-                    mrc.data[sub] = normalize(images)
-                progress.update(len(rows))
-            mrc.voxel_size = pixel_size_A
-            mrc.header.ispg = 0  # an image stack, not a volume
-            mrc.update_header_stats()
-    return {"n_particles": n, "pixel_sizes_in_A": [float(p) for p in groups], "noise_power": noise_power}
-
-
+# ------------------------------------------------------------ writing STAR
 def format_star_value(value) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{value:.6f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.6e}"
@@ -434,14 +469,57 @@ def format_star_value(value) -> str:
     return f'"{text}"' if (not text or any(c.isspace() for c in text)) else text
 
 
+def star_block_lines(name: str, df: pd.DataFrame, header: bool = True) -> list[str]:
+    """Lines of one loop block: ``data_`` header and column names (when ``header``), then the rows."""
+    lines = []
+    if header:
+        lines = [f"data_{name}", "", "loop_"] + [f"_{c} #{i + 1}" for i, c in enumerate(df.columns)]
+    columns = [df[c].to_numpy() for c in df.columns]
+    return lines + [" ".join(format_star_value(col[r]) for col in columns) for r in range(len(df))]
+
+
 def write_star(path: str | Path, blocks: dict[str, pd.DataFrame], version: int = 30001) -> None:
     """Write data blocks as a RELION loop-style STAR file (``# version`` line first), atomically."""
     lines = [f"# version {version}", ""]
     for name, df in blocks.items():
-        lines += [f"data_{name}", "", "loop_"]
-        lines += [f"_{column} #{i + 1}" for i, column in enumerate(df.columns)]
-        columns = [df[c].to_numpy() for c in df.columns]
-        lines += [" ".join(format_star_value(col[r]) for col in columns) for r in range(len(df))]
-        lines += ["", ""]
+        lines += star_block_lines(name, df) + ["", ""]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
+
+
+def shard_blocks(particle_set: ParticleSet, rows: np.ndarray) -> OrderedDict:
+    """The metadata blocks with the particle block replaced by the given rows of the (selected) table.
+
+    Columns the reader added (``pixel_size_A``, ``optics_group`` and optics
+    columns merged in) are dropped again, so the file reads like the input.
+    """
+    original = particle_set.blocks[particle_set.block_name].columns
+    blocks = OrderedDict(particle_set.blocks)
+    blocks[particle_set.block_name] = particle_set.table.iloc[rows][list(original)].reset_index(drop=True)
+    return blocks
+
+
+def concatenate_star(paths: list, output: str | Path) -> None:
+    """Join STAR files that share their blocks (shards of one dataset) into one, streaming shard by shard.
+
+    Every block but the particle block is taken from the first file; the
+    particle rows follow in the order of ``paths``. Only one shard is held in
+    memory at a time.
+    """
+    first = read_star(paths[0])
+    name = particle_block_name(first, paths[0])
+    columns = list(first[name].columns)
+    with atomic_path(output) as tmp, open(tmp, "w") as handle:
+        handle.write(f"# version {star_version(paths[0])}\n\n")
+        for block, df in first.items():
+            if block != name:
+                handle.write("\n".join(star_block_lines(block, df)) + "\n\n\n")
+        handle.write("\n".join(star_block_lines(name, first[name].iloc[:0])) + "\n")
+        for i, path in enumerate(paths):
+            blocks = first if i == 0 else read_star(path)
+            table = blocks[particle_block_name(blocks, path)]
+            if list(table.columns) != columns:
+                raise InputError(f"{path}: columns differ from those of {paths[0]}")
+            if len(table):
+                handle.write("\n".join(star_block_lines(name, table, header=False)) + "\n")
+        handle.write("\n")

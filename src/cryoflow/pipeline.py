@@ -101,8 +101,8 @@ def read_noise_power(path) -> tuple[np.ndarray, np.ndarray]:
     missing = {"frequency_per_A", "noise_power"} - set(table.columns)
     if missing:
         raise InputError(f"{path}: column(s) {sorted(missing)} missing (simulator.noise_power_tsv)")
-    if "pixel_size_in_A" in table.columns:
-        table = table[table["pixel_size_in_A"] == table["pixel_size_in_A"].iloc[0]] if len(table) else table
+    if "optics_group" in table.columns and len(table):
+        table = table[table["optics_group"] == table["optics_group"].iloc[0]]
     if len(table) < 2:
         raise InputError(f"{path}: fewer than two rows of frequency_per_A and noise_power (simulator.noise_power_tsv)")
     return table["frequency_per_A"].to_numpy(float), table["noise_power"].to_numpy(float)

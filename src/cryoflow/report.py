@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import mrcfile  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cryoflow.fileio import atomic_path  # noqa: E402
@@ -124,14 +125,25 @@ def plot_calibration(levels, coverage, sim: dict, pit, ks_pvalue: float, path) -
 
 
 def plot_examples(images, post: dict, indices, path) -> None:
-    """Example particles (preprocessed) above their posterior sample histograms."""
+    """Example particles (preprocessed; ``images[k]`` is particle ``indices[k]``) above their posterior samples."""
     n = len(indices)
     fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5), squeeze=False)
     for col, i in enumerate(indices):
-        axes[0, col].imshow(images[i], cmap="gray")
+        axes[0, col].imshow(images[col], cmap="gray")
         axes[0, col].set_axis_off()
         axes[0, col].set_title(f"particle {i + 1}")
         axes[1, col].hist(post["samples"][i], bins=30, color="C0")
         axes[1, col].set_xlabel("θ [Å]")
         axes[1, col].set_yticks([])
     _save(fig, path)
+
+
+def gathered_images(stack_paths: list, shard_particles, indices) -> np.ndarray:
+    """Images at dataset-wide ``indices`` from the per-shard preprocessed stacks (shards in order)."""
+    offsets = np.concatenate([[0], np.cumsum(shard_particles)])
+    images = []
+    for i in indices:
+        shard = int(np.searchsorted(offsets, i, side="right") - 1)
+        with mrcfile.mmap(stack_paths[shard], mode="r", permissive=True) as mrc:
+            images.append(np.array(mrc.data[i - offsets[shard]], dtype=np.float32))
+    return np.stack(images)

@@ -68,6 +68,8 @@ LOGS = f"logs/{NAME}"
 BENCH = f"benchmarks/{NAME}"
 N_TEMPLATES = config["templates"]["n_templates"]
 TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
+# particles are preprocessed and inferred in shards (scatter), then gathered
+SHARDS = [f"{i:03d}" for i in range(config["particles"]["shards"])]
 
 
 def simulator_inputs(wildcards=None):

@@ -4,12 +4,14 @@ rule infer:
         stack=rules.particles.output.stack,
         star=rules.particles.output.star,
     output:
-        star=f"{RESULTS}/inference/posterior.star",
-        npz=f"{RESULTS}/inference/posterior.npz",
+        star=f"{RESULTS}/inference/shard{{shard}}.star",
+        npz=f"{RESULTS}/inference/shard{{shard}}.npz",
     log:
-        f"{LOGS}/infer.log",
+        f"{LOGS}/infer/shard{{shard}}.log",
     benchmark:
-        f"{BENCH}/infer.tsv"
+        f"{BENCH}/infer/shard{{shard}}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
     conda:
         "../../envs/torch.yaml"
     threads: workflow.cores
@@ -22,6 +24,27 @@ rule infer:
         seed=config["seed"],
     script:
         "../../scripts/infer.py"
+
+
+rule gather_posteriors:
+    input:
+        stars=expand(rules.infer.output.star, shard=SHARDS),
+        npzs=expand(rules.infer.output.npz, shard=SHARDS),
+    output:
+        star=f"{RESULTS}/inference/posterior.star",
+        npz=f"{RESULTS}/inference/posterior.npz",
+    log:
+        f"{LOGS}/gather_posteriors.log",
+    benchmark:
+        f"{BENCH}/gather_posteriors.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../../scripts/gather_posteriors.py"
 
 
 rule validate:

@@ -20,17 +20,42 @@ rule demo_particles:
         "../../scripts/demo_particles.py"
 
 
-rule particles:
+rule particle_noise:
     input:
         star=particles_star(),
     output:
-        stack=f"{RESULTS}/particles/preprocessed.mrcs",
-        star=f"{RESULTS}/particles/particles.star",
         noise=f"{RESULTS}/particles/noise_power.tsv",
     log:
-        f"{LOGS}/particles.log",
+        f"{LOGS}/particle_noise.log",
     benchmark:
-        f"{BENCH}/particles.tsv"
+        f"{BENCH}/particle_noise.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        particles=config["particles"],
+        image=config["image"],
+        seed=config["seed"],
+    script:
+        "../../scripts/particle_noise.py"
+
+
+rule particles:
+    input:
+        star=particles_star(),
+        noise=rules.particle_noise.output.noise,
+    output:
+        stack=f"{RESULTS}/particles/shard{{shard}}.mrcs",
+        star=f"{RESULTS}/particles/shard{{shard}}.star",
+    log:
+        f"{LOGS}/particles/shard{{shard}}.log",
+    benchmark:
+        f"{BENCH}/particles/shard{{shard}}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -40,6 +65,5 @@ rule particles:
     params:
         particles=config["particles"],
         image=config["image"],
-        seed=config["seed"],
     script:
         "../../scripts/particles.py"

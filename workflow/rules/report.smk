@@ -8,9 +8,9 @@ REPORT_FIGURES = {
 
 rule report:
     input:
-        posterior=rules.infer.output.npz,
-        star=rules.infer.output.star,
-        stack=rules.particles.output.stack,
+        posterior=rules.gather_posteriors.output.npz,
+        star=rules.gather_posteriors.output.star,
+        stacks=expand(rules.particles.output.stack, shard=SHARDS),
         simulations=rules.validate.output.npz,
         templates=rules.templates.output.table,
     output:

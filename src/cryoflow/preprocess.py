@@ -1,0 +1,303 @@
+"""Bring experimental particles onto the training grid: resample, crop, whiten, normalize.
+
+Per optics group: Fourier crop (or pad) to the training pixel size, centre
+crop (or pad) to the training box, whitening by the radial noise power
+spectrum measured outside a circular mask, and per-image normalization to
+zero mean and unit variance, as the simulator normalizes its images.
+Streaming: memory is bounded by one chunk of images, and the output stack is
+written with plain sequential writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import torch
+
+from cryoflow import simulator
+from cryoflow.fileio import InputError, atomic_path
+from cryoflow.logs import Progress
+from cryoflow.particles import ParticleSource
+
+log = logging.getLogger(__name__)
+
+
+def resampled_box(box_in: int, pixel_in_A: float, pixel_out_A: float) -> int:
+    """The even box closest to box_in · p_in / p_out: the size Fourier cropping resamples to."""
+    return max(2, 2 * int(round(box_in * pixel_in_A / pixel_out_A / 2)))
+
+
+def fourier_crop(images: np.ndarray, pixel_in_A: float, pixel_out_A: float) -> tuple[np.ndarray, float]:
+    """Resample (n, N, N) images to ``pixel_out_A`` by cropping (or zero-padding) their spectrum.
+
+    The new box is ``resampled_box``; the exact new pixel size N·p_in/N' is
+    returned with the images. Pixel values keep their per-pixel meaning (a
+    band-limited image keeps its values at shared points).
+    """
+    n_in = images.shape[-1]
+    n_out = resampled_box(n_in, pixel_in_A, pixel_out_A)
+    if n_out == n_in:
+        return images.astype(np.float32, copy=False), pixel_in_A
+    spectrum = np.fft.fftshift(np.fft.fft2(images), axes=(-2, -1))
+    c_in, c_out = n_in // 2, n_out // 2
+    if n_out < n_in:
+        new = spectrum[..., c_in - c_out : c_in - c_out + n_out, c_in - c_out : c_in - c_out + n_out]
+    else:
+        new = np.zeros(images.shape[:-2] + (n_out, n_out), dtype=spectrum.dtype)
+        new[..., c_out - c_in : c_out - c_in + n_in, c_out - c_in : c_out - c_in + n_in] = spectrum
+    out = np.fft.ifft2(np.fft.ifftshift(new, axes=(-2, -1))).real * (n_out / n_in) ** 2
+    return out.astype(np.float32), n_in * pixel_in_A / n_out
+
+
+def crop_or_pad(images: np.ndarray, box: int) -> np.ndarray:
+    """Centre crop or zero-pad (n, N, N) images to (n, box, box); pixel N//2 stays the centre."""
+    n = images.shape[-1]
+    if n == box:
+        return images
+    out = np.zeros(images.shape[:-2] + (box, box), dtype=images.dtype)
+    src = slice(max(0, n // 2 - box // 2), max(0, n // 2 - box // 2) + min(n, box))
+    dst = slice(max(0, box // 2 - n // 2), max(0, box // 2 - n // 2) + min(n, box))
+    out[..., dst, dst] = images[..., src, src]
+    return out
+
+
+def to_training_grid(images: np.ndarray, pixel_in_A: float, pixel_out_A: float, box: int) -> np.ndarray:
+    """Fourier crop to the training pixel size, then centre crop/pad to the training box."""
+    resampled, _ = fourier_crop(images, pixel_in_A, pixel_out_A)
+    return crop_or_pad(resampled, box)
+
+
+# ------------------------------------------------------------ noise spectra
+def radial_index(box: int) -> np.ndarray:
+    """Integer radius (in Fourier pixels) of every rfft2 coefficient of a box × box image."""
+    fy = np.fft.fftfreq(box) * box
+    fx = np.fft.rfftfreq(box) * box
+    return np.rint(np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)).astype(np.int64)
+
+
+def radial_power(images: np.ndarray) -> np.ndarray:
+    """Mean power |F|² per integer radius, averaged over images, for (n, box, box) images."""
+    box = images.shape[-1]
+    power = (np.abs(np.fft.rfft2(images)) ** 2).mean(axis=0)
+    radius = radial_index(box)
+    return np.bincount(radius.ravel(), power.ravel()) / np.bincount(radius.ravel())
+
+
+def radial_to_grid(radial: np.ndarray, box: int) -> np.ndarray:
+    """Full (box, box) fft2 grid of a radial profile indexed by integer radius."""
+    fy = np.fft.fftfreq(box) * box
+    radius = np.rint(np.sqrt(fy[:, None] ** 2 + fy[None, :] ** 2)).astype(np.int64)
+    return radial[np.minimum(radius, len(radial) - 1)]
+
+
+def masked_power(noise_power: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Expected radial power of ``window · x`` for stationary noise x with radial power ``noise_power``.
+
+    Windowing multiplies auto-correlations in real space, so the expected
+    periodogram is FFT(IFFT(|Ŵ|²) · IFFT(S)) / N².
+    """
+    box = window.shape[-1]
+    acf_window = np.fft.ifft2(np.abs(np.fft.fft2(window)) ** 2)
+    acf_noise = np.fft.ifft2(radial_to_grid(noise_power, box))
+    expected = np.fft.fft2(acf_window * acf_noise).real / box**2
+    radius = radial_index(box)
+    half = expected[:, : box // 2 + 1]
+    return np.bincount(radius.ravel(), half.ravel()) / np.bincount(radius.ravel())
+
+
+def background_power(images: np.ndarray, mask_radius_px: float) -> np.ndarray:
+    """Mean radial power of the images' backgrounds: outside the mask, mean-subtracted, disc zeroed.
+
+    The mean is subtracted in real space, so the spectrum's DC term, at index
+    (0, 0) of the unshifted transform, measures no offset.
+    """
+    box = images.shape[-1]
+    outside = ~simulator.circular_mask(box, mask_radius_px).numpy()
+    if outside.sum() < 0.05 * box * box:
+        raise InputError(f"mask radius {mask_radius_px:.1f} px leaves almost no background in a {box} px box")
+    background = images - images[:, outside].mean(axis=1)[:, None, None]
+    return radial_power(background * outside)
+
+
+def correct_mask_leakage(observed: np.ndarray, box: int, mask_radius_px: float, iterations: int = 8) -> np.ndarray:
+    """Noise power S whose masked expectation matches the observed background power.
+
+    Zeroing the disc blurs the spectrum (the window's transform is convolved
+    with it), which biases steep low-frequency power; iterate
+    S ← S · observed / expected(S), the expectation computed exactly by
+    ``masked_power``.
+    """
+    window = (~simulator.circular_mask(box, mask_radius_px).numpy()).astype(np.float64)
+    estimate = observed / window.mean()
+    for _ in range(iterations):
+        expected = masked_power(estimate, window)
+        estimate = estimate * observed / np.maximum(expected, observed.max() * 1e-12)
+    return estimate
+
+
+def estimate_noise_power(images: np.ndarray, mask_radius_px: float, iterations: int = 8) -> np.ndarray:
+    """Radial noise power spectrum of (n, box, box) images from the pixels outside a circular mask."""
+    observed = background_power(images, mask_radius_px)
+    return correct_mask_leakage(observed, images.shape[-1], mask_radius_px, iterations)
+
+
+def whiten(images: np.ndarray, noise_power: np.ndarray) -> np.ndarray:
+    """Divide each image's spectrum by the square root of the radial noise power spectrum."""
+    box = images.shape[-1]
+    radius = radial_index(box)
+    power = noise_power.copy()
+    power[0] = power[1]  # the mean carries no noise estimate; treat it like the lowest frequency
+    filt = 1.0 / np.sqrt(np.maximum(power, power.max() * 1e-12))
+    return np.fft.irfft2(np.fft.rfft2(images) * filt[radius], s=(box, box)).astype(np.float32)
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation per image, by the simulator's own ``normalize``."""
+    return simulator.normalize(torch.from_numpy(np.asarray(images, dtype=np.float32))).numpy()
+
+
+def estimate_noise_spectra(
+    source: ParticleSource,
+    box_px: int,
+    pixel_size_A: float,
+    mask_radius_A: float,
+    noise_images: int = 1000,
+    chunk: int = 512,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Radial noise power on the training grid per optics group, from a seeded random subset of each group."""
+    rng = np.random.default_rng(seed)
+    mask_radius_px = mask_radius_A / pixel_size_A
+    spectra = {}
+    for group in source.groups():
+        rows = source.group_rows(group)
+        pixel, box_in = source.pixel_size_A[rows[0]], source.box(rows[0])
+        n_out = resampled_box(box_in, pixel, pixel_size_A)
+        actual = box_in * pixel / n_out
+        log.info(
+            "optics group %s: %d particles, %d px at %.4g Å → Fourier box %d at %.4g Å → box %d",
+            group, len(rows), box_in, pixel, n_out, actual, box_px,
+        )  # fmt: skip
+        if abs(actual - pixel_size_A) > 0.005 * pixel_size_A:
+            log.warning("optics group %s: resampled pixel size %.4g Å differs from the training %.4g Å by "
+                        "more than 0.5%%", group, actual, pixel_size_A)  # fmt: skip
+        pick = np.sort(rng.choice(rows, size=min(noise_images, len(rows)), replace=False))
+        observed = 0.0
+        for part in np.array_split(pick, max(1, int(np.ceil(len(pick) / chunk)))):
+            images = to_training_grid(source.read(part), pixel, pixel_size_A, box_px)
+            observed = observed + background_power(images, mask_radius_px) * len(part) / len(pick)
+        spectra[str(group)] = correct_mask_leakage(observed, box_px, mask_radius_px)
+        log.info("optics group %s: noise spectrum from %d particles", group, len(pick))
+    return spectra
+
+
+def write_noise_spectra(path, spectra: dict, box_px: int, pixel_size_A: float) -> None:
+    """TSV: optics_group, radius_px, frequency_per_A, noise_power (the training grid's radial spectrum)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["optics_group", "radius_px", "frequency_per_A", "noise_power"])
+        for group, power in spectra.items():
+            for radius, value in enumerate(power):
+                writer.writerow([group, radius, f"{radius / (box_px * pixel_size_A):.6f}", f"{value:.8g}"])
+
+
+def read_noise_spectra(path) -> dict[str, np.ndarray]:
+    """Per optics group radial noise power from ``write_noise_spectra``'s TSV."""
+    table = pd.read_csv(path, sep="\t", dtype={"optics_group": str})
+    missing = {"optics_group", "radius_px", "noise_power"} - set(table.columns)
+    if missing:
+        raise InputError(f"{path}: column(s) {sorted(missing)} missing")
+    return {
+        group: part.sort_values("radius_px")["noise_power"].to_numpy(float)
+        for group, part in table.groupby("optics_group", sort=False)
+    }
+
+
+class StackWriter:
+    """Write an MRC image stack sequentially (float32), keeping header statistics as it goes.
+
+    The file is created under a temporary name with its header, filled by
+    plain writes (no memory map, so written pages never count against the
+    process), and renamed onto ``path`` only when ``close`` succeeds.
+    """
+
+    def __init__(self, tmp_path: Path, n_images: int, box: int, pixel_size_A: float):
+        self.path, self.n_images, self.box = Path(tmp_path), n_images, box
+        with mrcfile.new(self.path, overwrite=True) as mrc:
+            mrc.set_data(np.zeros((1, box, box), np.float32))
+            mrc.set_image_stack()  # ispg 0, mz 1: the z cell edge is one pixel
+            mrc.voxel_size = pixel_size_A
+            mrc.header.nz = n_images
+            self.offset = 1024 + int(mrc.header.nsymbt)
+        self.handle = open(self.path, "r+b")
+        self.handle.truncate(self.offset)
+        self.handle.seek(self.offset)
+        self.written = 0
+        self.minimum, self.maximum, self.total, self.total_sq = np.inf, -np.inf, 0.0, 0.0
+
+    def write(self, images: np.ndarray):
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        self.handle.write(images.tobytes())
+        self.written += len(images)
+        if len(images):
+            self.minimum = min(self.minimum, float(images.min()))
+            self.maximum = max(self.maximum, float(images.max()))
+            self.total += float(images.sum(dtype=np.float64))
+            self.total_sq += float(np.square(images, dtype=np.float64).sum())
+
+    def close(self):
+        self.handle.close()
+        if self.written != self.n_images:
+            raise RuntimeError(f"{self.path}: {self.written} images written, {self.n_images} expected")
+        pixels = max(1, self.written * self.box * self.box)
+        with mrcfile.mmap(self.path, mode="r+") as mrc:
+            mean = self.total / pixels
+            mrc.header.dmin, mrc.header.dmax = (self.minimum, self.maximum) if self.written else (0.0, 0.0)
+            mrc.header.dmean = mean
+            mrc.header.rms = np.sqrt(max(self.total_sq / pixels - mean**2, 0.0))
+
+
+def preprocess(
+    source: ParticleSource,
+    output_mrcs: str | Path,
+    box_px: int,
+    pixel_size_A: float,
+    noise_spectra: dict[str, np.ndarray] | None = None,
+    rows: np.ndarray | None = None,
+    chunk: int = 512,
+    label: str = "preprocess",
+) -> int:
+    """Write ``rows`` of ``source`` (all by default) onto the training grid as a float32 MRC stack.
+
+    ``noise_spectra`` (per optics group) whitens; None skips whitening. Memory
+    is bounded by ``chunk`` images; the output appears only when complete.
+    Returns the number of particles written.
+    """
+    rows = np.arange(len(source)) if rows is None else np.asarray(rows, dtype=np.int64)
+    progress = Progress(len(rows), label, unit="particles")
+    with atomic_path(output_mrcs) as tmp:
+        writer = StackWriter(tmp, len(rows), box_px, pixel_size_A)
+        try:
+            for start in range(0, len(rows), chunk):
+                part = rows[start : start + chunk]
+                out = np.empty((len(part), box_px, box_px), np.float32)
+                for group in np.unique(source.group[part]):
+                    where = np.flatnonzero(source.group[part] == group)
+                    pixel = source.pixel_size_A[part[where[0]]]
+                    images = to_training_grid(source.read(part[where]), pixel, pixel_size_A, box_px)
+                    if noise_spectra is not None:
+                        if str(group) not in noise_spectra:
+                            raise InputError(f"no noise spectrum for optics group {group}")
+                        images = whiten(images, noise_spectra[str(group)])
+                    out[where] = normalize(images)
+                writer.write(out)
+                progress.update(len(part))
+        finally:
+            writer.handle.close()
+        writer.close()
+    return len(rows)
