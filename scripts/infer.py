@@ -1,4 +1,4 @@
-"""Rule infer: per-particle posterior summaries and latents of one shard; STAR columns + npz."""
+"""Rule infer: per-particle posterior summaries and latents of one shard; STAR columns + npz, streamed."""
 
 import time
 
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from cryoflow import inference, models, particles, training
-from cryoflow.fileio import InputError, atomic_path
+from cryoflow.fileio import InputError, NpzWriter
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
@@ -18,11 +18,12 @@ model, metadata = models.load_model(snakemake.input.model, device)
 blocks = particles.read_star(snakemake.input.star)
 table = blocks[particles.particle_block_name(blocks, snakemake.input.star)]
 start = time.perf_counter()
-with mrcfile.mmap(snakemake.input.stack, mode="r", permissive=True) as mrc:
+columns = {key: [] for key in inference.STAR_COLUMNS.values()}
+with NpzWriter(snakemake.output.npz) as writer, mrcfile.mmap(snakemake.input.stack, mode="r", permissive=True) as mrc:
     stack = mrc.data
     if len(table) != len(stack):
         raise InputError(f"{snakemake.input.star}: {len(table)} particles but {snakemake.input.stack} has {len(stack)}")
-    result = inference.posterior_batches(
+    for summary in inference.posterior_stream(
         model,
         inference.batched(stack, cfg["batch_size"]),
         len(stack),
@@ -30,15 +31,18 @@ with mrcfile.mmap(snakemake.input.stack, mode="r", permissive=True) as mrc:
         n_samples=cfg["n_samples"],
         seed=snakemake.params.seed + int(snakemake.wildcards.shard),
         device=device,
-    )
-seconds = time.perf_counter() - start
+        label=f"shard {snakemake.wildcards.shard}",
+    ):
+        summary["latent"] = summary["latent"].astype(np.float16)  # halves the archive; ample for UMAP and MMD
+        writer.append(**summary)
+        for key in columns:
+            columns[key].append(summary[key])
+    seconds = time.perf_counter() - start
+    writer.close(theta_grid_range_A=np.asarray(model.architecture["theta_range_A"]), seconds=np.array([seconds]),
+                 device=np.array([str(device)]))  # fmt: skip
 for column, key in inference.STAR_COLUMNS.items():
-    table[column] = result[key]
-result["latent"] = result["latent"].astype(np.float16)  # halves the archive; ample for UMAP and MMD
+    table[column] = np.concatenate(columns[key])
 particles.write_star(snakemake.output.star, blocks, particles.star_version(snakemake.input.star))
-with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
-    np.savez(handle, **result, theta_grid_range_A=model.architecture["theta_range_A"],
-             seconds=np.array([seconds]), device=np.array([str(device)]))  # fmt: skip
-rate = len(table) / seconds
+mean, std = table["cryoflowThetaMeanAngst"], table["cryoflowThetaStdAngst"]
 log.info("%d particles in %.1f s (%.0f particles/s on %s); θ mean %.2f Å, median σ %.2f Å",
-         len(table), seconds, rate, device, result["mean"].mean(), np.median(result["std"]))  # fmt: skip
+         len(table), seconds, len(table) / seconds, device, mean.mean(), std.median())  # fmt: skip

@@ -26,7 +26,7 @@ log.info("MMD² %.4g (p = %.3g)", summary["mmd2"], summary["mmd_pvalue"])
 if truth is not None:
     log.info("against the known truth: %s", {k: round(summary[k], 3) for k in ("pearson_r", "coverage_90")})
 
-report.plot_posteriors(post, theta_range, figures["posterior_histograms"], truth)
+report.plot_posteriors(post, theta_range, figures["posterior_histograms"], truth, diagnostics.EDGE_MASS_ATYPICAL)
 pit = diagnostics.sbc_pit(sim["samples"], sim["theta_true"], seed)
 report.plot_calibration(
     diagnostics.CREDIBILITY_LEVELS, coverage, sim, pit, summary["sbc_ks_pvalue"], figures["calibration"]

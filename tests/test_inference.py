@@ -49,3 +49,49 @@ def test_grid_posterior_agrees_with_sampling_the_flow():
         assert post["std"][i] == pytest.approx(inside.std(), rel=0.01)
         assert post["q05"][i] == pytest.approx(np.quantile(inside, 0.05), abs=0.02)
         assert post["q95"][i] == pytest.approx(np.quantile(inside, 0.95), abs=0.02)
+
+
+def test_npz_writer_streams_batches_and_gather_joins_shards(tmp_path):
+    from cryoflow.fileio import NpzWriter
+    from cryoflow.inference import concatenate_npz
+
+    rng = np.random.default_rng(0)
+    shards = []
+    for i, n in enumerate([5, 3]):
+        mean = rng.normal(size=n)
+        latent = rng.normal(size=(n, 4)).astype(np.float16)
+        path = tmp_path / f"shard{i}.npz"
+        with NpzWriter(path) as writer:
+            for rows in np.array_split(np.arange(n), 2):
+                writer.append(mean=mean[rows], latent=latent[rows])
+            writer.close(theta_grid_range_A=np.array([-5.0, 5.0]), seconds=np.array([1.5 + i]))
+        shards.append((mean, latent))
+        with np.load(path) as back:
+            np.testing.assert_array_equal(back["latent"], latent)
+            assert back["latent"].dtype == np.float16 and back["mean"].shape == (n,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard0.npz", "shard1.npz"]  # no temporaries left
+    assert concatenate_npz([tmp_path / "shard0.npz", tmp_path / "shard1.npz"], tmp_path / "all.npz") == 8
+    with np.load(tmp_path / "all.npz") as gathered:
+        np.testing.assert_array_equal(gathered["mean"], np.concatenate([shards[0][0], shards[1][0]]))
+        np.testing.assert_array_equal(gathered["latent"], np.concatenate([shards[0][1], shards[1][1]]))
+        assert gathered["shard_particles"].tolist() == [5, 3] and gathered["shard_seconds"].tolist() == [1.5, 2.5]
+        assert gathered["theta_grid_range_A"].tolist() == [-5.0, 5.0]
+
+
+def test_npz_writer_leaves_nothing_when_interrupted(tmp_path):
+    from cryoflow.fileio import NpzWriter
+
+    with pytest.raises(RuntimeError), NpzWriter(tmp_path / "x.npz") as writer:
+        writer.append(mean=np.zeros(3))
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_edge_mass_flags_posteriors_piled_at_the_prior_edges():
+    grid = theta_grid((-10.0, 10.0), 400)  # edge bands: below -9 Å and above 9 Å
+    centres, widths = np.array([0.0, -10.0, 9.8, 5.0]), np.array([1.0, 0.5, 0.3, 8.0])
+    log_density = -0.5 * ((grid[None] - centres[:, None]) / widths[:, None]) ** 2
+    out = summarize_grid_posterior(log_density, grid, 10, np.random.default_rng(0))
+    assert out["edge_mass"][0] < 1e-6  # narrow, in the middle
+    assert out["edge_mass"][1] > 0.95 and out["edge_mass"][2] > 0.95  # piled at either edge
+    assert 0.05 < out["edge_mass"][3] < 0.5  # broad: some mass at the edges, not atypical

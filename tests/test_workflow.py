@@ -77,7 +77,7 @@ def test_tiny_end_to_end_outputs(tiny_run):
     results = workdir / "results" / "tiny"
     summary = json.loads((results / "report" / "summary.json").read_text())
     for key in ("n_particles", "mmd2", "mmd_pvalue", "pearson_r", "median_abs_error_A", "coverage_90",
-                "sbc_ks_pvalue", "coverage_error_max"):  # fmt: skip
+                "sbc_ks_pvalue", "coverage_error_max", "n_edge_posteriors", "inference_particles_per_s"):  # fmt: skip
         assert key in summary
     assert 0.0 <= summary["sbc_ks_pvalue"] <= 1.0
     card = json.loads((results / "model" / "card.json").read_text())

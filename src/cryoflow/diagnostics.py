@@ -130,6 +130,22 @@ def view_angle_deg(beam_directions: np.ndarray, axis: np.ndarray) -> np.ndarray:
 
 
 CREDIBILITY_LEVELS = np.linspace(0.05, 0.95, 19)
+EDGE_BAND = 0.05  # outer fraction of the prior range, on each side, that counts as its edge
+EDGE_MASS_ATYPICAL = 0.5  # posteriors with more mass than this in the edge bands are flagged atypical
+
+
+def edge_mass(mass: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Posterior mass (B,) within ``EDGE_BAND`` of either end of the prior range, for cell masses (B, G).
+
+    A posterior that piles up at the prior's edges says the image looks like
+    no template in the range: a contaminant, junk or a state outside the
+    ensemble (the paper's atypical particles).
+    """
+    width = grid[1] - grid[0]
+    low, high = grid[0] - 0.5 * width, grid[-1] + 0.5 * width
+    band = EDGE_BAND * (high - low)
+    edge = (grid < low + band) | (grid > high - band)
+    return mass[:, edge].sum(axis=1)
 
 
 def summarize(post: dict, sim: dict, truth=None, n_permutations: int = 500, max_points: int = 1000, seed: int = 0):
@@ -150,4 +166,10 @@ def summarize(post: dict, sim: dict, truth=None, n_permutations: int = 500, max_
     summary["sbc_ks_pvalue"] = summary["validation"]["sbc_ks_pvalue"]
     if truth is not None:
         summary.update(accuracy(post["mean"], post["q05"], post["q95"], np.asarray(truth)))
+    if "edge_mass" in post:
+        summary["n_edge_posteriors"] = int(np.sum(post["edge_mass"] > EDGE_MASS_ATYPICAL))
+    if "shard_seconds" in post:
+        summary["inference_seconds"] = float(np.sum(post["shard_seconds"]))
+        summary["inference_particles_per_s"] = float(len(post["mean"]) / max(summary["inference_seconds"], 1e-9))
+        summary["inference_device"] = ", ".join(sorted({str(d) for d in post["shard_device"]}))
     return summary, coverage

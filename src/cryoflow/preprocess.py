@@ -35,23 +35,27 @@ def resampled_box(box_in: int, pixel_in_A: float, pixel_out_A: float) -> int:
 def fourier_crop(images: np.ndarray, pixel_in_A: float, pixel_out_A: float) -> tuple[np.ndarray, float]:
     """Resample (n, N, N) images to ``pixel_out_A`` by cropping (or zero-padding) their spectrum.
 
-    The new box is ``resampled_box``; the exact new pixel size N·p_in/N' is
-    returned with the images. Pixel values keep their per-pixel meaning (a
-    band-limited image keeps its values at shared points).
+    The new box N' is ``resampled_box``; the exact new pixel size N·p_in/N'
+    is returned with the images. Every spatial frequency both grids share
+    is copied from the half (rfft) spectrum, the rest is dropped or zero,
+    and values are scaled by (N'/N)² so that pixel values keep their
+    meaning (a band-limited image keeps its values at shared points).
+    Single precision, in torch (threaded).
     """
     n_in = images.shape[-1]
     n_out = resampled_box(n_in, pixel_in_A, pixel_out_A)
     if n_out == n_in:
-        return images.astype(np.float32, copy=False), pixel_in_A
-    spectrum = np.fft.fftshift(np.fft.fft2(images), axes=(-2, -1))
-    c_in, c_out = n_in // 2, n_out // 2
-    if n_out < n_in:
-        new = spectrum[..., c_in - c_out : c_in - c_out + n_out, c_in - c_out : c_in - c_out + n_out]
-    else:
-        new = np.zeros(images.shape[:-2] + (n_out, n_out), dtype=spectrum.dtype)
-        new[..., c_out - c_in : c_out - c_in + n_in, c_out - c_in : c_out - c_in + n_in] = spectrum
-    out = np.fft.ifft2(np.fft.ifftshift(new, axes=(-2, -1))).real * (n_out / n_in) ** 2
-    return out.astype(np.float32), n_in * pixel_in_A / n_out
+        return np.asarray(images, dtype=np.float32), pixel_in_A
+    spectrum = torch.fft.rfft2(torch.as_tensor(np.asarray(images, dtype=np.float32)))
+    rows_out = np.rint(np.fft.fftfreq(n_out) * n_out).astype(int)  # frequency of each output row
+    rows_in = set(np.rint(np.fft.fftfreq(n_in) * n_in).astype(int).tolist())
+    shared = np.array([k in rows_in for k in rows_out])
+    columns = min(n_in, n_out) // 2 + 1
+    new = torch.zeros(images.shape[:-2] + (n_out, n_out // 2 + 1), dtype=spectrum.dtype)
+    source_rows = torch.as_tensor(rows_out[shared] % n_in)
+    new[..., torch.as_tensor(np.flatnonzero(shared)), :columns] = spectrum[..., source_rows, :columns]
+    out = torch.fft.irfft2(new, s=(n_out, n_out)) * (n_out / n_in) ** 2
+    return out.numpy(), n_in * pixel_in_A / n_out
 
 
 def crop_or_pad(images: np.ndarray, box: int) -> np.ndarray:
@@ -147,13 +151,14 @@ def estimate_noise_power(images: np.ndarray, mask_radius_px: float, iterations: 
 
 
 def whiten(images: np.ndarray, noise_power: np.ndarray) -> np.ndarray:
-    """Divide each image's spectrum by the square root of the radial noise power spectrum."""
+    """Divide each image's spectrum by the square root of the radial noise power spectrum (float32, torch)."""
     box = images.shape[-1]
     radius = radial_index(box)
     power = noise_power.copy()
     power[0] = power[1]  # the mean carries no noise estimate; treat it like the lowest frequency
-    filt = 1.0 / np.sqrt(np.maximum(power, power.max() * 1e-12))
-    return np.fft.irfft2(np.fft.rfft2(images) * filt[radius], s=(box, box)).astype(np.float32)
+    filt = torch.as_tensor((1.0 / np.sqrt(np.maximum(power, power.max() * 1e-12)))[radius], dtype=torch.float32)
+    spectrum = torch.fft.rfft2(torch.as_tensor(np.asarray(images, dtype=np.float32)))
+    return torch.fft.irfft2(spectrum * filt, s=(box, box)).numpy()
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
@@ -219,17 +224,17 @@ def read_noise_spectra(path) -> dict[str, np.ndarray]:
 
 
 class StackWriter:
-    """Write an MRC image stack sequentially (float32), keeping header statistics as it goes.
+    """Write an MRC image stack sequentially, keeping header statistics as it goes.
 
     The file is created under a temporary name with its header, filled by
     plain writes (no memory map, so written pages never count against the
     process), and renamed onto ``path`` only when ``close`` succeeds.
     """
 
-    def __init__(self, tmp_path: Path, n_images: int, box: int, pixel_size_A: float):
-        self.path, self.n_images, self.box = Path(tmp_path), n_images, box
+    def __init__(self, tmp_path: Path, n_images: int, box: int, pixel_size_A: float, dtype=np.float32):
+        self.path, self.n_images, self.box, self.dtype = Path(tmp_path), n_images, box, np.dtype(dtype)
         with mrcfile.new(self.path, overwrite=True) as mrc:
-            mrc.set_data(np.zeros((1, box, box), np.float32))
+            mrc.set_data(np.zeros((1, box, box), self.dtype))  # sets the MRC mode of ``dtype``
             mrc.set_image_stack()  # ispg 0, mz 1: the z cell edge is one pixel
             mrc.voxel_size = pixel_size_A
             mrc.header.nz = n_images
@@ -241,7 +246,7 @@ class StackWriter:
         self.minimum, self.maximum, self.total, self.total_sq = np.inf, -np.inf, 0.0, 0.0
 
     def write(self, images: np.ndarray):
-        images = np.ascontiguousarray(images, dtype=np.float32)
+        images = np.ascontiguousarray(images, dtype=self.dtype)
         self.handle.write(images.tobytes())
         self.written += len(images)
         if len(images):

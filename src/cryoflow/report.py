@@ -31,8 +31,12 @@ def plot_loss(history: list[dict], prior_loss: float, path) -> None:
     _save(fig, path)
 
 
-def plot_posteriors(post: dict, theta_range_A, path, truth=None) -> None:
-    """Histogram of posterior means, 2-D histogram of samples per particle, width vs mean."""
+def plot_posteriors(post: dict, theta_range_A, path, truth=None, edge_threshold: float = 0.5) -> None:
+    """Histogram of posterior means, 2-D histogram of samples per particle, width vs mean.
+
+    Particles with more than ``edge_threshold`` of their posterior mass at the
+    prior's edges are drawn in red in the width-vs-mean panel.
+    """
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     bins = np.linspace(*theta_range_A, 41)
     axes[0].hist(post["mean"], bins=bins, color="C0", alpha=0.8, label="posterior means")
@@ -48,7 +52,13 @@ def plot_posteriors(post: dict, theta_range_A, path, truth=None) -> None:
     axes[1].set_xlabel("θ [Å]")
     axes[1].set_ylabel("particle (sorted by posterior mean)")
     axes[1].set_title("posterior samples per particle")
-    axes[2].scatter(post["mean"], post["std"], s=4, alpha=0.5)
+    edge = post["edge_mass"] > edge_threshold if "edge_mass" in post else np.zeros(len(post["mean"]), bool)
+    axes[2].scatter(post["mean"][~edge], post["std"][~edge], s=4, alpha=0.5, label="typical")
+    if edge.any():
+        axes[2].scatter(
+            post["mean"][edge], post["std"][edge], s=8, color="C3", label=f"at the prior's edge ({edge.sum()})"
+        )
+    axes[2].legend()
     axes[2].set_xlabel("posterior mean θ [Å]")
     axes[2].set_ylabel("posterior σ [Å]")
     _save(fig, path)
