@@ -1,8 +1,8 @@
 """Rule infer: per-particle posterior summaries and latents of one shard; STAR columns + npz, streamed."""
 
 import time
+from pathlib import Path
 
-import mrcfile
 import numpy as np
 import torch
 
@@ -19,14 +19,14 @@ blocks = particles.read_star(snakemake.input.star)
 table = blocks[particles.particle_block_name(blocks, snakemake.input.star)]
 start = time.perf_counter()
 columns = {key: [] for key in inference.STAR_COLUMNS.values()}
-with NpzWriter(snakemake.output.npz) as writer, mrcfile.mmap(snakemake.input.stack, mode="r", permissive=True) as mrc:
-    stack = mrc.data
-    if len(table) != len(stack):
-        raise InputError(f"{snakemake.input.star}: {len(table)} particles but {snakemake.input.stack} has {len(stack)}")
+n_images = particles.read_stack_header(Path(snakemake.input.stack)).n_images
+if len(table) != n_images:
+    raise InputError(f"{snakemake.input.star}: {len(table)} particles but {snakemake.input.stack} has {n_images}")
+with NpzWriter(snakemake.output.npz) as writer:
     for summary in inference.posterior_stream(
         model,
-        inference.batched(stack, cfg["batch_size"]),
-        len(stack),
+        particles.iter_stack(snakemake.input.stack, cfg["batch_size"]),
+        n_images,
         grid_points=cfg["grid_points"],
         n_samples=cfg["n_samples"],
         seed=snakemake.params.seed + int(snakemake.wildcards.shard),

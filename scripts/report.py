@@ -20,9 +20,13 @@ table = starfile.read(snakemake.input.star, always_dict=True)
 particles = table.get("particles", next(iter(table.values())))
 truth = particles["cryoflowTrueThetaAngst"].to_numpy() if "cryoflowTrueThetaAngst" in particles else None
 
-summary, coverage = diagnostics.summarize(post, sim, truth, cfg["mmd_permutations"], cfg["mmd_max_points"], seed)
+whitening = dict(np.load(snakemake.input.whitening))
+summary, coverage = diagnostics.summarize(
+    post, sim, truth, cfg["mmd_permutations"], cfg["mmd_max_points"], seed, whitening
+)
 summary["theta_range_A"] = [float(v) for v in theta_range]
 log.info("MMD² %.4g (p = %.3g)", summary["mmd2"], summary["mmd_pvalue"])
+log.info("%s", summary["mmd_verdict"])
 if truth is not None:
     log.info("against the known truth: %s", {k: round(summary[k], 3) for k in ("pearson_r", "coverage_90")})
 
@@ -31,20 +35,18 @@ pit = diagnostics.sbc_pit(sim["samples"], sim["theta_true"], seed)
 report.plot_calibration(
     diagnostics.CREDIBILITY_LEVELS, coverage, sim, pit, summary["sbc_ks_pvalue"], figures["calibration"]
 )
+# one UMAP for simulations, experimental particles and the whitened / raw subset, so the panels share axes
 n_sim, n_exp = len(sim["latent"]), len(post["latent"])
 rng = np.random.default_rng(seed)
 pick_exp = np.sort(rng.choice(n_exp, min(n_exp, 2000), replace=False))
-pooled = np.concatenate([sim["latent"], post["latent"][pick_exp]])
-reducer = umap.UMAP(n_neighbors=cfg["umap_neighbors"], random_state=seed)
-embedded = reducer.fit_transform(pooled)
-report.plot_latents(
-    embedded[:n_sim],
-    embedded[n_sim:],
-    post["std"][pick_exp],
-    summary["mmd2"],
-    summary["mmd_pvalue"],
-    figures["latent_umap"],
-)
+parts = [sim["latent"], post["latent"][pick_exp], whitening["latent_whitened"], whitening["latent_raw"]]
+embedded = umap.UMAP(n_neighbors=cfg["umap_neighbors"], random_state=seed).fit_transform(np.concatenate(parts))
+sim_2d, exp_2d, whitened_2d, raw_2d = np.split(embedded, np.cumsum([len(p) for p in parts])[:-1])
+marked = report.distinct_points(exp_2d, 4)
+thumbnails = report.gathered_images(snakemake.input.stacks, post["shard_particles"], pick_exp[marked])
+report.plot_latents(sim_2d, exp_2d, post["std"][pick_exp], summary["mmd2"], summary["mmd_pvalue"],
+                    figures["latent_umap"], thumbnails, marked)  # fmt: skip
+report.plot_whitening_mmd(sim_2d, whitened_2d, raw_2d, summary, figures["whitening_mmd"])
 order = np.argsort(post["mean"])
 examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]
 images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], examples)

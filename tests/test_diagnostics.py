@@ -95,3 +95,46 @@ def test_view_angle_against_the_motion_axis():
     assert abs(axis @ np.array([0.0, 1.0, 0.0])) == pytest.approx(1.0, abs=1e-9)
     beams = np.array([[0.0, 1.0, 0.0], [0.0, -2.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
     np.testing.assert_allclose(diagnostics.view_angle_deg(beams, axis), [0.0, 0.0, 90.0, 45.0], atol=1e-6)
+
+
+def test_whitening_verdict_says_what_to_do():
+    from cryoflow.diagnostics import whitening_verdict
+
+    ok = whitening_verdict({"mmd2": 0.001, "pvalue": 0.4}, {"mmd2": 0.2, "pvalue": 0.001})
+    assert ok.startswith("Whitened particles are indistinguishable from simulations")
+    helps = whitening_verdict({"mmd2": 0.05, "pvalue": 0.002}, {"mmd2": 0.3, "pvalue": 0.002})
+    assert "whitening lowers the mismatch (MMD² 0.05 whitened vs 0.3 raw)" in helps and "priors" in helps
+    no_help = whitening_verdict({"mmd2": 0.3, "pvalue": 0.002}, {"mmd2": 0.2, "pvalue": 0.002})
+    assert "whitening does not lower" in no_help and "not noise colour" in no_help
+
+
+def test_whitening_fixes_latent_mismatch_from_coloured_noise():
+    """MMD sees the shift a noise colour causes in a feature, and whitening the images removes it."""
+    from cryoflow.diagnostics import mmd_test
+    from cryoflow.preprocess import estimate_noise_power, radial_power, whiten
+
+    rng = np.random.default_rng(4)
+    box = 32
+    white = rng.normal(size=(400, box, box))
+    spectrum = np.fft.rfft2(rng.normal(size=(400, box, box)))
+    f = np.sqrt(np.fft.fftfreq(box)[:, None] ** 2 + np.fft.rfftfreq(box)[None] ** 2)
+    coloured = np.fft.irfft2(spectrum / (1 + 20 * f), s=(box, box))
+
+    def features(images):  # a crude "latent": the normalized radial power profile
+        power = np.stack([radial_power(im[None])[1:12] for im in images])
+        return power / power.sum(axis=1, keepdims=True)
+
+    whitened = whiten(coloured, estimate_noise_power(coloured, mask_radius_px=6))
+    raw = mmd_test(features(white[:200]), features(coloured[:200]), 100, 0)
+    fixed = mmd_test(features(white[200:]), features(whitened[:200]), 100, 0)
+    assert raw["pvalue"] < 0.02 and fixed["pvalue"] > 0.05 and fixed["mmd2"] < 0.1 * raw["mmd2"]
+
+
+def test_distinct_points_cover_every_cluster():
+    from cryoflow.report import distinct_points
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]])
+    points = np.concatenate([c + rng.normal(scale=0.5, size=(50, 2)) for c in centres])
+    chosen = distinct_points(points, 4)
+    assert sorted(chosen // 50) == [0, 1, 2, 3]

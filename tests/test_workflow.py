@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 STAGES = ["structure", "templates", "volumes", "priors", "train", "demo_particles", "particle_noise", "particles"]
-STAGES += ["infer", "gather_posteriors", "validate", "report"]
+STAGES += ["infer", "gather_posteriors", "whitening_check", "validate", "report"]
 SHARDED = {"particles", "infer"}  # one job, log and benchmark per shard
 
 
@@ -77,7 +77,8 @@ def test_tiny_end_to_end_outputs(tiny_run):
     results = workdir / "results" / "tiny"
     summary = json.loads((results / "report" / "summary.json").read_text())
     for key in ("n_particles", "mmd2", "mmd_pvalue", "pearson_r", "median_abs_error_A", "coverage_90",
-                "sbc_ks_pvalue", "coverage_error_max", "n_edge_posteriors", "inference_particles_per_s"):  # fmt: skip
+                "sbc_ks_pvalue", "coverage_error_max", "n_edge_posteriors", "inference_particles_per_s",
+                "mmd2_raw", "mmd_pvalue_raw", "mmd2_whitened", "mmd_verdict"):  # fmt: skip
         assert key in summary
     assert 0.0 <= summary["sbc_ks_pvalue"] <= 1.0
     card = json.loads((results / "model" / "card.json").read_text())
@@ -124,7 +125,7 @@ def test_tiny_rerun_is_a_no_op_and_report_html_has_figures(tiny_run):
     result = snakemake(workdir, configfile, "--report", str(html), "--cores", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     text = html.read_text(errors="replace")
-    for figure in ("loss.png", "latent_umap.png", "calibration.png", "posterior_histograms.png"):
+    for figure in ("loss.png", "latent_umap.png", "calibration.png", "posterior_histograms.png", "whitening_mmd.png"):
         assert figure in text, figure
 
 

@@ -63,12 +63,13 @@ def posterior_stream(
     number of particles; progress (particles/s, ETA) goes to the log.
     """
     model.eval().to(device)
+    model.embedding.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU alike
     grid = theta_grid(model.architecture["theta_range_A"], grid_points)
     grid_t = torch.as_tensor(grid, dtype=torch.float32, device=device)
     rng = np.random.default_rng(seed)
     progress = Progress(n_images, label, unit="particles")
     for batch in image_batches:
-        images = torch.as_tensor(np.asarray(batch), dtype=torch.float32, device=device)
+        images = torch.as_tensor(np.array(batch, dtype=np.float32), device=device)  # a writable copy
         latent = model.embedding(images)
         log_density = model.log_prob_grid(latent, grid_t).double().cpu().numpy()
         summary = summarize_grid_posterior(log_density, grid, n_samples, rng)

@@ -67,8 +67,15 @@ class ResNet18Embedding(nn.Module):
         self.stages = nn.Sequential(*layers)
         self.head = nn.Linear(channels, latent_dim)
 
+    def head_conv_weight(self) -> torch.Tensor:
+        """A convolution weight with many input channels: its layout says whether the net is channels-last."""
+        return self.stages[0].conv1.weight
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(images.unsqueeze(1)))
+        x = images.unsqueeze(1)
+        if self.head_conv_weight().is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)  # as the weights: faster convolutions
+        x = self.stages(self.stem(x))
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 

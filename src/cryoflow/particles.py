@@ -354,6 +354,23 @@ def read_stack_header(path: Path) -> StackHeader:
     return StackHeader(path, offset, dtype, int(min(nz, present)), nx, pixel)
 
 
+def iter_stack(path: str | Path, batch_size: int):
+    """Yield an MRC stack's images in consecutive float32 batches, read with plain file reads.
+
+    Unlike a memory map kept open over a whole stack, whose touched pages
+    count as resident memory until it is closed, this holds one batch at a
+    time however large the stack.
+    """
+    header = read_stack_header(Path(path))
+    per_image = header.box * header.box
+    with open(path, "rb") as handle:
+        handle.seek(header.offset)
+        for start in range(0, header.n_images, batch_size):
+            count = min(batch_size, header.n_images - start)
+            data = np.fromfile(handle, dtype=header.dtype, count=count * per_image)
+            yield data.reshape(count, header.box, header.box).astype(np.float32, copy=False)
+
+
 class ParticleSource:
     """Lazy images of the particles of a table, read from their stacks in chunks.
 

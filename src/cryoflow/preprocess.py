@@ -267,6 +267,24 @@ class StackWriter:
             mrc.header.rms = np.sqrt(max(self.total_sq / pixels - mean**2, 0.0))
 
 
+def training_grid_images(
+    source: ParticleSource, rows, box_px: int, pixel_size_A: float, noise_spectra: dict | None = None
+) -> np.ndarray:
+    """Particles ``rows`` on the training grid: resampled per optics group, whitened (unless None), normalized."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), box_px, box_px), np.float32)
+    for group in np.unique(source.group[rows]):
+        where = np.flatnonzero(source.group[rows] == group)
+        pixel = source.pixel_size_A[rows[where[0]]]
+        images = to_training_grid(source.read(rows[where]), pixel, pixel_size_A, box_px)
+        if noise_spectra is not None:
+            if str(group) not in noise_spectra:
+                raise InputError(f"no noise spectrum for optics group {group}")
+            images = whiten(images, noise_spectra[str(group)])
+        out[where] = normalize(images)
+    return out
+
+
 def preprocess(
     source: ParticleSource,
     output_mrcs: str | Path,
@@ -290,17 +308,7 @@ def preprocess(
         try:
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
-                out = np.empty((len(part), box_px, box_px), np.float32)
-                for group in np.unique(source.group[part]):
-                    where = np.flatnonzero(source.group[part] == group)
-                    pixel = source.pixel_size_A[part[where[0]]]
-                    images = to_training_grid(source.read(part[where]), pixel, pixel_size_A, box_px)
-                    if noise_spectra is not None:
-                        if str(group) not in noise_spectra:
-                            raise InputError(f"no noise spectrum for optics group {group}")
-                        images = whiten(images, noise_spectra[str(group)])
-                    out[where] = normalize(images)
-                writer.write(out)
+                writer.write(training_grid_images(source, part, box_px, pixel_size_A, noise_spectra))
                 progress.update(len(part))
         finally:
             writer.handle.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -64,9 +66,29 @@ def plot_posteriors(post: dict, theta_range_A, path, truth=None, edge_threshold:
     _save(fig, path)
 
 
-def plot_latents(embedding_sim, embedding_exp, width_exp, mmd2: float, mmd_pvalue: float, path) -> None:
-    """UMAP of latents: simulated vs experimental, and experimental coloured by posterior width."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+def distinct_points(points: np.ndarray, k: int) -> np.ndarray:
+    """Indices of k points spread over a 2-D embedding: the most central, then farthest-point sampling."""
+    chosen = [int(np.argmin(np.linalg.norm(points - np.median(points, axis=0), axis=1)))]
+    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
+    while len(chosen) < min(k, len(points)):
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
+    return np.array(chosen)
+
+
+def plot_latents(
+    embedding_sim, embedding_exp, width_exp, mmd2: float, mmd_pvalue: float, path, thumbnails=None, marked=None
+) -> None:
+    """UMAP of latents: simulated vs experimental, experimental coloured by posterior width (Fig. 4C/D).
+
+    ``thumbnails`` (k, box, box) are shown below, lettered, for the
+    experimental points ``marked`` (k indices into ``embedding_exp``), as in Fig. 4E–G.
+    """
+    k = 0 if thumbnails is None else len(thumbnails)
+    fig = plt.figure(figsize=(11, 4.5 + (2.4 if k else 0)))
+    grid = fig.add_gridspec(2 if k else 1, max(k, 2), height_ratios=[4.5, 2.2] if k else [1])
+    half = max(k, 2) // 2
+    axes = [fig.add_subplot(grid[0, :half]), fig.add_subplot(grid[0, half:])]
     axes[0].scatter(*embedding_sim.T, s=4, alpha=0.5, label="simulated")
     axes[0].scatter(*embedding_exp.T, s=4, alpha=0.5, label="experimental")
     axes[0].legend()
@@ -77,6 +99,31 @@ def plot_latents(embedding_sim, embedding_exp, width_exp, mmd2: float, mmd_pvalu
     for ax in axes:
         ax.set_xlabel("UMAP 1")
         ax.set_ylabel("UMAP 2")
+    for col in range(k):
+        letter = chr(ord("A") + col)
+        x, y = embedding_exp[marked[col]]
+        for ax in axes:
+            ax.annotate(letter, (x, y), fontsize=11, fontweight="bold", ha="center", va="center",
+                        bbox={"boxstyle": "circle,pad=0.15", "fc": "white", "alpha": 0.8})  # fmt: skip
+        thumb = fig.add_subplot(grid[1, col])
+        thumb.imshow(thumbnails[col], cmap="gray")
+        thumb.set_title(f"{letter}: σ = {width_exp[marked[col]]:.2f} Å", fontsize=9)
+        thumb.set_axis_off()
+    _save(fig, path)
+
+
+def plot_whitening_mmd(embedding_sim, embedding_whitened, embedding_raw, summary: dict, path) -> None:
+    """Simulated latents against the same particles whitened and raw (the paper's SI Fig. S5), with the verdict."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), sharex=True, sharey=True)
+    for ax, label, points in ((axes[0], "whitened", embedding_whitened), (axes[1], "raw", embedding_raw)):
+        ax.scatter(*embedding_sim.T, s=4, alpha=0.4, label="simulated")
+        ax.scatter(*points.T, s=4, alpha=0.5, color="C1" if label == "whitened" else "C3", label=f"{label} particles")
+        ax.set_title(f"{label}: MMD² = {summary[f'mmd2_{label}']:.4g}, p = {summary[f'mmd_pvalue_{label}']:.3g}")
+        ax.set_xlabel("UMAP 1")
+        ax.legend()
+    axes[0].set_ylabel("UMAP 2")
+    fig.text(0.5, 0.01, textwrap.fill(summary["mmd_verdict"], 150), ha="center", va="bottom", fontsize=9)
+    fig.subplots_adjust(bottom=0.22)
     _save(fig, path)
 
 

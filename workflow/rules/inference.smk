@@ -47,6 +47,33 @@ rule gather_posteriors:
         "../../scripts/gather_posteriors.py"
 
 
+rule whitening_check:
+    input:
+        star=particles_star(),
+        noise=rules.particle_noise.output.noise,
+        model=rules.train.output.model,
+    output:
+        npz=f"{RESULTS}/inference/whitening_check.npz",
+    log:
+        f"{LOGS}/whitening_check.log",
+    benchmark:
+        f"{BENCH}/whitening_check.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        particles=config["particles"],
+        image=config["image"],
+        inference=config["inference"],
+        n_particles=config["report"]["mmd_max_points"],
+        seed=config["seed"],
+    script:
+        "../../scripts/whitening_check.py"
+
+
 rule validate:
     input:
         unpack(simulator_inputs),

@@ -1,6 +1,8 @@
 REPORT_FIGURES = {
     "posterior_histograms": "Posterior means and the 2-D histogram of posterior samples per particle.",
-    "latent_umap": "UMAP of latents: simulated vs experimental, experimental coloured by posterior width.",
+    "latent_umap": "UMAP of latents: simulated vs experimental, experimental coloured by posterior width, "
+    "with particles from distinct regions of the map.",
+    "whitening_mmd": "MMD between simulated and experimental latents, whitened and raw particles side by side.",
     "calibration": "Calibration on held-out simulations: nominal vs empirical coverage, accuracy.",
     "example_particles": "Example particles with their posteriors.",
 }
@@ -11,6 +13,7 @@ rule report:
         posterior=rules.gather_posteriors.output.npz,
         star=rules.gather_posteriors.output.star,
         stacks=expand(rules.particles.output.stack, shard=SHARDS),
+        whitening=rules.whitening_check.output.npz,
         simulations=rules.validate.output.npz,
         templates=rules.templates.output.table,
     output:
