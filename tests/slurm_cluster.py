@@ -67,7 +67,7 @@ PartitionName=gpu Nodes={host} Default=NO MaxTime=INFINITE State=UP
 
 
 class SlurmCluster:
-    def __init__(self, state: Path, cpus: int | None = None, memory_mb: int = 8000):
+    def __init__(self, state: Path, cpus: int | None = None, memory_mb: int = 20000):
         self.state = Path(state)
         self.host = socket.gethostname().split(".")[0]
         self.cpus = cpus or os.cpu_count() or 1

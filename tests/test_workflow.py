@@ -162,3 +162,92 @@ def test_map_projection_star_priors_and_coloured_noise_train(tmp_path):
     assert "defocus_range_A" in log and "pixel_sizes_A" in log
     validation = np.load(results / "validation" / "simulations.npz")
     assert np.all(np.isfinite(validation["images"]))
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """Rule → job count from Snakemake's own 'Job stats' table of a run."""
+    lines = output.split("Job stats:", 1)[1].splitlines()
+    counts = {}
+    for line in lines[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def user_dataset(tmp_path_factory):
+    """The tiny demo's particles, moved out of the workflow's results as a user's RELION job would be."""
+    workdir = tmp_path_factory.mktemp("demo_data")
+    configfile = write_config(workdir)
+    star = "results/tiny/demo/Extract/job007/particles.star"
+    result = snakemake(workdir, configfile, "--cores", "2", star)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir / "results" / "tiny" / "demo"
+
+
+@pytest.mark.slow
+def test_rerun_after_bad_input_runs_only_the_failed_rule_and_its_descendants(tmp_path, user_dataset):
+    import shutil
+
+    project = tmp_path / "relion"
+    shutil.copytree(user_dataset, project)
+    stack = next((project / "Extract" / "job007" / "Movies").glob("*.mrcs"))
+    hidden = stack.rename(stack.with_suffix(".moved"))  # a stack the STAR file names is missing
+    star = project / "Extract" / "job007" / "particles.star"
+    configfile = write_config(tmp_path, **{"demo.enabled": False, "particles.star": str(star)})
+    first = snakemake(tmp_path, configfile, "--cores", "2", "--keep-going")
+    assert first.returncode != 0
+    log = (tmp_path / "logs" / "tiny" / "particle_noise.log").read_text() + first.stderr
+    assert f"stack 'Extract/job007/Movies/{stack.name}' in _rlnImageName not found" in log
+    assert not (tmp_path / "results" / "tiny" / "particles" / "noise_power.tsv").exists()
+    kept = ("structure/reference.pdb", "templates/ensemble.npz", "model/posterior.pt", "validation/simulations.npz")
+    upstream = [tmp_path / "results" / "tiny" / p for p in kept]
+    mtimes = [p.stat().st_mtime_ns for p in upstream]
+    hidden.rename(stack)  # the user fixes the input and reruns the same command
+    second = snakemake(tmp_path, configfile, "--cores", "2", "--keep-going")
+    assert second.returncode == 0, second.stderr[-3000:]
+    ran = job_stats(second.stdout + second.stderr)
+    assert ran == {"particle_noise": 1, "particles": 2, "infer": 2, "gather_posteriors": 1, "whitening_check": 1,
+                   "report": 1, "all": 1}, ran  # fmt: skip
+    assert [p.stat().st_mtime_ns for p in upstream] == mtimes
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_write_leaves_no_output_and_the_rerun_completes(tmp_path):
+    import os
+    import signal
+    import time
+
+    configfile = write_config(tmp_path, **{"train.steps": 400, "train.checkpoint_every": 20})
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(configfile),
+           "--cores", "2", "results/tiny/model/posterior.pt"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = tmp_path / "results" / "tiny" / "checkpoints" / "train.pt"
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the training job, mid-run
+    proc.wait()
+    model = tmp_path / "results" / "tiny" / "model"
+    assert checkpoint.exists(), "training finished or never started before the kill"
+    assert not (model / "posterior.pt").exists() and not (model / "card.json").exists()
+    assert snakemake(tmp_path, configfile, "--unlock").returncode == 0  # a killed run leaves Snakemake's lock
+    result = snakemake(tmp_path, configfile, "--cores", "2", "--rerun-incomplete", "results/tiny/model/posterior.pt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    import torch
+
+    payload = torch.load(model / "posterior.pt", weights_only=True)
+    assert payload["format"] == "cryoflow-posterior-v1"
+    assert "resuming from checkpoint" in (tmp_path / "logs" / "tiny" / "train.log").read_text()
+
+
+def test_a_script_error_reaches_the_rule_log(tmp_path):
+    script = "from cryoflow.fileio import InputError\nfrom cryoflow.logs import configure\n"
+    script += f"configure({str(tmp_path / 'rule.log')!r})\nraise InputError('x.star, particle 3: _rlnImageName bad')\n"
+    env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 1 and "x.star, particle 3" in result.stderr
+    log = (tmp_path / "rule.log").read_text()
+    assert "ERROR cryoflow: InputError: x.star, particle 3: _rlnImageName bad" in log and "Traceback" not in log

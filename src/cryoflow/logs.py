@@ -9,10 +9,25 @@ from importlib import metadata
 
 
 def configure(log_path: str | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Send log records to ``log_path`` (the rule's ``log:``) and to stderr."""
+    """Send log records to ``log_path`` (the rule's ``log:``) and to stderr.
+
+    An exception that ends the script is written to the log file too, so
+    the file Snakemake points at after a failure says what went wrong.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+        file_handler = logging.FileHandler(log_path, mode="w")
+        handlers.append(file_handler)
+        default_hook = sys.excepthook
+
+        def log_then_raise(kind, error, traceback):
+            record = logging.LogRecord("cryoflow", logging.ERROR, __file__, 0, "%s: %s", (kind.__name__, error), None)
+            if not issubclass(kind, ValueError):  # bad input (InputError) needs one line, bugs the traceback
+                record.exc_info = (kind, error, traceback)
+            file_handler.handle(record)
+            default_hook(kind, error, traceback)
+
+        sys.excepthook = log_then_raise
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -68,6 +68,17 @@ LOGS = f"logs/{NAME}"
 BENCH = f"benchmarks/{NAME}"
 N_TEMPLATES = config["templates"]["n_templates"]
 TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
+
+
+def all_cores(cluster_default=8):
+    """Threads of rules that use a whole machine: --cores locally; on a cluster (no --cores) the
+    default, which a profile's set-threads overrides."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return cluster_default
+
+
 # particles are preprocessed and inferred in shards (scatter), then gathered
 SHARDS = [f"{i:03d}" for i in range(config["particles"]["shards"])]
 

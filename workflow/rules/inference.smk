@@ -14,7 +14,7 @@ rule infer:
         shard=r"\d+",
     conda:
         "../../envs/torch.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=8000,
         runtime=12 * 60,
@@ -60,7 +60,7 @@ rule whitening_check:
         f"{BENCH}/whitening_check.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=4000,
         runtime=60,
@@ -86,7 +86,7 @@ rule validate:
         f"{BENCH}/validate.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=8000,
         runtime=60,

@@ -38,7 +38,7 @@ rule train:
         f"{BENCH}/train.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=16000,
         runtime=24 * 60,

@@ -1,0 +1,58 @@
+"""The tiny config through Snakemake's SLURM executor, on a single-node SLURM cluster this test starts."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from slurm_cluster import SlurmCluster, unavailable_reason
+from test_workflow import snakemake, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+REASON = unavailable_reason()
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if REASON:
+        pytest.skip(REASON)
+    running = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+
+
+def test_slurm_profile_is_the_plugins_and_asks_gpus_for_train_and_infer():
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
+    assert profile["use-conda"] and profile["rerun-incomplete"]
+    assert {"runtime", "mem_mb", "slurm_partition"} <= set(profile["default-resources"])
+    assert profile["set-resources"]["train"]["slurm_partition"] == profile["set-resources"]["infer"]["slurm_partition"]
+    local = yaml.safe_load((ROOT / "profiles" / "local" / "config.yaml").read_text())
+    assert local["cores"] == "all" and local["use-conda"]
+
+
+def test_tiny_config_runs_through_the_slurm_executor(cluster, tmp_path):
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    del profile["use-conda"]  # no conda channels here; tests/test_envs.py checks the env files statically
+    profile.update({"latency-wait": 5, "jobs": 4, "slurm-keep-successful-logs": True,
+                    "slurm-init-seconds-before-status-checks": 1, "seconds-between-status-checks": 2})  # fmt: skip
+    profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
+    profile["default-resources"]["mem_mb"] = 1500
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    configfile = write_config(tmp_path, **{"train.gpus": 0})
+    result = snakemake(tmp_path, configfile, "--profile", str(tmp_path / "profile"), timeout=1500)
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert (tmp_path / "results" / "tiny" / "report" / "summary.json").is_file()
+    # every job went through sbatch: the plugin keeps one SLURM log per job, by rule
+    logs = tmp_path / ".snakemake" / "slurm_logs"
+    ran = {p.name.removeprefix("rule_") for p in logs.iterdir()}
+    assert {"train", "particles", "infer", "gather_posteriors", "report"} <= ran, ran
+    assert len(list((logs / "rule_infer").rglob("*.log"))) == 2  # one job per shard
+    jobs = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%P %T %k"], capture_output=True, text=True).stdout
+    partitions = {line.split()[0] for line in jobs.splitlines()}
+    assert partitions == {"cpu", "gpu"}, jobs
+    assert all(line.split()[1] == "COMPLETED" for line in jobs.splitlines()), jobs
