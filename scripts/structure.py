@@ -15,4 +15,6 @@ selected = structure.select_atoms(atoms, cfg["chains"], cfg["beads"], source=str
 weights = structure.bead_weights(selected, cfg["beads"])
 log.info("%s: %d beads (%s) from chains %s, %.0f electrons", path, selected.numAtoms(), cfg["beads"],
          sorted(set(selected.getChids())), weights.sum())  # fmt: skip
-structure.write_pdb(snakemake.output.pdb, selected)
+renamed = structure.write_pdb(snakemake.output.pdb, selected)
+if renamed:
+    log.info("chain ids renamed for the PDB format (mmCIF → PDB): %s", renamed)

@@ -1,21 +1,46 @@
 """Rule templates: normal-mode ensemble ordered by θ (Å); PDBs, a θ table and ensemble.npz."""
 
 import csv
+import glob
+import resource
+import time
 
 import numpy as np
+import pandas as pd
 
 from cryoflow import structure, templates
-from cryoflow.fileio import atomic_path
+from cryoflow.fileio import InputError, atomic_path
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.templates
 beads = snakemake.params.beads
 atoms = structure.load_structure(snakemake.input.pdb)
-nma = cfg["nma"]
-ensemble = templates.normal_mode_ensemble(
-    atoms, cfg["n_templates"], tuple(nma["modes"]), nma["max_rmsd_A"], nma["cutoff_A"], nma["spring_constant"]
-)
+start = time.perf_counter()
+if cfg["method"] == "nma":
+    nma = cfg["nma"]
+    n_ca = int((atoms.getNames() == "CA").sum())
+    ensemble = templates.normal_mode_ensemble(
+        atoms, cfg["n_templates"], tuple(nma["modes"]), nma["max_rmsd_A"], nma["cutoff_A"], nma["spring_constant"]
+    )
+    log.info("normal modes of %d CA (%s Hessian) in %.1f s; peak memory %.0f MiB", n_ca,
+             "sparse" if n_ca > templates.SPARSE_FROM_CA else "dense", time.perf_counter() - start,
+             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
+else:
+    user = cfg["ensemble"]
+    files = sorted(f for pattern in user["pdb_files"] for f in glob.glob(pattern)) if user["pdb_files"] else []
+    frames, labels = templates.load_frames(atoms, files, user["trajectory"], user["topology"], user["stride"])
+    theta = None
+    if user["theta_tsv"]:
+        theta = pd.read_csv(user["theta_tsv"], sep="\t")
+        if "theta_A" not in theta.columns:
+            raise InputError(f"{user['theta_tsv']}: no theta_A column (templates.ensemble.theta_tsv)")
+        theta = theta["theta_A"].to_numpy(float)
+    ensemble, picked = templates.user_ensemble(atoms.getCoords(), frames, cfg["n_templates"], theta)
+    for i, frame in enumerate(picked):
+        log.info("template %03d: %s, θ = %.2f Å, RMSD %.2f Å", i, labels[frame], ensemble.theta_A[i],
+                 ensemble.displacement_A[i])  # fmt: skip
+    log.info("%d frames read in %.1f s", len(frames), time.perf_counter() - start)
 for path, coords in zip(snakemake.output.pdbs, ensemble.coords):
     structure.write_pdb(path, atoms, coords)
 rows = ensemble.table_rows()

@@ -23,6 +23,7 @@ PACKAGE_OF = {
     "umap": "umap-learn",
     "scipy": "scipy",
     "yaml": "pyyaml",
+    "mdtraj": "mdtraj",
 }
 
 

@@ -63,3 +63,94 @@ def test_template_counts_and_errors(adk_ca):
         templates.template_amplitudes(1, 3.0)
     with pytest.raises(InputError, match="modes"):
         templates.normal_mode_ensemble(adk_ca, 5, (0, 1), 3.0)
+
+
+def test_sparse_shift_invert_modes_match_dense_diagonalization(adk_ca):
+    import prody
+
+    from cryoflow.templates import lowest_modes_sparse
+
+    coords = adk_ca.getCoords().astype(float)
+    dense = prody.ANM("dense")
+    dense.buildHessian(coords, cutoff=15.0)
+    dense.calcModes(n_modes=4, zeros=False)
+    sparse = prody.ANM("sparse")
+    sparse.buildHessian(coords, cutoff=15.0, sparse=True)
+    values, vectors = lowest_modes_sparse(sparse.getHessian(), 4)
+    np.testing.assert_allclose(values, dense.getEigvals(), rtol=1e-6)
+    overlaps = np.abs(np.sum(vectors * dense.getEigvecs(), axis=0))
+    np.testing.assert_allclose(overlaps, 1.0, atol=1e-6)
+
+
+def test_assembly_with_long_chain_ids_selects_and_writes_pdb(tmp_path, adk_ca):
+    import prody
+
+    from cryoflow import structure
+
+    parts = []
+    for i, chain in enumerate(["AA", "AB", "A-2"]):
+        copy = adk_ca.copy()
+        copy.setChids([chain] * copy.numAtoms())
+        copy.setCoords(copy.getCoords() + 45.0 * i)
+        parts.append(copy)
+    prody.writeMMCIF(str(tmp_path / "assembly.cif"), parts[0] + parts[1] + parts[2])
+    atoms = structure.load_structure(tmp_path / "assembly.cif")
+    assert sorted(set(atoms.getChids())) == ["A-2", "AA", "AB"]  # author ids, not label_asym_id
+    picked = structure.select_atoms(atoms, ["AB", "A-2"], "CA")
+    assert picked.numAtoms() == 2 * adk_ca.numAtoms()
+    renamed = structure.write_pdb(tmp_path / "ref.pdb", picked)
+    assert renamed == {"AB": "A", "A-2": "B"}
+    back = structure.load_structure(tmp_path / "ref.pdb")
+    assert sorted(set(back.getChids())) == ["A", "B"] and back.numAtoms() == picked.numAtoms()
+    with pytest.raises(InputError, match="62 chain ids"):
+        structure.pdb_chain_map([f"C{i}" for i in range(63)])
+
+
+def deformed_frames(atoms, amplitudes_A, seed=0):
+    """Copies of ``atoms`` deformed along ANM mode 1 by each amplitude, then rigidly moved at random."""
+    ref = atoms.getCoords().astype(float)
+    mode = templates.anm_modes(ref, 1, 15.0, 1.0)[0]
+    rotations = Rotation.random(len(amplitudes_A), random_state=seed).as_matrix()
+    return np.stack([(ref + a * np.sqrt(len(ref)) * mode) @ r.T + 30.0 for a, r in zip(amplitudes_A, rotations)])
+
+
+def test_user_ensemble_orders_frames_by_rmsd_and_spaces_templates_evenly(adk_ca):
+    amplitudes = np.random.default_rng(1).permutation(np.linspace(0.0, 6.0, 25))
+    frames = deformed_frames(adk_ca, amplitudes)
+    ensemble, picked = templates.user_ensemble(adk_ca.getCoords(), frames, 5)
+    np.testing.assert_allclose(np.sort(amplitudes[picked]), [0.0, 1.5, 3.0, 4.5, 6.0], atol=1e-9)
+    assert np.all(np.diff(ensemble.theta_A) > 0) and ensemble.theta_A[0] == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(ensemble.theta_A, amplitudes[picked], rtol=1e-6, atol=1e-6)  # RMSD = amplitude
+    np.testing.assert_allclose(ensemble.coords[0], adk_ca.getCoords(), atol=1e-6)  # superposed on the reference
+    signed, _ = templates.user_ensemble(adk_ca.getCoords(), frames, 5, theta_A=-amplitudes)
+    assert signed.theta_A[0] == pytest.approx(-6.0)
+    with pytest.raises(InputError, match="only 3 distinct templates"):
+        templates.user_ensemble(adk_ca.getCoords(), frames[:3], 5)
+
+
+def test_load_frames_from_pdb_files_and_a_trajectory_matches_atoms(tmp_path, adk_ca):
+    import mdtraj
+
+    frames = deformed_frames(adk_ca, [1.0, 2.0, 3.0])
+    paths = []
+    for i, xyz in enumerate(frames):
+        copy = adk_ca.copy()
+        copy.setCoords(xyz)
+        copy.setChids(["X"] * copy.numAtoms())  # chain ids that differ from the reference's
+        paths.append(tmp_path / f"model_{i}.pdb")
+        structure.write_pdb(paths[-1], copy)
+    coords, labels = templates.load_frames(adk_ca, paths)
+    assert labels == ["model_0.pdb", "model_1.pdb", "model_2.pdb"]
+    np.testing.assert_allclose(coords, frames, atol=2e-3)  # PDB precision
+    traj = mdtraj.load(str(paths[0]))
+    traj.xyz = (frames / 10.0).astype(np.float32)
+    traj.time = np.arange(3.0)
+    traj.save_dcd(str(tmp_path / "run.dcd"))
+    coords, labels = templates.load_frames(adk_ca, trajectory=tmp_path / "run.dcd", topology=paths[0], stride=2)
+    assert labels == ["run.dcd:0", "run.dcd:2"]
+    np.testing.assert_allclose(coords, frames[[0, 2]], atol=2e-3)
+    other = adk_ca.copy()
+    other.setResnums(other.getResnums() + 1000)
+    structure.write_pdb(tmp_path / "other.pdb", other)
+    with pytest.raises(InputError, match=r"other.pdb: atom CA of residue 1 \(chain A\) of the reference is not found"):
+        templates.load_frames(adk_ca, [tmp_path / "other.pdb"])

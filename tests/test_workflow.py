@@ -251,3 +251,24 @@ def test_a_script_error_reaches_the_rule_log(tmp_path):
     assert result.returncode == 1 and "x.star, particle 3" in result.stderr
     log = (tmp_path / "rule.log").read_text()
     assert "ERROR cryoflow: InputError: x.star, particle 3: _rlnImageName bad" in log and "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_user_ensemble_templates_give_the_same_artefacts(tmp_path):
+    """templates.method: ensemble, from a folder of PDB files: θ table, template PDBs and maps as with NMA."""
+    from cryoflow import structure, templates
+
+    atoms = structure.select_atoms(structure.load_structure(ROOT / "resources/structures/4ake.pdb"), ["A"], "CA")
+    mode = templates.anm_modes(atoms.getCoords(), 1, 15.0, 1.0)[0]
+    (tmp_path / "models").mkdir()
+    for i, amplitude in enumerate(np.linspace(0.0, 4.0, 9)):
+        structure.write_pdb(tmp_path / "models" / f"m{i}.pdb", atoms, atoms.getCoords() + amplitude * 14.6 * mode)
+    changes = {"templates.method": "ensemble", "templates.ensemble": {"pdb_files": [str(tmp_path / "models/*.pdb")]}}
+    configfile = write_config(tmp_path, **changes)
+    targets = ["results/tiny/templates/theta.tsv", "results/tiny/volumes/template_004.mrc"]
+    result = snakemake(tmp_path, configfile, "--cores", "2", *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theta = np.loadtxt(tmp_path / targets[0], skiprows=1, usecols=3)
+    np.testing.assert_allclose(theta, np.linspace(0.0, 4.0, 5), atol=0.05)  # RMSD of the picked models
+    log = (tmp_path / "logs" / "tiny" / "templates.log").read_text()
+    assert "template 004: m8.pdb" in log

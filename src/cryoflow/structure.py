@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import string
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -71,7 +72,12 @@ def structure_format(path: str | Path) -> str:
 
 
 def load_structure(path: str | Path) -> prody.AtomGroup:
-    """Parse a PDB or mmCIF file into a ProDy AtomGroup (first model, first altloc)."""
+    """Parse a PDB or mmCIF file into a ProDy AtomGroup (first model, first altloc).
+
+    Chains are the author's chain ids (mmCIF ``auth_asym_id``, which ProDy
+    keeps as segment names), as ChimeraX, PyMOL and papers name them; they
+    may be longer than one character in large assemblies.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: structure file not found (config key structure.source)")
@@ -83,6 +89,9 @@ def load_structure(path: str | Path) -> prody.AtomGroup:
         raise InputError(f"{path}: could not parse as {fmt.upper()}: {err}") from err
     if atoms is None or atoms.numAtoms() == 0:
         raise InputError(f"{path}: no atoms found in {fmt.upper()} file")
+    authors = atoms.getSegnames()
+    if fmt == "cif" and authors is not None and all(str(a).strip() for a in authors):
+        atoms.setChids([str(a).strip() for a in authors])
     return atoms
 
 
@@ -151,17 +160,18 @@ def select_atoms(
     """
     if beads not in ("CA", "heavy"):
         raise InputError(f"structure.beads must be 'CA' or 'heavy', got {beads!r}")
-    selection = "protein and not hydrogen"
-    if chains:
-        selection += " and chain " + " ".join(chains)
-    if beads == "CA":
-        selection += " and name CA"
+    selection = "protein and not hydrogen" + (" and name CA" if beads == "CA" else "")
     picked = atoms.select(selection)
-    if picked is None or picked.numAtoms() == 0:
+    indices = picked.getIndices() if picked is not None else np.array([], dtype=int)
+    if chains:  # by value, not in the selection string: ids such as 'A-2' are not selection syntax
+        indices = indices[np.isin(atoms.getChids()[indices], [str(c) for c in chains])]
+    if len(indices) == 0:
         present = sorted({str(c) for c in atoms.getChids()}) if atoms.getChids() is not None else []
         raise InputError(
-            f"{source}: selection '{selection}' is empty (structure.chains={chains}); chains present: {present}"
+            f"{source}: selection '{selection}' of chains {chains} is empty (structure.chains); chains present: "
+            f"{present}"
         )
+    picked = atoms[indices]
     return picked.copy()
 
 
@@ -179,10 +189,41 @@ def bead_weights(atoms: prody.AtomGroup, beads: str) -> np.ndarray:
     return np.asarray(weights, dtype=np.float64)
 
 
-def write_pdb(path: str | Path, atoms: prody.AtomGroup, coords: np.ndarray | None = None) -> None:
-    """Write ``atoms`` (optionally with other coordinates) as a PDB file, atomically."""
+PDB_CHAIN_IDS = string.ascii_uppercase + string.ascii_lowercase + string.digits
+
+
+def pdb_chain_map(chain_ids) -> dict[str, str]:
+    """One-character PDB chain ids for mmCIF chain ids, which may be longer ('AA', 'A-2').
+
+    Ids that already fit keep their letter; the others take the first free
+    of A–Z, a–z, 0–9, in order of appearance. More than 62 chains cannot be
+    written as PDB.
+    """
+    unique = list(dict.fromkeys(str(c) for c in chain_ids))
+    mapping = {c: c for c in unique if len(c) == 1 and c in PDB_CHAIN_IDS}
+    free = [c for c in PDB_CHAIN_IDS if c not in mapping.values()]
+    for chain in unique:
+        if chain not in mapping:
+            if not free:
+                raise InputError(
+                    f"structure: {len(unique)} chains do not fit the PDB format's 62 chain ids; select fewer "
+                    "(structure.chains)"
+                )
+            mapping[chain] = free.pop(0)
+    return mapping
+
+
+def write_pdb(path: str | Path, atoms: prody.AtomGroup, coords: np.ndarray | None = None) -> dict[str, str]:
+    """Write ``atoms`` (optionally with other coordinates) as a PDB file, atomically.
+
+    Chain ids longer than one character (mmCIF assemblies) are renamed by
+    ``pdb_chain_map``; the mapping is returned (identity for ordinary files).
+    """
     atoms = atoms.copy()
     if coords is not None:
         atoms.setCoords(np.asarray(coords, dtype=np.float64))
+    mapping = pdb_chain_map(atoms.getChids())
+    atoms.setChids([mapping[str(c)] for c in atoms.getChids()])
     with atomic_path(path) as tmp:
         prody.writePDB(str(tmp), atoms)
+    return {old: new for old, new in mapping.items() if old != new}

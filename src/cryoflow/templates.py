@@ -1,13 +1,16 @@
 """Conformational ensembles ordered along a 1-D coordinate θ (in Å).
 
-θ = γ·RMSD(template, reference) after optimal superposition, with γ = -1 on
-the side of the first chosen normal mode and γ = +1 on the side of the
-second; the reference sits at θ = 0.
+Normal modes: θ = γ·RMSD(template, reference) after optimal superposition,
+with γ = -1 on the side of the first chosen normal mode and γ = +1 on the
+side of the second; the reference sits at θ = 0. User ensembles (PDB files
+or a trajectory): θ = RMSD to the reference, or values the user gives, and
+templates evenly spaced in θ.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import prody
@@ -15,32 +18,64 @@ import prody
 from cryoflow.fileio import InputError
 
 
-def kabsch_rmsd(mobile: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """RMSD in Å between two (N, 3) coordinate sets after optimal superposition."""
+def superpose(mobile: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """``mobile`` (N, 3) moved onto ``target`` by the (weighted) optimal rotation and translation (Kabsch)."""
     mobile = np.asarray(mobile, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     w = np.ones(len(mobile)) if weights is None else np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     a = mobile - w @ mobile
     b = target - w @ target
-    h = (a * w[:, None]).T @ b
-    u, _, vt = np.linalg.svd(h)
+    u, _, vt = np.linalg.svd((a * w[:, None]).T @ b)
     d = np.sign(np.linalg.det(vt.T @ u.T))
     rotation = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-    diff = a @ rotation.T - b
-    return float(np.sqrt(w @ np.sum(diff**2, axis=1)))
+    return a @ rotation.T + w @ target
+
+
+def kabsch_rmsd(mobile: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """RMSD in Å between two (N, 3) coordinate sets after optimal superposition."""
+    w = np.ones(len(mobile)) if weights is None else np.asarray(weights, dtype=np.float64)
+    diff = superpose(mobile, target, w) - np.asarray(target, dtype=np.float64)
+    return float(np.sqrt((w / w.sum()) @ np.sum(diff**2, axis=1)))
+
+
+SPARSE_FROM_CA = 1000  # above this many CA the Hessian is kept sparse and solved by shift-invert Lanczos
+
+
+def lowest_modes_sparse(hessian, n_modes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest ``n_modes`` non-zero eigenpairs of a sparse ANM Hessian (3N, 3N).
+
+    Shift-invert Lanczos just below zero (one sparse LU factorization)
+    converges on the six rigid-body zero modes and the slowest internal
+    modes at once; the six smallest eigenvalues are dropped. Minutes of
+    dense diagonalization become seconds for thousands of CA.
+    """
+    from scipy.sparse.linalg import eigsh
+
+    hessian = hessian.tocsc()
+    shift = -1e-6 * float(hessian.diagonal().mean())
+    values, vectors = eigsh(hessian, k=n_modes + 6, sigma=shift, which="LM")
+    order = np.argsort(values)[6:]
+    return values[order], vectors[:, order]
 
 
 def anm_modes(ca_coords: np.ndarray, n_modes: int, cutoff_A: float, spring_constant: float) -> np.ndarray:
     """Lowest ``n_modes`` non-trivial ANM modes as unit vectors of shape (n_modes, N, 3).
 
-    The sign of each mode is fixed so that its largest component is positive,
-    which makes the ensemble reproducible across LAPACK builds.
+    Dense diagonalization up to ``SPARSE_FROM_CA`` CA, sparse shift-invert
+    above. The sign of each mode is fixed so that its largest component is
+    positive, which makes the ensemble reproducible across LAPACK builds.
     """
+    coords = np.asarray(ca_coords, dtype=np.float64)
     anm = prody.ANM("reference")
-    anm.buildHessian(np.asarray(ca_coords, dtype=np.float64), cutoff=cutoff_A, gamma=spring_constant)
-    anm.calcModes(n_modes=n_modes, zeros=False)
-    vectors = anm.getEigvecs().T.reshape(n_modes, -1, 3)
+    sparse = len(coords) > SPARSE_FROM_CA
+    anm.buildHessian(coords, cutoff=cutoff_A, gamma=spring_constant, sparse=sparse)
+    if sparse:
+        _, eigenvectors = lowest_modes_sparse(anm.getHessian(), n_modes)
+    else:
+        anm.calcModes(n_modes=n_modes, zeros=False)
+        eigenvectors = anm.getEigvecs()
+    vectors = np.ascontiguousarray(eigenvectors.T).reshape(n_modes, -1, 3)
     for vector in vectors:
         flat = vector.ravel()
         if flat[np.argmax(np.abs(flat))] < 0:
@@ -139,3 +174,90 @@ def normal_mode_ensemble(
         mode=np.asarray(mode_of, dtype=int),
         displacement_A=amplitudes,
     )
+
+
+def match_atoms(reference: prody.AtomGroup, keys: list[tuple], source) -> np.ndarray:
+    """Index into ``keys`` ((chain, residue number, atom name) per atom of a user file) of each reference atom.
+
+    Chains are matched when the file's chain ids cover the reference;
+    otherwise (MD output often has none) residue number and atom name alone
+    must identify the atom.
+    """
+    wanted = list(zip(reference.getChids(), reference.getResnums(), reference.getNames()))
+    wanted = [(str(c), int(r), str(n)) for c, r, n in wanted]
+    index = {key: i for i, key in enumerate(keys)}
+    if all(key in index for key in wanted):
+        return np.array([index[key] for key in wanted])
+    loose: dict[tuple, list[int]] = {}
+    for i, (_, resnum, name) in enumerate(keys):
+        loose.setdefault((resnum, name), []).append(i)
+    found = []
+    for chain, resnum, name in wanted:
+        hits = loose.get((resnum, name), [])
+        if len(hits) != 1:
+            what = "not found" if not hits else f"ambiguous ({len(hits)} atoms, chain ids differ from the reference)"
+            raise InputError(f"{source}: atom {name} of residue {resnum} (chain {chain}) of the reference is {what}")
+        found.append(hits[0])
+    return np.array(found)
+
+
+def load_frames(reference: prody.AtomGroup, pdb_files=(), trajectory=None, topology=None, stride: int = 1):
+    """Coordinates (F, N, 3) in Å of the reference's atoms in user structures: PDB files or a trajectory.
+
+    Read with mdtraj (PDB, mmCIF, DCD, XTC, TRR, NetCDF, H5 ...); atoms are
+    matched to the reference by ``match_atoms``. Returns (coords, labels),
+    a label per frame (file name or trajectory frame).
+    """
+    import mdtraj
+
+    def keys_of(top):
+        return [(str(a.residue.chain.chain_id or ""), int(a.residue.resSeq), a.name) for a in top.atoms]
+
+    frames, labels = [], []
+    try:
+        if trajectory:
+            traj = mdtraj.load(str(trajectory), top=str(topology) if topology else None, stride=stride)
+            order = match_atoms(reference, keys_of(traj.topology), trajectory)
+            frames.append(traj.xyz[:, order, :] * 10.0)  # nm → Å
+            labels += [f"{Path(trajectory).name}:{i * stride}" for i in range(traj.n_frames)]
+        for path in pdb_files:
+            model = mdtraj.load(str(path))
+            order = match_atoms(reference, keys_of(model.topology), path)
+            frames.append(model.xyz[:1, order, :] * 10.0)
+            labels.append(Path(path).name)
+    except (OSError, ValueError, TypeError) as err:
+        raise InputError(f"templates.ensemble: could not read {trajectory or pdb_files}: {err}") from err
+    if not frames:
+        raise InputError("templates.ensemble: give pdb_files or a trajectory")
+    return np.concatenate(frames).astype(np.float64), labels
+
+
+def user_ensemble(reference: np.ndarray, frames: np.ndarray, n_templates: int, theta_A=None) -> tuple[Ensemble, list]:
+    """N templates evenly spaced in θ from user frames (F, N, 3), superposed on the reference.
+
+    θ is the RMSD to the reference after superposition (θ ≥ 0) unless
+    ``theta_A`` (one value per frame, e.g. a distance or a signed RMSD)
+    is given. For each of ``n_templates`` evenly spaced θ values the
+    nearest frame is taken; the templates come back ordered by θ with the
+    indices of the frames they come from.
+    """
+    frames = np.stack([superpose(frame, reference) for frame in frames])
+    rmsd = np.array([kabsch_rmsd(frame, reference) for frame in frames])
+    theta = rmsd if theta_A is None else np.asarray(theta_A, dtype=np.float64)
+    if len(theta) != len(frames):
+        raise InputError(f"templates.ensemble.theta_tsv: {len(theta)} θ values for {len(frames)} frames")
+    targets = np.linspace(theta.min(), theta.max(), n_templates)
+    picked = [int(np.argmin(np.abs(theta - t))) for t in targets]
+    if len(set(picked)) < n_templates:
+        raise InputError(
+            f"templates.n_templates = {n_templates}, but the ensemble's {len(frames)} frames give only "
+            f"{len(set(picked))} distinct templates evenly spaced in θ; lower n_templates or add frames"
+        )
+    picked = sorted(picked, key=lambda i: theta[i])
+    ensemble = Ensemble(
+        coords=frames[picked],
+        theta_A=theta[picked],
+        mode=np.zeros(n_templates, dtype=int),
+        displacement_A=rmsd[picked],
+    )
+    return ensemble, picked
