@@ -51,5 +51,7 @@ order = np.argsort(post["mean"])
 examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]
 images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], examples)
 report.plot_examples(images, post, examples, figures["example_particles"])
+ensemble = np.load(snakemake.input.ensemble)
+report.plot_ensemble(ensemble["theta_A"], ensemble["rmsd_A"], figures["ensemble"])
 write_json(snakemake.output.summary, summary)
 log.info("summary: %s", summary)

@@ -16,5 +16,6 @@ weights = structure.bead_weights(selected, cfg["beads"])
 log.info("%s: %d beads (%s) from chains %s, %.0f electrons", path, selected.numAtoms(), cfg["beads"],
          sorted(set(selected.getChids())), weights.sum())  # fmt: skip
 renamed = structure.write_pdb(snakemake.output.pdb, selected)
+structure.write_pdb(snakemake.output.chains, structure.chain_atoms(atoms, cfg["chains"]))
 if renamed:
     log.info("chain ids renamed for the PDB format (mmCIF → PDB): %s", renamed)

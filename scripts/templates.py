@@ -27,15 +27,24 @@ if cfg["method"] == "nma":
              "sparse" if n_ca > templates.SPARSE_FROM_CA else "dense", time.perf_counter() - start,
              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
 else:
-    user = cfg["ensemble"]
-    files = sorted(f for pattern in user["pdb_files"] for f in glob.glob(pattern)) if user["pdb_files"] else []
-    frames, labels = templates.load_frames(atoms, files, user["trajectory"], user["topology"], user["stride"])
+    if cfg["method"] == "md":  # the trajectory of rule md, its prepared structure as topology
+        frames, labels = templates.load_frames(atoms, trajectory=snakemake.input.trajectory,
+                                               topology=snakemake.input.prepared)  # fmt: skip
+    else:
+        user = cfg["ensemble"]
+        files = sorted(f for pattern in user["pdb_files"] for f in glob.glob(pattern))
+        frames, labels = templates.load_frames(atoms, files, user["trajectory"], user["topology"], user["stride"])
     theta = None
-    if user["theta_tsv"]:
-        theta = pd.read_csv(user["theta_tsv"], sep="\t")
-        if "theta_A" not in theta.columns:
-            raise InputError(f"{user['theta_tsv']}: no theta_A column (templates.ensemble.theta_tsv)")
-        theta = theta["theta_A"].to_numpy(float)
+    if cfg["method"] == "ensemble" and cfg["ensemble"]["theta_tsv"]:
+        path = cfg["ensemble"]["theta_tsv"]
+        table = pd.read_csv(path, sep="\t")
+        if "theta_A" not in table.columns:
+            raise InputError(f"{path}: no theta_A column (templates.ensemble.theta_tsv)")
+        theta = table["theta_A"].to_numpy(float)
+    elif cfg["distance_selections"]:
+        theta = templates.selection_distance(atoms, frames, cfg["distance_selections"])
+        log.info("θ = distance between %s and %s: %.2f to %.2f Å", *cfg["distance_selections"], theta.min(),
+                 theta.max())  # fmt: skip
     ensemble, picked = templates.user_ensemble(atoms.getCoords(), frames, cfg["n_templates"], theta)
     for i, frame in enumerate(picked):
         log.info("template %03d: %s, θ = %.2f Å, RMSD %.2f Å", i, labels[frame], ensemble.theta_A[i],
@@ -55,5 +64,6 @@ with atomic_path(snakemake.output.ensemble) as tmp, open(tmp, "wb") as handle:
         theta_A=ensemble.theta_A,
         weights=structure.bead_weights(atoms, beads),
         mode=ensemble.mode,
+        rmsd_A=templates.rmsd_matrix(ensemble.coords),
     )
 log.info("%d templates, θ from %.2f to %.2f Å", len(rows), ensemble.theta_A[0], ensemble.theta_A[-1])

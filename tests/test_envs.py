@@ -24,6 +24,8 @@ PACKAGE_OF = {
     "scipy": "scipy",
     "yaml": "pyyaml",
     "mdtraj": "mdtraj",
+    "openmm": "openmm",
+    "pdbfixer": "pdbfixer",
 }
 
 

@@ -154,3 +154,11 @@ def test_load_frames_from_pdb_files_and_a_trajectory_matches_atoms(tmp_path, adk
     structure.write_pdb(tmp_path / "other.pdb", other)
     with pytest.raises(InputError, match=r"other.pdb: atom CA of residue 1 \(chain A\) of the reference is not found"):
         templates.load_frames(adk_ca, [tmp_path / "other.pdb"])
+
+
+def test_rmsd_matrix_is_symmetric_and_zero_on_the_diagonal(adk_ca):
+    ensemble = templates.normal_mode_ensemble(adk_ca, 5, (1, 2), 4.0)
+    rmsd = templates.rmsd_matrix(ensemble.coords)
+    np.testing.assert_allclose(rmsd, rmsd.T)
+    np.testing.assert_allclose(np.diag(rmsd), 0.0, atol=1e-6)
+    np.testing.assert_allclose(rmsd[2], np.abs(ensemble.theta_A), atol=1e-6)  # the reference row is |θ|

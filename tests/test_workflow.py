@@ -125,7 +125,14 @@ def test_tiny_rerun_is_a_no_op_and_report_html_has_figures(tiny_run):
     result = snakemake(workdir, configfile, "--report", str(html), "--cores", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     text = html.read_text(errors="replace")
-    for figure in ("loss.png", "latent_umap.png", "calibration.png", "posterior_histograms.png", "whitening_mmd.png"):
+    for figure in (
+        "loss.png",
+        "latent_umap.png",
+        "calibration.png",
+        "posterior_histograms.png",
+        "whitening_mmd.png",
+        "ensemble.png",
+    ):
         assert figure in text, figure
 
 
@@ -272,3 +279,32 @@ def test_user_ensemble_templates_give_the_same_artefacts(tmp_path):
     np.testing.assert_allclose(theta, np.linspace(0.0, 4.0, 5), atol=0.05)  # RMSD of the picked models
     log = (tmp_path / "logs" / "tiny" / "templates.log").read_text()
     assert "template 004: m8.pdb" in log
+
+
+@pytest.mark.slow
+def test_md_templates_run_through_the_workflow(tmp_path):
+    """templates.method: md: PDBFixer + a short OpenMM run on the CPU, then the usual template artefacts.
+
+    A 30-residue fragment keeps GBn2 on the CPU (a custom force there, slow) to seconds.
+    """
+    import prody
+
+    from cryoflow import structure
+
+    atoms = structure.load_structure(ROOT / "resources/structures/4ake.pdb")
+    prody.writePDB(str(tmp_path / "fragment.pdb"), atoms.select("chain A and resnum 1 to 30"))
+    md = {"minimize_iterations": 20, "equilibration_ps": 0.02, "production_ps": 0.4, "frame_interval_ps": 0.02,
+          "platform": "CPU"}  # fmt: skip
+    changes = {"structure.source": str(tmp_path / "fragment.pdb"), "templates.method": "md", "templates.md": md,
+               "templates.n_templates": 3, "train.gpus": 0,
+               "templates.distance_selections": ["resnum 1 to 5", "resnum 25 to 30"]}  # fmt: skip
+    configfile = write_config(tmp_path, **changes)
+    targets = ["results/tiny/templates/ensemble.npz", "results/tiny/volumes/template_002.mrc"]
+    result = snakemake(tmp_path, configfile, "--cores", "2", *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tmp_path / "logs" / "tiny" / "md.log").read_text()
+    assert "on platform CPU" in log and "20 frames" in log
+    ensemble = np.load(tmp_path / targets[0])
+    assert ensemble["coords_A"].shape == (3, 30, 3) and np.all(np.diff(ensemble["theta_A"]) > 0)
+    templates_log = (tmp_path / "logs" / "tiny" / "templates.log").read_text()
+    assert "θ = distance between resnum 1 to 5 and resnum 25 to 30" in templates_log

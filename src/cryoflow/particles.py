@@ -396,7 +396,6 @@ class ParticleSource:
         self.boxes = np.array([h.box for h in self.headers])[self.stack_of]
         self._check_bounds()
         self._check_boxes()
-        self._warned: set = set()
 
     def _check_bounds(self):
         lengths = np.array([h.n_images for h in self.headers])[self.stack_of]

@@ -33,6 +33,22 @@ def plot_loss(history: list[dict], prior_loss: float, path) -> None:
     _save(fig, path)
 
 
+def plot_ensemble(theta_A: np.ndarray, rmsd_A: np.ndarray, path) -> None:
+    """The templates: θ against template index, and their pairwise RMSD matrix."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    axes[0].plot(np.arange(len(theta_A)), theta_A, "o-")
+    axes[0].axhline(0.0, color="0.7", lw=0.8)
+    axes[0].set_xlabel("template")
+    axes[0].set_ylabel("θ [Å]")
+    axes[0].set_title("templates ordered by θ")
+    image = axes[1].imshow(rmsd_A, cmap="viridis", origin="lower")
+    fig.colorbar(image, ax=axes[1], label="RMSD [Å]")
+    axes[1].set_xlabel("template")
+    axes[1].set_ylabel("template")
+    axes[1].set_title("pairwise RMSD after superposition")
+    _save(fig, path)
+
+
 def plot_posteriors(post: dict, theta_range_A, path, truth=None, edge_threshold: float = 0.5) -> None:
     """Histogram of posterior means, 2-D histogram of samples per particle, width vs mean.
 
@@ -86,7 +102,7 @@ def plot_latents(
     """
     k = 0 if thumbnails is None else len(thumbnails)
     fig = plt.figure(figsize=(11, 4.5 + (2.4 if k else 0)))
-    grid = fig.add_gridspec(2 if k else 1, max(k, 2), height_ratios=[4.5, 2.2] if k else [1])
+    grid = fig.add_gridspec(2 if k else 1, max(k, 2), height_ratios=[4.5, 2.2] if k else [1], hspace=0.4, wspace=0.45)
     half = max(k, 2) // 2
     axes = [fig.add_subplot(grid[0, :half]), fig.add_subplot(grid[0, half:])]
     axes[0].scatter(*embedding_sim.T, s=4, alpha=0.5, label="simulated")

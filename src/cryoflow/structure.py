@@ -175,6 +175,14 @@ def select_atoms(
     return picked.copy()
 
 
+def chain_atoms(atoms: prody.AtomGroup, chains: list[str] | None) -> prody.AtomGroup:
+    """Every atom (protein, ligands, water) of the given chains: the starting model for molecular dynamics."""
+    if not chains:
+        return atoms.copy()
+    indices = np.flatnonzero(np.isin(atoms.getChids(), [str(c) for c in chains]))
+    return atoms[indices].copy()
+
+
 def bead_weights(atoms: prody.AtomGroup, beads: str) -> np.ndarray:
     """Electron count per bead: whole residue for CA beads, element for atoms."""
     if beads == "CA":

@@ -39,6 +39,16 @@ def kabsch_rmsd(mobile: np.ndarray, target: np.ndarray, weights: np.ndarray | No
     return float(np.sqrt((w / w.sum()) @ np.sum(diff**2, axis=1)))
 
 
+def rmsd_matrix(coords: np.ndarray) -> np.ndarray:
+    """Pairwise RMSD (T, T) in Å between templates (T, N, 3), each pair after optimal superposition."""
+    n = len(coords)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = kabsch_rmsd(coords[i], coords[j])
+    return out
+
+
 SPARSE_FROM_CA = 1000  # above this many CA the Hessian is kept sparse and solved by shift-invert Lanczos
 
 
@@ -230,6 +240,20 @@ def load_frames(reference: prody.AtomGroup, pdb_files=(), trajectory=None, topol
     if not frames:
         raise InputError("templates.ensemble: give pdb_files or a trajectory")
     return np.concatenate(frames).astype(np.float64), labels
+
+
+def selection_distance(reference: prody.AtomGroup, frames: np.ndarray, selections) -> np.ndarray:
+    """Distance in Å between the centroids of two ProDy selections of the reference, in every frame (F, N, 3)."""
+    centroids = []
+    for text in selections:
+        try:
+            picked = reference.select(text)
+        except prody.SelectionError as err:
+            raise InputError(f"templates.distance_selections: {text!r} is not a ProDy selection: {err}") from err
+        if picked is None:
+            raise InputError(f"templates.distance_selections: {text!r} selects no bead of the reference")
+        centroids.append(frames[:, picked.getIndices(), :].mean(axis=1))
+    return np.linalg.norm(centroids[0] - centroids[1], axis=1)
 
 
 def user_ensemble(reference: np.ndarray, frames: np.ndarray, n_templates: int, theta_A=None) -> tuple[Ensemble, list]:

@@ -83,6 +83,15 @@ def all_cores(cluster_default=8):
 SHARDS = [f"{i:03d}" for i in range(config["particles"]["shards"])]
 
 
+def template_inputs(wildcards=None):
+    """The reference; with templates.method: md, the prepared structure and its trajectory as well."""
+    inputs = {"pdb": f"{RESULTS}/structure/reference.pdb"}
+    if config["templates"]["method"] == "md":
+        inputs["prepared"] = f"{RESULTS}/templates/md/prepared.pdb"
+        inputs["trajectory"] = f"{RESULTS}/templates/md/trajectory.dcd"
+    return inputs
+
+
 def simulator_inputs(wildcards=None):
     """Files the simulator is built from: ensemble, resolved priors, maps and noise spectrum when used."""
     inputs = {

@@ -5,6 +5,7 @@ REPORT_FIGURES = {
     "whitening_mmd": "MMD between simulated and experimental latents, whitened and raw particles side by side.",
     "calibration": "Calibration on held-out simulations: nominal vs empirical coverage, accuracy.",
     "example_particles": "Example particles with their posteriors.",
+    "ensemble": "The template ensemble: θ per template and the pairwise RMSD matrix.",
 }
 
 
@@ -16,6 +17,7 @@ rule report:
         whitening=rules.whitening_check.output.npz,
         simulations=rules.validate.output.npz,
         templates=rules.templates.output.table,
+        ensemble=rules.templates.output.ensemble,
     output:
         summary=f"{RESULTS}/report/summary.json",
         figures=[

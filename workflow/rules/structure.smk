@@ -1,6 +1,7 @@
 rule structure:
     output:
         pdb=f"{RESULTS}/structure/reference.pdb",
+        chains=f"{RESULTS}/structure/chains.pdb",
     log:
         f"{LOGS}/structure.log",
     benchmark:

@@ -1,6 +1,30 @@
+rule md:
+    input:
+        pdb=rules.structure.output.chains,
+    output:
+        prepared=f"{RESULTS}/templates/md/prepared.pdb",
+        trajectory=f"{RESULTS}/templates/md/trajectory.dcd",
+    log:
+        f"{LOGS}/md.log",
+    benchmark:
+        f"{BENCH}/md.tsv"
+    conda:
+        "../../envs/md.yaml"
+    threads: all_cores()
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=config["train"]["gpus"],
+    params:
+        md=config["templates"]["md"],
+        seed=config["seed"],
+    script:
+        "../../scripts/md.py"
+
+
 rule templates:
     input:
-        pdb=rules.structure.output.pdb,
+        unpack(template_inputs),
     output:
         ensemble=f"{RESULTS}/templates/ensemble.npz",
         table=f"{RESULTS}/templates/theta.tsv",
