@@ -53,3 +53,13 @@ def test_trajectory_gives_templates_ordered_by_rmsd(short_run):
 def test_unknown_platform_is_refused():
     with pytest.raises(InputError, match="platform 'Nonexistent' not available"):
         md.select_platform("Nonexistent")
+
+
+def test_explicit_solvent_run_writes_the_solute_only(short_run, tmp_path):
+    folder, _, _ = short_run
+    settings = md.MDSettings(solvent="explicit", minimize_iterations=10, equilibration_ps=0.01, production_ps=0.04,
+                             frame_interval_ps=0.02, platform="CPU", padding_nm=0.6, seed=3)  # fmt: skip
+    facts = md.run(folder / "fragment.pdb", tmp_path / "prepared.pdb", tmp_path / "run.dcd", settings)
+    traj = mdtraj.load(str(tmp_path / "run.dcd"), top=str(tmp_path / "prepared.pdb"))
+    assert traj.n_frames == 2 and traj.n_atoms < facts["atoms"]  # water was simulated, not written
+    assert {r.name for r in traj.topology.residues}.isdisjoint({"HOH", "NA", "CL"})
