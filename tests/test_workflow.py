@@ -53,6 +53,12 @@ def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
         ({"templates.n_templates": 1}, "templates.n_templates: 1 is less than the minimum of 2"),
         ({"structure.source": "/nonexistent/model.pdb"}, "structure.source: file '/nonexistent/model.pdb' not found"),
         ({"demo.enabled": False}, "particles.star: required when demo.enabled is false"),
+        ({"templates.method": "ensemble"}, "templates.ensemble: give pdb_files or a trajectory"),
+        (
+            {"templates.method": "ensemble", "templates.ensemble": {"pdb_files": ["/none/*.pdb"]}},
+            "templates.ensemble.pdb_files: no file matches '/none/*.pdb'",
+        ),
+        ({"particles.shards": 0}, "particles.shards: 0 is less than the minimum of 1"),
     ],
 )
 def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, change, message):

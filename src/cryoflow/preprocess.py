@@ -123,7 +123,10 @@ def background_power(images: np.ndarray, mask_radius_px: float) -> np.ndarray:
     box = images.shape[-1]
     outside = ~simulator.circular_mask(box, mask_radius_px).numpy()
     if outside.sum() < 0.05 * box * box:
-        raise InputError(f"mask radius {mask_radius_px:.1f} px leaves almost no background in a {box} px box")
+        raise InputError(
+            f"particles.mask_radius_A: a mask of radius {mask_radius_px:.1f} px leaves almost no background in the "
+            f"{box} px training box"
+        )
     background = images - images[:, outside].mean(axis=1)[:, None, None]
     return radial_power(background * outside)
 
@@ -279,7 +282,7 @@ def training_grid_images(
         images = to_training_grid(source.read(rows[where]), pixel, pixel_size_A, box_px)
         if noise_spectra is not None:
             if str(group) not in noise_spectra:
-                raise InputError(f"no noise spectrum for optics group {group}")
+                raise InputError(f"noise spectra: none for optics group {group} (rerun rule particle_noise)")
             images = whiten(images, noise_spectra[str(group)])
         out[where] = normalize(images)
     return out

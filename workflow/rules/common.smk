@@ -1,3 +1,4 @@
+import glob
 import os
 import re
 from pathlib import Path
@@ -44,6 +45,17 @@ def check_config(cfg):
             raise ConfigError(f"particles.star: file {star!r} not found")
     elif not cfg["demo"].get("populations"):
         raise ConfigError("demo.populations: required when demo.enabled is true")
+    user = cfg["templates"]["ensemble"]
+    if cfg["templates"]["method"] == "ensemble":
+        if not user["pdb_files"] and not user["trajectory"]:
+            raise ConfigError(
+                "templates.ensemble: give pdb_files or a trajectory (templates.method is ensemble)"
+            )
+        for pattern in user["pdb_files"]:
+            if not glob.glob(pattern):
+                raise ConfigError(
+                    f"templates.ensemble.pdb_files: no file matches {pattern!r}"
+                )
     vol = cfg["volumes"]
     vol.setdefault("voxel_size_A", cfg["image"]["pixel_size_A"])
     vol.setdefault("box_vox", cfg["image"]["box_px"])
