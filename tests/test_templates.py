@@ -162,3 +162,11 @@ def test_rmsd_matrix_is_symmetric_and_zero_on_the_diagonal(adk_ca):
     np.testing.assert_allclose(rmsd, rmsd.T)
     np.testing.assert_allclose(np.diag(rmsd), 0.0, atol=1e-6)
     np.testing.assert_allclose(rmsd[2], np.abs(ensemble.theta_A), atol=1e-6)  # the reference row is |θ|
+
+
+def test_sparse_path_builds_the_same_ensemble(adk_ca, monkeypatch):
+    dense = templates.normal_mode_ensemble(adk_ca, 5, (1, 2), 4.0)
+    monkeypatch.setattr(templates, "SPARSE_FROM_CA", 0)
+    sparse = templates.normal_mode_ensemble(adk_ca, 5, (1, 2), 4.0)
+    np.testing.assert_allclose(sparse.theta_A, dense.theta_A, atol=1e-6)
+    np.testing.assert_allclose(sparse.coords, dense.coords, atol=1e-4)
