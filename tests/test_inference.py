@@ -64,7 +64,8 @@ def test_npz_writer_streams_batches_and_gather_joins_shards(tmp_path):
         with NpzWriter(path) as writer:
             for rows in np.array_split(np.arange(n), 2):
                 writer.append(mean=mean[rows], latent=latent[rows])
-            writer.close(theta_grid_range_A=np.array([-5.0, 5.0]), seconds=np.array([1.5 + i]))
+            writer.close(theta_grid_range_A=np.array([-5.0, 5.0]), seconds=np.array([1.5 + i]),
+                         device=np.array(["cpu" if i == 0 else "cuda:0"]))  # fmt: skip
         shards.append((mean, latent))
         with np.load(path) as back:
             np.testing.assert_array_equal(back["latent"], latent)
@@ -76,6 +77,7 @@ def test_npz_writer_streams_batches_and_gather_joins_shards(tmp_path):
         np.testing.assert_array_equal(gathered["latent"], np.concatenate([shards[0][1], shards[1][1]]))
         assert gathered["shard_particles"].tolist() == [5, 3] and gathered["shard_seconds"].tolist() == [1.5, 2.5]
         assert gathered["theta_grid_range_A"].tolist() == [-5.0, 5.0]
+        assert gathered["shard_device"].tolist() == ["cpu", "cuda:0"]
 
 
 def test_npz_writer_leaves_nothing_when_interrupted(tmp_path):

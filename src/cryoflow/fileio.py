@@ -80,6 +80,10 @@ class NpzWriter:
                                             "file": open(self.folder / f"{len(self.arrays)}.raw", "wb")}  # fmt: skip
             if value.shape[1:] != entry["tail"]:
                 raise ValueError(f"{self.path}: {key} rows of shape {value.shape[1:]}, earlier {entry['tail']}")
+            if not np.can_cast(value.dtype, entry["dtype"], casting="same_kind") or (
+                value.dtype.kind in "US" and value.dtype.itemsize > entry["dtype"].itemsize
+            ):
+                raise ValueError(f"{self.path}: {key} rows of dtype {value.dtype} do not fit {entry['dtype']}")
             entry["file"].write(value.astype(entry["dtype"], copy=False).tobytes())
             entry["rows"] += len(value)
 

@@ -126,7 +126,10 @@ def concatenate_npz(paths: list, output) -> int:
                 counts.append(len(shard["mean"]))
                 for key in shard.files:
                     if key not in SHARED_KEYS:
-                        writer.append(**{PER_SHARD_KEYS.get(key, key): shard[key]})
+                        value = shard[key]
+                        if value.dtype.kind == "U":  # e.g. devices: 'cpu' in one shard, 'cuda:0' in another
+                            value = value.astype("<U64")
+                        writer.append(**{PER_SHARD_KEYS.get(key, key): value})
                 shared = {key: shard[key] for key in SHARED_KEYS if key in shard.files}
         writer.close(shard_particles=np.array(counts, dtype=np.int64), **shared)
     return int(sum(counts))
