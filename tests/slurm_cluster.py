@@ -3,7 +3,9 @@
 ``SlurmCluster`` writes ``/etc/slurm/slurm.conf`` (job steps look for it
 there), starts munged, slurmctld and slurmd as root with their state under a
 temporary folder, waits for the node, and on ``stop`` cancels every job,
-stops every daemon it started and restores what was at ``/etc/slurm`` before.
+stops every daemon it started and removes its configuration again. It refuses
+(the test is skipped) where SLURM daemons already run or another
+``slurm.conf`` exists: a real cluster is never touched.
 There is no accounting daemon: ``MinJobAge`` is long so that ``squeue`` still
 reports finished jobs to the executor's status checks.
 """
@@ -20,6 +22,11 @@ from pathlib import Path
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 DAEMONS = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "sbatch", "scancel")
+CONF_STAMP = "# written by cryoflow's tests; removed when the test ends"
+
+
+def is_running(name: str) -> bool:
+    return subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
 
 
 def unavailable_reason() -> str | None:
@@ -31,11 +38,16 @@ def unavailable_reason() -> str | None:
         return "starting slurmctld/slurmd needs root"
     if not Path("/etc/munge/munge.key").is_file():
         return "no /etc/munge/munge.key"
+    running = [name for name in ("slurmctld", "slurmd") if is_running(name)]
+    if running:
+        return f"{', '.join(running)} already running here: a real cluster is not touched"
+    if SLURM_CONF.exists() and not SLURM_CONF.read_text(errors="replace").startswith(CONF_STAMP):
+        return f"{SLURM_CONF} exists (a real cluster's configuration is not touched)"
     return None
 
 
 def slurm_conf(state: Path, host: str, cpus: int, memory_mb: int) -> str:
-    return f"""# written by cryoflow's tests; restored when the test ends
+    return f"""{CONF_STAMP}
 ClusterName=cryoflow-test
 SlurmctldHost={host}
 SlurmUser=root
@@ -72,14 +84,11 @@ class SlurmCluster:
         self.host = socket.gethostname().split(".")[0]
         self.cpus = cpus or os.cpu_count() or 1
         self.memory_mb = memory_mb
-        self.backup = self.state / "etc-slurm-backup"
         self.started: list[tuple[str, Path]] = []
 
     def start(self) -> SlurmCluster:
         for folder in ("ctld", "d", "munge"):
             (self.state / folder).mkdir(parents=True, exist_ok=True)
-        if SLURM_CONF.exists():
-            shutil.copy2(SLURM_CONF, self.backup)
         SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
         SLURM_CONF.write_text(slurm_conf(self.state, self.host, self.cpus, self.memory_mb))
         munge = self.state / "munge"
@@ -117,12 +126,9 @@ class SlurmCluster:
                 subprocess.run(["pkill", "-x", name], capture_output=True)
         for name, _ in self.started:
             for _ in range(50):
-                if subprocess.run(["pgrep", "-x", name], capture_output=True).returncode != 0:
+                if not is_running(name):
                     break
                 time.sleep(0.2)
             else:
                 subprocess.run(["pkill", "-9", "-x", name], capture_output=True)
-        if self.backup.exists():
-            shutil.copy2(self.backup, SLURM_CONF)
-        else:
-            SLURM_CONF.unlink(missing_ok=True)
+        SLURM_CONF.unlink(missing_ok=True)
