@@ -9,9 +9,10 @@ image = snakemake.params.image
 star = snakemake.input.star
 shard = int(snakemake.wildcards.shard)
 found = particles.load_particles(star, cfg["pixel_size_A"], cfg["select"])
-source = particles.ParticleSource(found.table, star, cfg["datadir"])
-rows = particles.shard_rows(len(source), cfg["shards"])[shard]
-log.info("shard %d of %d: particles %d to %d of %d", shard, cfg["shards"], rows[0] + 1, rows[-1] + 1, len(source))
+rows = particles.shard_rows(len(found.table), cfg["shards"])[shard]
+log.info("shard %d of %d: particles %d to %d of %d", shard, cfg["shards"], rows[0] + 1, rows[-1] + 1, len(found.table))
+# only this shard's stacks are opened (particle_noise checked them all)
+source = particles.ParticleSource(found.table.iloc[rows], star, cfg["datadir"], first_row=int(rows[0]))
 spectra = preprocess.read_noise_spectra(snakemake.input.noise) if cfg["whiten"] else None
 preprocess.preprocess(
     source,
@@ -19,7 +20,6 @@ preprocess.preprocess(
     image["box_px"],
     image["pixel_size_A"],
     noise_spectra=spectra,
-    rows=rows,
     chunk=cfg["chunk_size"],
     label=f"shard {shard}",
 )

@@ -282,3 +282,16 @@ def test_bad_inputs_name_file_and_field(tmp_path, relion_job):
     )
     with pytest.raises(InputError, match=r"optics.star: _rlnOpticsGroup 2 of the particles is not in data_optics"):
         particles.particle_table(optics)
+
+
+def test_a_shard_source_numbers_particles_as_the_star_file_does(tmp_path):
+    images = stack_of(6)
+    images[4, 0, 0] = np.inf
+    write_stack(tmp_path / "s.mrcs", images)
+    star = star_with(tmp_path / "s.star", [f"{i}@s.mrcs" for i in range(1, 7)], rlnImagePixelSize=1.0)
+    table = particles.load_particles(star).table
+    rows = particles.shard_rows(6, 2)[1]  # particles 4 to 6
+    shard = particles.ParticleSource(table.iloc[rows], star, first_row=int(rows[0]))
+    np.testing.assert_array_equal(shard.read([0]), images[[3]])
+    with pytest.raises(InputError, match=r"particle 5 of .*s.star \(_rlnImageName 5@s.mrcs\) has NaN or inf"):
+        shard.read([0, 1])

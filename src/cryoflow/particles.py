@@ -378,14 +378,19 @@ class ParticleSource:
     pixels: image names, stack paths and headers, indices against each
     stack's real length, one box size per optics group, and the table's
     ``_rlnImageSize`` against the stacks (the stacks win, with a warning).
+    ``first_row``: the table's first row in the STAR file (a shard's
+    offset), so that messages number particles as the file does.
     """
 
-    def __init__(self, table: pd.DataFrame, star_path: str | Path, datadir: str | Path | None = None):
+    def __init__(
+        self, table: pd.DataFrame, star_path: str | Path, datadir: str | Path | None = None, first_row: int = 0
+    ):
         self.star_path = Path(star_path)
         self.table = table.reset_index(drop=True)
+        self.first_row = int(first_row)
         if IMAGE_NAME not in self.table.columns:
             raise InputError(f"{star_path}: no _{IMAGE_NAME} column")
-        parsed = [parse_image_name(n, star_path, i) for i, n in enumerate(self.table[IMAGE_NAME])]
+        parsed = [parse_image_name(n, star_path, first_row + i) for i, n in enumerate(self.table[IMAGE_NAME])]
         self.indices = np.array([p[0] for p in parsed], dtype=np.int64)
         names = sorted({p[1] for p in parsed})
         self.headers = [read_stack_header(resolve_stack_path(name, star_path, datadir)) for name in names]
@@ -404,7 +409,8 @@ class ParticleSource:
             i = bad[0]
             header = self.headers[self.stack_of[i]]
             raise InputError(
-                f"{self.star_path}, particle {i + 1}: _{IMAGE_NAME} index {self.indices[i] + 1} is past the "
+                f"{self.star_path}, particle {self.first_row + i + 1}: _{IMAGE_NAME} index {self.indices[i] + 1} is "
+                f"past the "
                 f"end of {header.path} ({header.n_images} images)"
             )
 
@@ -415,9 +421,10 @@ class ParticleSource:
             if len(boxes) > 1:
                 first = rows[self.boxes[rows] == boxes[0]][0]
                 other = rows[self.boxes[rows] == boxes[1]][0]
+                number = self.first_row + 1
                 raise InputError(
-                    f"{self.star_path}: optics group {group} mixes box sizes: particle {first + 1} "
-                    f"({self.headers[self.stack_of[first]].path}) is {boxes[0]} px, particle {other + 1} "
+                    f"{self.star_path}: optics group {group} mixes box sizes: particle {number + first} "
+                    f"({self.headers[self.stack_of[first]].path}) is {boxes[0]} px, particle {number + other} "
                     f"({self.headers[self.stack_of[other]].path}) is {boxes[1]} px (_{IMAGE_NAME})"
                 )
             pixels = np.unique(self.pixel_size_A[rows])
@@ -471,7 +478,7 @@ class ParticleSource:
         if not finite.all():
             bad = int(rows[np.flatnonzero(~finite)[0]])
             raise InputError(
-                f"{self.headers[self.stack_of[bad]].path}: particle {bad + 1} of {self.star_path} "
+                f"{self.headers[self.stack_of[bad]].path}: particle {self.first_row + bad + 1} of {self.star_path} "
                 f"(_{IMAGE_NAME} {self.table[IMAGE_NAME][bad]}) has NaN or inf pixels"
             )
         return out
