@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,6 @@ class NpzWriter:
             entry["rows"] += len(value)
 
     def close(self, **constants) -> None:
-        import zipfile
-
         with atomic_path(self.path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as out:
             for key, entry in self.arrays.items():
                 entry["file"].close()

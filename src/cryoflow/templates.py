@@ -265,8 +265,9 @@ def user_ensemble(reference: np.ndarray, frames: np.ndarray, n_templates: int, t
     nearest frame is taken; the templates come back ordered by θ with the
     indices of the frames they come from.
     """
+    reference = np.asarray(reference, dtype=np.float64)
     frames = np.stack([superpose(frame, reference) for frame in frames])
-    rmsd = np.array([kabsch_rmsd(frame, reference) for frame in frames])
+    rmsd = np.sqrt(np.mean(np.sum((frames - reference) ** 2, axis=2), axis=1))  # frames are superposed already
     theta = rmsd if theta_A is None else np.asarray(theta_A, dtype=np.float64)
     if len(theta) != len(frames):
         raise InputError(f"templates.ensemble.theta_tsv: {len(theta)} θ values for {len(frames)} frames")
