@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from cryoflow import demo, pipeline
+from cryoflow import demo, pipeline, theta
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
@@ -13,8 +13,7 @@ config = snakemake.params.config
 cfg = config["demo"]
 torch.set_num_threads(snakemake.threads)
 ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
-theta = ensemble["theta_A"]
-priors = pipeline.priors_from_dict(pipeline.resolve_priors(config["simulator"], (theta[0], theta[-1])))
+priors = pipeline.priors_from_dict(pipeline.resolve_priors(config["simulator"], theta.range_of(ensemble["theta_A"])))
 simulator = pipeline.build_simulator(
     ensemble, config, priors, box_px=cfg["box_px"], pixel_size_A=cfg["pixel_size_A"], projection="atoms"
 )

@@ -18,7 +18,7 @@ model, metadata = models.load_model(snakemake.input.model, device)
 blocks = particles.read_star(snakemake.input.star)
 table = blocks[particles.particle_block_name(blocks, snakemake.input.star)]
 start = time.perf_counter()
-columns = {key: [] for key in inference.STAR_COLUMNS.values()}
+columns = {}
 n_images = particles.read_stack_header(Path(snakemake.input.stack)).n_images
 if len(table) != n_images:
     raise InputError(f"{snakemake.input.star}: {len(table)} particles but {snakemake.input.stack} has {n_images}")
@@ -28,6 +28,7 @@ with NpzWriter(snakemake.output.npz) as writer:
         particles.iter_stack(snakemake.input.stack, cfg["batch_size"]),
         n_images,
         grid_points=cfg["grid_points"],
+        grid_points_2d=cfg["grid_points_2d"],
         n_samples=cfg["n_samples"],
         seed=snakemake.params.seed + int(snakemake.wildcards.shard),
         device=device,
@@ -35,14 +36,13 @@ with NpzWriter(snakemake.output.npz) as writer:
     ):
         summary["latent"] = summary["latent"].astype(np.float16)  # halves the archive; ample for UMAP and MMD
         writer.append(**summary)
-        for key in columns:
-            columns[key].append(summary[key])
+        for column, values in inference.star_columns(summary, model.theta_dim).items():
+            columns.setdefault(column, []).append(values)
     seconds = time.perf_counter() - start
     writer.close(theta_grid_range_A=np.asarray(model.architecture["theta_range_A"]), seconds=np.array([seconds]),
                  device=np.array([str(device)]))  # fmt: skip
-for column, key in inference.STAR_COLUMNS.items():
-    table[column] = np.concatenate(columns[key])
+for column, values in columns.items():
+    table[column] = np.concatenate(values)
 particles.write_star(snakemake.output.star, blocks, particles.star_version(snakemake.input.star))
-mean, std = table["cryoflowThetaMeanAngst"], table["cryoflowThetaStdAngst"]
-log.info("%d particles in %.1f s (%.0f particles/s on %s); θ mean %.2f Å, median σ %.2f Å",
-         len(table), seconds, len(table) / seconds, device, mean.mean(), std.median())  # fmt: skip
+log.info("%d particles in %.1f s (%.0f particles/s on %s); columns %s", len(table), seconds, len(table) / seconds,
+         device, ", ".join(columns))  # fmt: skip

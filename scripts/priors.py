@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from cryoflow import particles, pipeline
+from cryoflow import particles, pipeline, theta
 from cryoflow.fileio import write_json
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
 config = snakemake.params.config
-theta = np.load(snakemake.input.ensemble)["theta_A"]
+theta_A = np.load(snakemake.input.ensemble)["theta_A"]
 found = None
 if config["simulator"]["priors_from_star"]:
     star = snakemake.input.star
@@ -17,6 +17,6 @@ if config["simulator"]["priors_from_star"]:
     for key, value in found.items():
         log.info("%s: %s = %s", star, key, value)
     log.info("particles are resampled to the training pixel size %.4g Å", config["image"]["pixel_size_A"])
-priors = pipeline.resolve_priors(config["simulator"], (theta[0], theta[-1]), found)
+priors = pipeline.resolve_priors(config["simulator"], theta.range_of(theta_A), found)
 write_json(snakemake.output.priors, priors)
 log.info("priors: %s", priors)

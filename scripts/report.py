@@ -4,7 +4,7 @@ import numpy as np
 import starfile
 import umap
 
-from cryoflow import diagnostics, report
+from cryoflow import diagnostics, report, theta
 from cryoflow.fileio import write_json
 from cryoflow.logs import configure
 
@@ -15,26 +15,30 @@ figures = dict(zip(snakemake.params.figures, snakemake.output.figures))
 post = dict(np.load(snakemake.input.posterior))
 post["latent"] = post["latent"].astype(np.float32)
 sim = dict(np.load(snakemake.input.simulations))
-theta_range = tuple(post["theta_grid_range_A"])
+theta_range = post["theta_grid_range_A"]
+n_dims = theta.dims(theta_range)
 table = starfile.read(snakemake.input.star, always_dict=True)
 particles = table.get("particles", next(iter(table.values())))
-truth = particles["cryoflowTrueThetaAngst"].to_numpy() if "cryoflowTrueThetaAngst" in particles else None
+truth = theta.true_theta(particles)
 
 whitening = dict(np.load(snakemake.input.whitening))
 summary, coverage = diagnostics.summarize(
     post, sim, truth, cfg["mmd_permutations"], cfg["mmd_max_points"], seed, whitening
 )
-summary["theta_range_A"] = [float(v) for v in theta_range]
+summary["theta_range_A"] = theta_range.tolist()
 log.info("MMD² %.4g (p = %.3g)", summary["mmd2"], summary["mmd_pvalue"])
 log.info("%s", summary["mmd_verdict"])
 if truth is not None:
-    log.info("against the known truth: %s", {k: round(summary[k], 3) for k in ("pearson_r", "coverage_90")})
+    keys = [k + theta.suffix(d, n_dims) for d in range(n_dims) for k in ("pearson_r", "coverage_90")]
+    log.info("against the known truth: %s", {k: round(summary[k], 3) for k in keys})
 
 report.plot_posteriors(post, theta_range, figures["posterior_histograms"], truth, diagnostics.EDGE_MASS_ATYPICAL)
-pit = diagnostics.sbc_pit(sim["samples"], sim["theta_true"], seed)
-report.plot_calibration(
-    diagnostics.CREDIBILITY_LEVELS, coverage, sim, pit, summary["sbc_ks_pvalue"], figures["calibration"]
-)
+pits = [
+    diagnostics.sbc_pit(samples, truth_d, seed)
+    for samples, truth_d in zip(theta.columns(sim["samples"], n_dims), theta.columns(sim["theta_true"], n_dims))
+]
+ks_pvalues = [summary["validation"]["sbc_ks_pvalue" + theta.suffix(d, n_dims)] for d in range(n_dims)]
+report.plot_calibration(diagnostics.CREDIBILITY_LEVELS, coverage, sim, pits, ks_pvalues, figures["calibration"])
 # one UMAP for simulations, experimental particles and the whitened / raw subset, so the panels share axes
 n_sim, n_exp = len(sim["latent"]), len(post["latent"])
 rng = np.random.default_rng(seed)
@@ -44,10 +48,11 @@ embedded = umap.UMAP(n_neighbors=cfg["umap_neighbors"], random_state=seed).fit_t
 sim_2d, exp_2d, whitened_2d, raw_2d = np.split(embedded, np.cumsum([len(p) for p in parts])[:-1])
 marked = report.distinct_points(exp_2d, 4)
 thumbnails = report.gathered_images(snakemake.input.stacks, post["shard_particles"], pick_exp[marked])
-report.plot_latents(sim_2d, exp_2d, post["std"][pick_exp], summary["mmd2"], summary["mmd_pvalue"],
+width = np.sqrt(np.sum(post["std"].reshape(n_exp, -1) ** 2, axis=1))  # σ, or √(σ₁² + σ₂²) for a 2-D θ
+report.plot_latents(sim_2d, exp_2d, width[pick_exp], summary["mmd2"], summary["mmd_pvalue"],
                     figures["latent_umap"], thumbnails, marked)  # fmt: skip
 report.plot_whitening_mmd(sim_2d, whitened_2d, raw_2d, summary, figures["whitening_mmd"])
-order = np.argsort(post["mean"])
+order = np.argsort(theta.columns(post["mean"], n_dims)[0])
 examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]
 images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], examples)
 report.plot_examples(images, post, examples, figures["example_particles"])

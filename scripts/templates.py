@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from cryoflow import structure, templates
+from cryoflow import structure, templates, theta
 from cryoflow.fileio import InputError, atomic_path
 from cryoflow.logs import configure
 
@@ -20,7 +20,8 @@ start = time.perf_counter()
 if cfg["method"] == "nma":
     nma = cfg["nma"]
     n_ca = int((atoms.getNames() == "CA").sum())
-    ensemble = templates.normal_mode_ensemble(
+    build = templates.normal_mode_grid if cfg["theta_dims"] == 2 else templates.normal_mode_ensemble
+    ensemble = build(
         atoms, cfg["n_templates"], tuple(nma["modes"]), nma["max_rmsd_A"], nma["cutoff_A"], nma["spring_constant"]
     )
     log.info("normal modes of %d CA (%s Hessian) in %.1f s; peak memory %.0f MiB", n_ca,
@@ -34,18 +35,18 @@ else:
         user = cfg["ensemble"]
         files = sorted(f for pattern in user["pdb_files"] for f in glob.glob(pattern))
         frames, labels = templates.load_frames(atoms, files, user["trajectory"], user["topology"], user["stride"])
-    theta = None
+    frame_theta = None
     if cfg["method"] == "ensemble" and cfg["ensemble"]["theta_tsv"]:
         path = cfg["ensemble"]["theta_tsv"]
         table = pd.read_csv(path, sep="\t")
         if "theta_A" not in table.columns:
             raise InputError(f"{path}: no theta_A column (templates.ensemble.theta_tsv)")
-        theta = table["theta_A"].to_numpy(float)
+        frame_theta = table["theta_A"].to_numpy(float)
     elif cfg["distance_selections"]:
-        theta = templates.selection_distance(atoms, frames, cfg["distance_selections"])
-        log.info("θ = distance between %s and %s: %.2f to %.2f Å", *cfg["distance_selections"], theta.min(),
-                 theta.max())  # fmt: skip
-    ensemble, picked = templates.user_ensemble(atoms.getCoords(), frames, cfg["n_templates"], theta)
+        frame_theta = templates.selection_distance(atoms, frames, cfg["distance_selections"])
+        log.info("θ = distance between %s and %s: %.2f to %.2f Å", *cfg["distance_selections"], frame_theta.min(),
+                 frame_theta.max())  # fmt: skip
+    ensemble, picked = templates.user_ensemble(atoms.getCoords(), frames, cfg["n_templates"], frame_theta)
     for i, frame in enumerate(picked):
         log.info("template %03d: %s, θ = %.2f Å, RMSD %.2f Å", i, labels[frame], ensemble.theta_A[i],
                  ensemble.displacement_A[i])  # fmt: skip
@@ -66,4 +67,4 @@ with atomic_path(snakemake.output.ensemble) as tmp, open(tmp, "wb") as handle:
         mode=ensemble.mode,
         rmsd_A=templates.rmsd_matrix(ensemble.coords),
     )
-log.info("%d templates, θ from %.2f to %.2f Å", len(rows), ensemble.theta_A[0], ensemble.theta_A[-1])
+log.info("%d templates, θ range %s Å", len(rows), theta.range_of(ensemble.theta_A))

@@ -7,6 +7,7 @@ import json
 import platform
 import time
 
+import numpy as np
 import torch
 
 from cryoflow import models, pipeline, training
@@ -47,7 +48,7 @@ card = {
     "config": {key: config[key] for key in ("structure", "templates", "image", "simulator", "train")},
     "priors": priors,
     "checksums_sha256": {"ensemble": ensemble_sha256, **input_sha256},
-    "template_theta_A": [float(t) for t in ensemble["theta_A"]],
+    "template_theta_A": np.asarray(ensemble["theta_A"], dtype=float).tolist(),
     "packages": package_versions(["torch", "zuko", "lampe", "numpy", "mrcfile", "starfile"]),
     "python": platform.python_version(),
     "device": training.device_name(device),

@@ -24,6 +24,7 @@ result = inference.posterior_batches(
     inference.batched(images, config["inference"]["batch_size"]),
     n,
     grid_points=config["inference"]["grid_points"],
+    grid_points_2d=config["inference"]["grid_points_2d"],
     n_samples=config["inference"]["n_samples"],
     seed=config["seed"],
     device=device,

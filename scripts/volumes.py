@@ -2,20 +2,20 @@
 
 import numpy as np
 
-from cryoflow import rasterize
+from cryoflow import rasterize, theta
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.volumes
 data = np.load(snakemake.input.ensemble)
-coords, theta, weights = data["coords_A"], data["theta_A"], data["weights"]
-reference = coords[int(np.argmin(np.abs(theta)))]
+coords, theta_A, weights = data["coords_A"], data["theta_A"], data["weights"]
+reference = coords[theta.reference_index(theta_A)]
 center = weights @ reference / weights.sum()
 origin = rasterize.grid_origin_A(center, cfg["voxel_size_A"], cfg["box_vox"])
-for path, xyz, t in zip(snakemake.output.maps, coords, theta):
+for path, xyz, t in zip(snakemake.output.maps, coords, theta_A):
     density = rasterize.rasterize_gaussians(
         xyz, weights, snakemake.params.bead_sigma_A, cfg["voxel_size_A"], cfg["box_vox"], center
     )
     rasterize.write_mrc(path, density, cfg["voxel_size_A"], origin)
-    log.info("%s: θ = %.2f Å, integral %.1f e (model %.1f e)", path, t,
+    log.info("%s: θ = %s Å, integral %.1f e (model %.1f e)", path, np.round(t, 2),
              density.sum() * cfg["voxel_size_A"] ** 3, weights.sum())  # fmt: skip

@@ -4,7 +4,8 @@ The dataset is what makes the demo a test of the method: particles are
 simulated at their own pixel size and box (not the training grid), with
 per-particle CTF parameters recorded in the STAR file, coloured noise, and a
 known mixture of conformations whose true θ is kept in
-``_cryoflowTrueThetaAngst``. The layout is that of a RELION 3.1 Extract job:
+``_cryoflowTrueThetaAngst`` (``_cryoflowTrueTheta1Angst`` and ``…2…`` for
+a 2-D θ). The layout is that of a RELION 3.1 Extract job:
 ``Extract/job007/particles.star`` naming ``idx@Extract/job007/Movies/*.mrcs``
 relative to the project folder.
 """
@@ -23,6 +24,7 @@ from cryoflow.ctf import fourier_frequencies
 from cryoflow.fileio import atomic_path
 from cryoflow.particles import write_star
 from cryoflow.simulator import Simulator, masked_variance, normalize
+from cryoflow.theta import bounds, true_theta_columns
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,15 @@ JOB_DIR = Path("Extract/job007")
 
 
 def sample_mixture(n: int, populations: list[dict], theta_range_A, rng: np.random.Generator):
-    """θ (n,) from a Gaussian mixture ``[{theta_A, sd_A, weight}]`` clipped to the prior range."""
+    """θ (n,), or (n, 2) for a 2-D range, from an isotropic Gaussian mixture ``[{theta_A, sd_A, weight}]``
+    clipped to the prior range; ``theta_A`` is a number, or [θ₁, θ₂]."""
+    ranges = bounds(theta_range_A)
     weights = np.array([p["weight"] for p in populations], dtype=float)
     component = rng.choice(len(populations), size=n, p=weights / weights.sum())
-    centre = np.array([p["theta_A"] for p in populations])[component]
-    spread = np.array([p["sd_A"] for p in populations])[component]
-    return np.clip(rng.normal(centre, spread), *theta_range_A), component
+    centre = np.array([np.atleast_1d(p["theta_A"]) for p in populations], dtype=float)[component]
+    spread = np.array([p["sd_A"] for p in populations], dtype=float)[component, None]
+    theta = np.clip(rng.normal(centre, spread), ranges[:, 0], ranges[:, 1])
+    return (theta[:, 0] if len(ranges) == 1 else theta), component
 
 
 def coloured_noise(n: int, box: int, pixel_size_A: float, strength: float, corner_A: float, generator):
@@ -65,6 +70,7 @@ def make_dataset(
     generator = torch.Generator().manual_seed(seed)
     theta, component = sample_mixture(n_particles, populations, simulator.priors.theta_range_A, rng)
     theta_t = torch.as_tensor(theta, dtype=torch.float32)
+    true_columns = true_theta_columns(theta)
     rows = []
     for stack_no, start in enumerate(range(0, n_particles, particles_per_stack), start=1):
         stop = min(start + particles_per_stack, n_particles)
@@ -97,7 +103,7 @@ def make_dataset(
                     "rlnCtfBfactor": float(nuisance["b_factor_A2"][k]),
                     "rlnPhaseShift": float(nuisance["phase_shift_deg"][k]),
                     "rlnOpticsGroup": 1,
-                    "cryoflowTrueThetaAngst": float(theta[i]),
+                    **{key: float(value[i]) for key, value in true_columns.items()},
                     "cryoflowTruePopulation": int(component[i]) + 1,
                     "cryoflowTrueSNR": float(nuisance["snr"][k]),
                 }

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cryoflow.theta import columns, suffix
+
 
 def squared_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xx = np.sum(x * x, axis=1)[:, None]
@@ -152,18 +154,22 @@ EDGE_BAND = 0.05  # outer fraction of the prior range, on each side, that counts
 EDGE_MASS_ATYPICAL = 0.5  # posteriors with more mass than this in the edge bands are flagged atypical
 
 
-def edge_mass(mass: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Posterior mass (B,) within ``EDGE_BAND`` of either end of the prior range, for cell masses (B, G).
+def theta_dims(theta_true: np.ndarray) -> int:
+    """1 for true θ values (n,), 2 for (n, 2)."""
+    return 1 if np.ndim(theta_true) == 1 else int(np.shape(theta_true)[1])
 
-    A posterior that piles up at the prior's edges says the image looks like
-    no template in the range: a contaminant, junk or a state outside the
-    ensemble (the paper's atypical particles).
+
+def edge_cells(grid: np.ndarray) -> np.ndarray:
+    """Which cells of equal cell centres ``grid`` (G,) lie within ``EDGE_BAND`` of either end of the range.
+
+    Posterior mass piled up there (the ``edge_mass`` of a posterior) says
+    the image looks like no template in the range: a contaminant, junk or a
+    state outside the ensemble (the paper's atypical particles).
     """
     width = grid[1] - grid[0]
     low, high = grid[0] - 0.5 * width, grid[-1] + 0.5 * width
     band = EDGE_BAND * (high - low)
-    edge = (grid < low + band) | (grid > high - band)
-    return mass[:, edge].sum(axis=1)
+    return (grid < low + band) | (grid > high - band)
 
 
 def summarize(
@@ -177,23 +183,34 @@ def summarize(
 ):
     """The report's numbers: MMD of latents, calibration on simulations, accuracy against a known truth.
 
-    Returns (summary dict for summary.json, empirical coverage at ``CREDIBILITY_LEVELS``). The
-    calibration numbers ``coverage_error_max`` and ``sbc_ks_pvalue`` are also at the top level.
+    Returns (summary dict for summary.json, empirical coverage at ``CREDIBILITY_LEVELS``, (L,) or (2, L)).
+    For a 2-D θ every per-coordinate number carries a ``_theta1`` / ``_theta2`` suffix. The calibration
+    numbers ``coverage_error_max`` (the worse coordinate's) and ``sbc_ks_pvalue`` (the lower) are also at
+    the top level.
     ``whitening`` (latents of one particle subset, ``latent_whitened`` and
     ``latent_raw``) adds ``mmd2_whitened``/``mmd2_raw``, their p-values and ``mmd_verdict``.
     """
     summary = {"n_particles": int(len(post["mean"]))}
     mmd = mmd_test(sim["latent"], post["latent"], n_permutations, seed, max_points)
     summary.update({"mmd2": mmd["mmd2"], "mmd_pvalue": mmd["pvalue"], "mmd_bandwidth": mmd["bandwidth"]})
-    coverage = interval_coverage(sim["samples"], sim["theta_true"], CREDIBILITY_LEVELS)
-    summary["validation"] = accuracy(sim["mean"], sim["q05"], sim["q95"], sim["theta_true"])
-    summary["validation"]["coverage_error_max"] = float(np.max(np.abs(coverage - CREDIBILITY_LEVELS)))
-    pit = sbc_pit(sim["samples"], sim["theta_true"], seed)
-    summary["validation"]["sbc_ks_statistic"], summary["validation"]["sbc_ks_pvalue"] = ks_uniform_test(pit)
-    summary["coverage_error_max"] = summary["validation"]["coverage_error_max"]
-    summary["sbc_ks_pvalue"] = summary["validation"]["sbc_ks_pvalue"]
-    if truth is not None:
-        summary.update(accuracy(post["mean"], post["q05"], post["q95"], np.asarray(truth)))
+    n_dims = theta_dims(sim["theta_true"])
+    summary["validation"], coverage = {}, []
+    for d in range(n_dims):
+        sim_d = {key: columns(sim[key], n_dims)[d] for key in ("samples", "theta_true", "mean", "q05", "q95")}
+        coverage.append(interval_coverage(sim_d["samples"], sim_d["theta_true"], CREDIBILITY_LEVELS))
+        numbers = accuracy(sim_d["mean"], sim_d["q05"], sim_d["q95"], sim_d["theta_true"])
+        numbers["coverage_error_max"] = float(np.max(np.abs(coverage[-1] - CREDIBILITY_LEVELS)))
+        numbers["sbc_ks_statistic"], numbers["sbc_ks_pvalue"] = ks_uniform_test(
+            sbc_pit(sim_d["samples"], sim_d["theta_true"], seed)
+        )
+        summary["validation"].update({key + suffix(d, n_dims): value for key, value in numbers.items()})
+        if truth is not None:
+            post_d = [columns(post[key], n_dims)[d] for key in ("mean", "q05", "q95")]
+            numbers = accuracy(*post_d, columns(np.asarray(truth), n_dims)[d])
+            summary.update({key + suffix(d, n_dims): value for key, value in numbers.items()})
+    validation = summary["validation"]
+    summary["coverage_error_max"] = max(validation["coverage_error_max" + suffix(d, n_dims)] for d in range(n_dims))
+    summary["sbc_ks_pvalue"] = min(validation["sbc_ks_pvalue" + suffix(d, n_dims)] for d in range(n_dims))
     if whitening is not None:
         tests = {}
         for label in ("whitened", "raw"):
@@ -206,4 +223,4 @@ def summarize(
         summary["inference_seconds"] = float(np.sum(post["shard_seconds"]))
         summary["inference_particles_per_s"] = float(len(post["mean"]) / max(summary["inference_seconds"], 1e-9))
         summary["inference_device"] = ", ".join(sorted({str(d) for d in post["shard_device"]}))
-    return summary, coverage
+    return summary, coverage[0] if n_dims == 1 else np.stack(coverage)

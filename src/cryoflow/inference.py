@@ -1,8 +1,10 @@
 """Per-particle posteriors: embed images, evaluate q(θ | image) on a fine θ grid.
 
-For a 1-D θ the posterior density restricted to the prior range is evaluated
-exactly on ``grid_points`` cells; mean, standard deviation, quantiles and MAP
-come from that discretized density, and samples are drawn by inverse CDF.
+The posterior density restricted to the prior range is evaluated exactly
+on ``grid_points`` cells (1-D θ) or ``grid_points_2d``² cells (2-D θ); mean,
+standard deviation, quantiles and MAP come from that discretized density
+(per coordinate, from its marginals, for 2-D θ), and samples are drawn by
+inverse CDF (jointly, uniform within the drawn cell, for 2-D θ).
 """
 
 from __future__ import annotations
@@ -10,40 +12,100 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cryoflow.diagnostics import edge_mass
+from cryoflow.diagnostics import edge_cells
 from cryoflow.fileio import NpzWriter
 from cryoflow.logs import Progress
 from cryoflow.models import PosteriorEstimator
+from cryoflow.theta import bounds
 
 QUANTILES = (0.05, 0.5, 0.95)
 
 
 def theta_grid(theta_range_A, grid_points: int) -> np.ndarray:
-    """Cell centres of ``grid_points`` equal cells spanning the prior range."""
+    """Cell centres of ``grid_points`` equal cells spanning a 1-D prior range."""
     low, high = theta_range_A
     width = (high - low) / grid_points
     return low + width * (np.arange(grid_points) + 0.5)
+
+
+def cell_edges(grid: np.ndarray) -> np.ndarray:
+    width = grid[1] - grid[0]
+    return np.concatenate([grid - 0.5 * width, [grid[-1] + 0.5 * width]])
+
+
+def normalized_mass(log_density: np.ndarray) -> np.ndarray:
+    """Cell probabilities (B, G) from log densities on equal cells, each row summing to one."""
+    mass = np.exp(log_density - log_density.max(axis=1, keepdims=True))
+    return mass / mass.sum(axis=1, keepdims=True)
+
+
+def cumulative(mass: np.ndarray) -> np.ndarray:
+    """CDF (B, G + 1) at the cell edges, from 0 to exactly 1."""
+    cdf = np.concatenate([np.zeros((len(mass), 1)), np.cumsum(mass, axis=1)], axis=1)
+    cdf[:, -1] = 1.0
+    return cdf
+
+
+def marginal_summary(mass: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean, std, quantiles and MAP (B,) of cell probabilities (B, G) on 1-D cell centres ``grid``."""
+    mean = mass @ grid
+    std = np.sqrt(np.maximum(mass @ grid**2 - mean**2, 0.0))
+    out = {"mean": mean, "std": std, "map": grid[np.argmax(mass, axis=1)]}
+    cdf, edges = cumulative(mass), cell_edges(grid)
+    for q in QUANTILES:
+        out[f"q{int(round(q * 100)):02d}"] = np.array([np.interp(q, c, edges) for c in cdf])
+    return out
 
 
 def summarize_grid_posterior(
     log_density: np.ndarray, grid: np.ndarray, n_samples: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Mean, std, quantiles, MAP and inverse-CDF samples from log densities (B, G) on cell centres."""
-    width = grid[1] - grid[0]
-    log_density = log_density - log_density.max(axis=1, keepdims=True)
-    mass = np.exp(log_density)
-    mass /= mass.sum(axis=1, keepdims=True)
-    mean = mass @ grid
-    std = np.sqrt(np.maximum(mass @ grid**2 - mean**2, 0.0))
-    cdf = np.concatenate([np.zeros((len(mass), 1)), np.cumsum(mass, axis=1)], axis=1)
-    cdf[:, -1] = 1.0
-    edges = np.concatenate([grid - 0.5 * width, [grid[-1] + 0.5 * width]])
-    out = {"mean": mean, "std": std, "map": grid[np.argmax(mass, axis=1)], "edge_mass": edge_mass(mass, grid)}
-    for q in QUANTILES:
-        out[f"q{int(round(q * 100)):02d}"] = np.array([np.interp(q, c, edges) for c in cdf])
+    mass = normalized_mass(log_density)
+    out = marginal_summary(mass, grid)
+    out["edge_mass"] = mass[:, edge_cells(grid)].sum(axis=1)
+    cdf, edges = cumulative(mass), cell_edges(grid)
     uniforms = rng.random((len(mass), n_samples))
     out["samples"] = np.stack([np.interp(u, c, edges) for u, c in zip(uniforms, cdf)]).astype(np.float32)
     return out
+
+
+def summarize_grid_posterior_2d(
+    log_density: np.ndarray, axes: list[np.ndarray], n_samples: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """The 2-D counterpart of ``summarize_grid_posterior`` on the row-major grid of cell centres ``axes``.
+
+    Mean, std and quantiles (B, 2) are those of the two marginals; MAP (B, 2)
+    is the most probable cell; samples (B, S, 2) are drawn jointly: a cell
+    by inverse CDF of the flattened grid, then a uniform point in it.
+    """
+    n1, n2 = len(axes[0]), len(axes[1])
+    mass = normalized_mass(log_density).reshape(-1, n1, n2)
+    marginals = [marginal_summary(mass.sum(axis=2), axes[0]), marginal_summary(mass.sum(axis=1), axes[1])]
+    out = {key: np.stack([m[key] for m in marginals], axis=-1) for key in marginals[0]}
+    best = np.argmax(mass.reshape(len(mass), -1), axis=1)
+    out["map"] = np.stack([axes[0][best // n2], axes[1][best % n2]], axis=-1)
+    edge = edge_cells(axes[0])[:, None] | edge_cells(axes[1])[None, :]
+    out["edge_mass"] = mass[:, edge].sum(axis=1)
+    cdf = np.cumsum(mass.reshape(len(mass), -1), axis=1)
+    cdf[:, -1] = 1.0
+    cell = np.stack([np.searchsorted(c, u, side="right") for c, u in zip(cdf, rng.random((len(mass), n_samples)))])
+    cell = np.minimum(cell, n1 * n2 - 1)
+    jitter = rng.random((len(mass), n_samples, 2)) - 0.5
+    widths = [axis[1] - axis[0] for axis in axes]
+    out["samples"] = np.stack(
+        [axes[0][cell // n2] + jitter[..., 0] * widths[0], axes[1][cell % n2] + jitter[..., 1] * widths[1]], axis=-1
+    ).astype(np.float32)
+    return out
+
+
+def posterior_grid(theta_range_A, grid_points: int, grid_points_2d: int):
+    """Cell centres per coordinate and the grid points (G,) or (G, 2), row-major, for a prior range."""
+    ranges = bounds(theta_range_A)
+    axes = [theta_grid(r, grid_points if len(ranges) == 1 else grid_points_2d) for r in ranges]
+    if len(axes) == 1:
+        return axes, axes[0]
+    return axes, np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
 @torch.no_grad()
@@ -56,6 +118,7 @@ def posterior_stream(
     seed: int = 0,
     device="cpu",
     label: str = "infer",
+    grid_points_2d: int = 64,
 ):
     """Yield posterior summaries and latents batch by batch for the images of ``image_batches``.
 
@@ -64,7 +127,7 @@ def posterior_stream(
     """
     model.eval().to(device)
     model.embedding.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU alike
-    grid = theta_grid(model.architecture["theta_range_A"], grid_points)
+    axes, grid = posterior_grid(model.architecture["theta_range_A"], grid_points, grid_points_2d)
     grid_t = torch.as_tensor(grid, dtype=torch.float32, device=device)
     rng = np.random.default_rng(seed)
     progress = Progress(n_images, label, unit="particles")
@@ -72,7 +135,10 @@ def posterior_stream(
         images = torch.as_tensor(np.array(batch, dtype=np.float32), device=device)  # a writable copy
         latent = model.embedding(images)
         log_density = model.log_prob_grid(latent, grid_t).double().cpu().numpy()
-        summary = summarize_grid_posterior(log_density, grid, n_samples, rng)
+        if len(axes) == 1:
+            summary = summarize_grid_posterior(log_density, grid, n_samples, rng)
+        else:
+            summary = summarize_grid_posterior_2d(log_density, axes, n_samples, rng)
         summary["latent"] = latent.float().cpu().numpy()
         progress.update(len(images))
         yield summary
@@ -105,6 +171,20 @@ STAR_COLUMNS = {
     "cryoflowThetaMapAngst": "map",
     "cryoflowThetaEdgeMass": "edge_mass",
 }
+
+
+def star_columns(summary: dict, theta_dim: int) -> dict[str, np.ndarray]:
+    """The STAR columns of a posterior summary: ``STAR_COLUMNS`` for 1-D θ; for 2-D θ one column per
+    coordinate (``cryoflowTheta1MeanAngst``, ``cryoflowTheta2MeanAngst``, …) and one edge mass."""
+    out = {}
+    for column, key in STAR_COLUMNS.items():
+        value = np.asarray(summary[key])
+        if theta_dim == 1 or value.ndim == 1:
+            out[column] = value
+        else:
+            for d in range(theta_dim):
+                out[column.replace("cryoflowTheta", f"cryoflowTheta{d + 1}", 1)] = value[:, d]
+    return out
 
 
 # keys of a shard's npz that are the same in every shard, and keys with one entry per shard

@@ -1,8 +1,8 @@
 """Neural posterior estimator: ResNet-18 image embedding + neural spline flow on θ.
 
 The flow models the standardized coordinate u = (θ − centre) / half-width,
-with centre and half-width taken from the prior range, and the density is
-mapped back to θ in Å with the Jacobian. Model files hold only tensors and
+with centre and half-width taken from the prior range (per coordinate for a
+2-D θ), and the density is mapped back to θ in Å with the Jacobian. Model files hold only tensors and
 plain Python values, so they load with ``torch.load(..., weights_only=True)``.
 """
 
@@ -18,6 +18,7 @@ from lampe.inference import NPE
 from torch import nn
 
 from cryoflow.fileio import InputError, atomic_path
+from cryoflow.theta import bounds
 
 
 class BasicBlock(nn.Module):
@@ -80,7 +81,7 @@ class ResNet18Embedding(nn.Module):
 
 
 class PosteriorEstimator(nn.Module):
-    """q(θ | image): embedding network + NSF from lampe/zuko, θ in Å."""
+    """q(θ | image): embedding network + NSF from lampe/zuko; θ in Å, 1-D or 2-D as ``theta_range_A``."""
 
     def __init__(
         self,
@@ -92,41 +93,60 @@ class PosteriorEstimator(nn.Module):
         hidden_features=(256,) * 10 + (128, 64),
     ):
         super().__init__()
+        ranges = bounds(theta_range_A)
+        self.theta_dim = len(ranges)
         self.architecture = {
-            "theta_range_A": [float(v) for v in theta_range_A],
+            "theta_range_A": ranges[0].tolist() if self.theta_dim == 1 else ranges.tolist(),
             "latent_dim": int(latent_dim),
             "width": int(width),
             "blocks": [int(b) for b in blocks],
             "transforms": int(transforms),
             "hidden_features": [int(h) for h in hidden_features],
         }
-        low, high = self.architecture["theta_range_A"]
-        self.register_buffer("theta_center", torch.tensor(0.5 * (low + high)))
-        self.register_buffer("theta_scale", torch.tensor(0.5 * (high - low)))
+        centre, scale = 0.5 * (ranges[:, 0] + ranges[:, 1]), 0.5 * (ranges[:, 1] - ranges[:, 0])
+        if self.theta_dim == 1:  # scalars, as in 1-D model files written before 2-D θ existed
+            centre, scale = centre[0], scale[0]
+        self.register_buffer("theta_center", torch.tensor(centre, dtype=torch.float32))
+        self.register_buffer("theta_scale", torch.tensor(scale, dtype=torch.float32))
         self.embedding = ResNet18Embedding(latent_dim, width, blocks)
-        self.npe = NPE(1, latent_dim, build=zuko.flows.NSF, transforms=transforms, hidden_features=hidden_features)
+        self.npe = NPE(
+            self.theta_dim, latent_dim, build=zuko.flows.NSF, transforms=transforms, hidden_features=hidden_features
+        )
 
     def standardize(self, theta: torch.Tensor) -> torch.Tensor:
-        return (theta - self.theta_center) / self.theta_scale
+        """u (…, D) from θ (…,) for 1-D or (…, 2) for 2-D, in Å."""
+        u = (theta - self.theta_center) / self.theta_scale
+        return u[..., None] if self.theta_dim == 1 else u
+
+    def log_jacobian(self) -> torch.Tensor:
+        return torch.log(self.theta_scale).sum()
 
     def log_prob(self, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """log q(θ | image) per image, θ (B,) in Å, images (B, box, box)."""
+        """log q(θ | image) per image, θ (B,) or (B, 2) in Å, images (B, box, box)."""
         return self.log_prob_latent(theta, self.embedding(images))
 
     def log_prob_latent(self, theta: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """log q(θ | latent) per image, θ (B,) in Å, latents (B, latent_dim)."""
-        u = self.standardize(theta)[:, None]
-        return self.npe(u, latent.float()) - torch.log(self.theta_scale)
+        """log q(θ | latent) per image, θ (B,) or (B, 2) in Å, latents (B, latent_dim)."""
+        return self.npe(self.standardize(theta), latent.float()) - self.log_jacobian()
 
-    def log_prob_grid(self, latent: torch.Tensor, theta_grid: torch.Tensor) -> torch.Tensor:
-        """log q(θ | latent) on a θ grid (G,) for every latent (B, L): shape (B, G).
+    def log_prob_grid(
+        self, latent: torch.Tensor, theta_grid: torch.Tensor, chunk_values: int = 1 << 23
+    ) -> torch.Tensor:
+        """log q(θ | latent) on θ grid points (G,) or (G, 2) for every latent (B, L): shape (B, G).
 
         For 1-D θ the spline parameters depend only on the latent, so the
-        flow's networks run once per particle, not once per grid point.
+        flow's networks run once per particle, not once per grid point. For
+        2-D θ each coordinate's splines depend on the other (autoregressive
+        transforms), so the networks run per point and particle, over chunks
+        of grid points of about ``chunk_values`` network inputs each.
         """
-        distribution = self.npe.flow(latent)
-        u = self.standardize(theta_grid)[:, None, None].expand(-1, latent.shape[0], 1)
-        return (distribution.log_prob(u) - torch.log(self.theta_scale)).T
+        distribution = self.npe.flow(latent.float())
+        u = self.standardize(theta_grid)[:, None, :]
+        chunk = max(1, chunk_values // (latent.shape[0] * (latent.shape[1] + self.theta_dim)))
+        if self.theta_dim == 1:
+            chunk = len(u)
+        parts = [distribution.log_prob(part.expand(-1, latent.shape[0], -1)) for part in torch.split(u, chunk)]
+        return (torch.cat(parts) - self.log_jacobian()).T
 
 
 def save_model(path: str | Path, model: PosteriorEstimator, metadata: dict) -> None:
@@ -167,5 +187,6 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def uniform_prior_loss(theta_range_A) -> float:
-    """−log of the uniform prior density, log(θ_max − θ_min): the loss of an estimator that learned nothing."""
-    return math.log(theta_range_A[1] - theta_range_A[0])
+    """−log of the uniform prior density, Σ log(θ_max − θ_min) over coordinates: the loss of an estimator
+    that learned nothing."""
+    return float(sum(math.log(high - low) for low, high in bounds(theta_range_A)))

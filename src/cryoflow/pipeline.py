@@ -12,6 +12,7 @@ from cryoflow.models import PosteriorEstimator
 from cryoflow.projection import AtomTemplates, VolumeTemplates
 from cryoflow.rasterize import read_map
 from cryoflow.simulator import Priors, Simulator, noise_filter
+from cryoflow.theta import range_of
 from cryoflow.training import TrainingConfig
 
 
@@ -21,11 +22,14 @@ def load_ensemble(path) -> dict[str, np.ndarray]:
 
 
 def resolve_priors(sim_cfg: dict, theta_range_A, star_found: dict | None = None) -> dict:
-    """The simulator's priors as plain values: the config's, with what a STAR file holds taking precedence."""
+    """The simulator's priors as plain values: the config's, with what a STAR file holds taking precedence.
+
+    ``theta_range_A`` is [low, high] or, for a 2-D θ, two such pairs (``cryoflow.theta.range_of``).
+    """
     sigma = sim_cfg["bead_sigma_A"]
     sigma_range = [float(sigma), float(sigma)] if isinstance(sigma, (int, float)) else [float(v) for v in sigma]
     priors = {
-        "theta_range_A": [float(theta_range_A[0]), float(theta_range_A[1])],
+        "theta_range_A": np.asarray(theta_range_A, dtype=float).tolist(),
         "shift_max_A": sim_cfg["shift_max_A"],
         "pose_max_angle_deg": sim_cfg["pose_max_angle_deg"],
         "defocus_range_A": list(sim_cfg["defocus_range_A"]),
@@ -126,9 +130,8 @@ def load_simulator(inputs, config: dict, device="cpu", box_px=None, pixel_size_A
 
 
 def build_model(ensemble: dict, train_cfg: dict) -> PosteriorEstimator:
-    theta = ensemble["theta_A"]
     return PosteriorEstimator(
-        (float(theta[0]), float(theta[-1])),
+        range_of(ensemble["theta_A"]),
         latent_dim=train_cfg["embedding"]["latent_dim"],
         width=train_cfg["embedding"]["width"],
         transforms=train_cfg["flow"]["transforms"],

@@ -27,6 +27,7 @@ import math
 import torch
 
 from cryoflow.ctf import fourier_frequencies
+from cryoflow.theta import reference_index
 
 
 def project_gaussians_exact(
@@ -135,16 +136,16 @@ def slice_spectrum(
     s_y: torch.Tensor,
     s_x: torch.Tensor,
     voxel_size_A: float,
-    lower: torch.Tensor,
-    upper: torch.Tensor | None = None,
-    frac: torch.Tensor | None = None,
+    index: torch.Tensor,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Central slices (B, *s.shape) of half spectra (T, M, M, M//2+1) from ``volume_spectrum``.
 
-    Image b samples template ``lower[b]`` at the 3-D frequencies Rᵀ (s_x, s_y, 0)
-    of its rotation (B, 3, 3), trilinearly; with ``upper`` and ``frac`` it
-    blends (1 − frac) · lower + frac · upper, sharing the interpolation
-    weights. Points with k_x < 0 are read at −k and conjugated; frequencies
+    Image b samples the templates ``index[b]`` (B, K) at the 3-D frequencies
+    Rᵀ (s_x, s_y, 0) of its rotation (B, 3, 3), trilinearly, and sums them
+    with ``weight`` (B, K) (all ones when ``None``), sharing the interpolation
+    weights: K = 1 for one map, 2 between neighbours in 1-D θ, 4 on a 2-D
+    grid. Points with k_x < 0 are read at −k and conjugated; frequencies
     beyond the map's Nyquist limit give zero.
     """
     m = spectra.shape[-3]
@@ -161,9 +162,8 @@ def slice_spectrum(
     origin = (base[..., 2] * m + base[..., 1]) * half + base[..., 0]
     flat = spectra.reshape(-1)
     size = m * m * half
-    sources = [(lower[:, None].long() * size, None)]
-    if upper is not None:
-        sources = [(lower[:, None].long() * size, 1 - frac[:, None]), (upper[:, None].long() * size, frac[:, None])]
+    sources = [(index[:, k, None].long() * size, None if weight is None else weight[:, k, None])
+               for k in range(index.shape[1])]  # fmt: skip
     out = torch.zeros(k.shape[:2], dtype=spectra.dtype, device=spectra.device)
     for dz in (0, 1):
         wz = frac_k[..., 2] if dz else 1 - frac_k[..., 2]
@@ -191,7 +191,7 @@ def project_volume_fourier(
     """rfft2 (B, box, box//2+1) of the projections of one map (N, N, N) in e/Å³ under rotations (B, 3, 3)."""
     spectra = volume_spectrum(volume_zyx, oversample)[None]
     s_y, s_x = fourier_frequencies(box, pixel_size_A, device=volume_zyx.device, dtype=rotation.dtype)
-    index = torch.zeros(len(rotation), dtype=torch.long, device=rotation.device)
+    index = torch.zeros(len(rotation), 1, dtype=torch.long, device=rotation.device)
     sliced = slice_spectrum(spectra, rotation, s_y, s_x, voxel_size_A, index)
     return sliced * (voxel_size_A**3 * centre_phase(box, volume_zyx.device))
 
@@ -204,18 +204,49 @@ def bracket(theta_A: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, t
     return lower, upper, (theta - theta_A[lower]) / (theta_A[upper] - theta_A[lower])
 
 
-def interpolate_coords(coords: torch.Tensor, theta_A: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Bead coordinates (B, N, 3) at ``theta`` (B,) from templates (T, N, 3) at sorted ``theta_A`` (T,)."""
-    lower, upper, frac = bracket(theta_A, theta)
-    frac = frac[:, None, None]
-    return coords[lower] + frac * (coords[upper] - coords[lower])
+def grid_axes(theta_A: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Axis values of templates at sorted θ (T,), or on a row-major 2-D grid (T, 2) = meshgrid(θ₁, θ₂)."""
+    if theta_A.ndim == 1:
+        if torch.any(torch.diff(theta_A) <= 0):
+            raise ValueError("template θ values must increase strictly")
+        return (theta_A,)
+    axes = tuple(torch.unique(theta_A[:, d]) for d in range(theta_A.shape[1]))
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(axes))
+    if grid.shape != theta_A.shape or not torch.allclose(grid, theta_A, atol=1e-4):
+        raise ValueError("2-D template θ values must form a row-major grid (template i·n₂ + j at (θ₁ᵢ, θ₂ⱼ))")
+    return axes
+
+
+def interpolation_weights(axes, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Templates (B, K) and weights (B, K) that interpolate at ``theta`` (B,) or (B, 2), K = 2 or 4.
+
+    Linear between neighbours for 1-D θ, bilinear between the four corners of
+    the grid cell for 2-D θ (``axes`` from ``grid_axes``; a 1-D tensor also works).
+    """
+    if isinstance(axes, torch.Tensor):
+        axes = (axes,)
+    if len(axes) == 1:
+        lower, upper, frac = bracket(axes[0], theta.reshape(-1))
+        return torch.stack([lower, upper], dim=1), torch.stack([1 - frac, frac], dim=1)
+    (i0, i1, f), (j0, j1, g) = (bracket(axis, theta[:, d]) for d, axis in enumerate(axes))
+    n2 = len(axes[1])
+    index = torch.stack([i0 * n2 + j0, i0 * n2 + j1, i1 * n2 + j0, i1 * n2 + j1], dim=1)
+    weight = torch.stack([(1 - f) * (1 - g), (1 - f) * g, f * (1 - g), f * g], dim=1)
+    return index, weight
+
+
+def interpolate_coords(coords: torch.Tensor, axes, theta: torch.Tensor) -> torch.Tensor:
+    """Bead coordinates (B, N, 3) at ``theta`` from templates (T, N, 3) on ``axes`` (see ``interpolation_weights``)."""
+    index, weight = interpolation_weights(axes, theta)
+    return torch.einsum("bk,bknc->bnc", weight, coords[index])
 
 
 class AtomTemplates:
-    """Gaussian-bead templates (T, N, 3) in Å at sorted θ (T,), centred on the reference's centre of mass.
+    """Gaussian-bead templates (T, N, 3) in Å at sorted θ (T,) or on a 2-D θ grid (T, 2), centred on the
+    reference's centre of mass.
 
-    Between templates the coordinates are interpolated linearly (exact along
-    a normal mode); projection is ``project_gaussians_fourier``.
+    Between templates the coordinates are interpolated linearly, bilinearly
+    on a grid (exact along normal modes); projection is ``project_gaussians_fourier``.
     """
 
     def __init__(self, coords_A, theta_A, weights, oversample: int = 2, center_A=None, device="cpu"):
@@ -224,12 +255,13 @@ class AtomTemplates:
         weights = torch.as_tensor(weights, dtype=torch.float32)
         theta_A = torch.as_tensor(theta_A, dtype=torch.float32)
         if center_A is None:
-            reference = coords[int(torch.argmin(theta_A.abs()))]
+            reference = coords[reference_index(theta_A.numpy())]
             center_A = (reference * weights[:, None]).sum(0) / weights.sum()
         self.center_A = torch.as_tensor(center_A, dtype=torch.float32)
         self.coords = (coords - self.center_A).to(self.device)
         self.weights = weights.to(self.device)
         self.theta_A = theta_A.to(self.device).contiguous()
+        self.axes = grid_axes(self.theta_A)
         self.oversample = int(oversample)
 
     @property
@@ -238,16 +270,18 @@ class AtomTemplates:
 
     def spectrum(self, theta, rotation, shift_A, box: int, pixel_size_A: float, bead_sigma_A) -> torch.Tensor:
         """rfft2 (B, box, box//2+1) of the rotated, shifted projections at θ; σ a float or (B, 1, 1)."""
-        coords = interpolate_coords(self.coords, self.theta_A, theta) @ rotation.transpose(-1, -2)
+        coords = interpolate_coords(self.coords, self.axes, theta) @ rotation.transpose(-1, -2)
         coords = torch.cat([coords[..., :2] + shift_A[:, None, :], coords[..., 2:]], dim=-1)
         return project_gaussians_fourier(coords, self.weights, bead_sigma_A, box, pixel_size_A, self.oversample)
 
 
 class VolumeTemplates:
-    """Density-map templates (T, N, N, N) in e/Å³ at sorted θ (T,); voxel N//2 of each map is the origin.
+    """Density-map templates (T, N, N, N) in e/Å³ at sorted θ (T,) or on a 2-D θ grid (T, 2); voxel N//2 of
+    each map is the origin.
 
     Each map is transformed once (``volume_spectrum``); an image at θ blends
-    the central slices of the two neighbouring maps linearly. Memory:
+    the central slices of the two neighbouring maps linearly (of the four
+    corners of its grid cell, bilinearly). Memory:
     T · M² (M/2 + 1) complex64 values, M = oversample · N.
     """
 
@@ -255,6 +289,7 @@ class VolumeTemplates:
         self.device = torch.device(device)
         volumes = torch.as_tensor(volumes_zyx, dtype=torch.float32, device=self.device)
         self.theta_A = torch.as_tensor(theta_A, dtype=torch.float32, device=self.device).contiguous()
+        self.axes = grid_axes(self.theta_A)
         self.voxel_size_A = float(voxel_size_A)
         self.oversample = int(oversample)
         self._electrons = float(volumes[0].sum()) * self.voxel_size_A**3
@@ -267,6 +302,7 @@ class VolumeTemplates:
     def spectrum(self, theta, rotation, shift_A, box: int, pixel_size_A: float, bead_sigma_A=None) -> torch.Tensor:
         """rfft2 (B, box, box//2+1) of the rotated, shifted projections at θ (the map's own blur only)."""
         s_y, s_x = fourier_frequencies(box, pixel_size_A, device=self.device)
-        sliced = slice_spectrum(self.spectra, rotation, s_y, s_x, self.voxel_size_A, *bracket(self.theta_A, theta))
+        sliced = slice_spectrum(self.spectra, rotation, s_y, s_x, self.voxel_size_A,
+                                *interpolation_weights(self.axes, theta))  # fmt: skip
         phase = shift_phase(s_y, s_x, shift_A) * centre_phase(box, self.device)
         return sliced * phase * self.voxel_size_A**3

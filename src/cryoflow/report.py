@@ -12,6 +12,8 @@ import mrcfile  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cryoflow.fileio import atomic_path  # noqa: E402
+from cryoflow.theta import columns  # noqa: E402
+from cryoflow.theta import label as theta_label  # noqa: E402
 
 
 def _save(fig, path) -> None:
@@ -34,13 +36,22 @@ def plot_loss(history: list[dict], prior_loss: float, path) -> None:
 
 
 def plot_ensemble(theta_A: np.ndarray, rmsd_A: np.ndarray, path) -> None:
-    """The templates: θ against template index, and their pairwise RMSD matrix."""
+    """The templates: θ against template index (θ₁ against θ₂ on a 2-D grid), and their pairwise RMSD matrix."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
-    axes[0].plot(np.arange(len(theta_A)), theta_A, "o-")
-    axes[0].axhline(0.0, color="0.7", lw=0.8)
-    axes[0].set_xlabel("template")
-    axes[0].set_ylabel("θ [Å]")
-    axes[0].set_title("templates ordered by θ")
+    if np.ndim(theta_A) == 1:
+        axes[0].plot(np.arange(len(theta_A)), theta_A, "o-")
+        axes[0].axhline(0.0, color="0.7", lw=0.8)
+        axes[0].set_xlabel("template")
+        axes[0].set_ylabel("θ [Å]")
+        axes[0].set_title("templates ordered by θ")
+    else:
+        axes[0].scatter(theta_A[:, 0], theta_A[:, 1], s=12)
+        if len(theta_A) <= 100:
+            for i, (t1, t2) in enumerate(theta_A):
+                axes[0].annotate(str(i), (t1, t2), fontsize=7, xytext=(2, 2), textcoords="offset points")
+        axes[0].set_xlabel("θ₁ [Å] (first mode)")
+        axes[0].set_ylabel("θ₂ [Å] (second mode)")
+        axes[0].set_title("templates on the 2-D θ grid")
     image = axes[1].imshow(rmsd_A, cmap="viridis", origin="lower")
     fig.colorbar(image, ax=axes[1], label="RMSD [Å]")
     axes[1].set_xlabel("template")
@@ -53,8 +64,12 @@ def plot_posteriors(post: dict, theta_range_A, path, truth=None, edge_threshold:
     """Histogram of posterior means, 2-D histogram of samples per particle, width vs mean.
 
     Particles with more than ``edge_threshold`` of their posterior mass at the
-    prior's edges are drawn in red in the width-vs-mean panel.
+    prior's edges are drawn in red in the width-vs-mean panel. A 2-D θ gets
+    ``plot_posteriors_2d``.
     """
+    if np.ndim(post["mean"]) == 2:
+        plot_posteriors_2d(post, theta_range_A, path, truth, edge_threshold)
+        return
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     bins = np.linspace(*theta_range_A, 41)
     axes[0].hist(post["mean"], bins=bins, color="C0", alpha=0.8, label="posterior means")
@@ -70,7 +85,7 @@ def plot_posteriors(post: dict, theta_range_A, path, truth=None, edge_threshold:
     axes[1].set_xlabel("θ [Å]")
     axes[1].set_ylabel("particle (sorted by posterior mean)")
     axes[1].set_title("posterior samples per particle")
-    edge = post["edge_mass"] > edge_threshold if "edge_mass" in post else np.zeros(len(post["mean"]), bool)
+    edge = edge_flags(post, edge_threshold)
     axes[2].scatter(post["mean"][~edge], post["std"][~edge], s=4, alpha=0.5, label="typical")
     if edge.any():
         axes[2].scatter(
@@ -79,6 +94,54 @@ def plot_posteriors(post: dict, theta_range_A, path, truth=None, edge_threshold:
     axes[2].legend()
     axes[2].set_xlabel("posterior mean θ [Å]")
     axes[2].set_ylabel("posterior σ [Å]")
+    _save(fig, path)
+
+
+def edge_flags(post: dict, edge_threshold: float) -> np.ndarray:
+    if "edge_mass" in post:
+        return post["edge_mass"] > edge_threshold
+    return np.zeros(len(post["mean"]), bool)
+
+
+def plot_posteriors_2d(post: dict, theta_range_A, path, truth=None, edge_threshold: float = 0.5, n_joint: int = 4):
+    """A 2-D θ (the paper's SI Fig. S1): posterior means on the θ plane, each coordinate's marginal
+    histogram of means against the truth, and the joint posteriors of ``n_joint`` particles."""
+    ranges = np.asarray(theta_range_A, dtype=float)
+    edges = [np.linspace(low, high, 41) for low, high in ranges]
+    fig, axes = plt.subplots(2, max(3, n_joint), figsize=(4.2 * max(3, n_joint), 8.4), squeeze=False)
+    edge = edge_flags(post, edge_threshold)
+    ax = axes[0, 0]
+    ax.hist2d(post["mean"][:, 0], post["mean"][:, 1], bins=edges, cmap="viridis")
+    if edge.any():
+        ax.scatter(*post["mean"][edge].T, s=6, color="C3", label=f"at the prior's edge ({edge.sum()})")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("posterior mean θ₁ [Å]")
+    ax.set_ylabel("posterior mean θ₂ [Å]")
+    ax.set_title("posterior means")
+    for d in range(2):
+        ax = axes[0, d + 1]
+        ax.hist(post["mean"][:, d], bins=edges[d], color="C0", alpha=0.8, label="posterior means")
+        if truth is not None:
+            ax.hist(truth[:, d], bins=edges[d], histtype="step", color="k", label="true θ")
+        ax.set_xlabel(f"θ{'₁₂'[d]} [Å]")
+        ax.set_ylabel("particles")
+        ax.legend(fontsize=8)
+    for ax in axes[0, 3:]:
+        ax.set_axis_off()
+    width = np.hypot(post["std"][:, 0], post["std"][:, 1])
+    picks = np.argsort(width)[np.linspace(0, len(width) - 1, min(n_joint, len(width))).astype(int)]
+    for col, i in enumerate(picks):
+        ax = axes[1, col]
+        coarse = [e[::2] for e in edges]  # 20 bins a side: a few hundred samples fill them
+        ax.hist2d(post["samples"][i][:, 0], post["samples"][i][:, 1], bins=coarse, cmap="magma")
+        if truth is not None:
+            ax.scatter(*truth[i], marker="x", s=60, color="cyan", label="true θ")
+            ax.legend(fontsize=8, loc="upper right")
+        ax.set_xlabel("θ₁ [Å]")
+        ax.set_ylabel("θ₂ [Å]")
+        ax.set_title(f"particle {i + 1}: σ = ({post['std'][i, 0]:.2f}, {post['std'][i, 1]:.2f}) Å", fontsize=9)
+    for ax in axes[1, len(picks) :]:
+        ax.set_axis_off()
     _save(fig, path)
 
 
@@ -155,45 +218,62 @@ def _binned_median(ax, x, y, bins, log=False):
     ax.legend()
 
 
-def plot_calibration(levels, coverage, sim: dict, pit, ks_pvalue: float, path) -> None:
-    """Held-out simulations: coverage, SBC, accuracy, and posterior width against SNR and view (Fig. 2B/C)."""
+def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path) -> None:
+    """Held-out simulations: coverage, SBC, accuracy, and posterior width against SNR and view (Fig. 2B/C).
+
+    ``coverage`` (L,) or (D, L), ``pits`` and ``ks_pvalues`` lists with one entry per θ coordinate; a
+    2-D θ draws each coordinate in its own colour.
+    """
+    coverage = np.atleast_2d(coverage)
+    n_dims = len(coverage)
+    per_dim = [{key: columns(sim[key], n_dims)[d] for key in ("theta_true", "mean", "std")} for d in range(n_dims)]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     ax = axes[0, 0]
     ax.plot([0, 1], [0, 1], color="grey", ls="--")
-    ax.plot(levels, coverage, marker="o")
+    for d in range(n_dims):
+        ax.plot(levels, coverage[d], marker="o", label=theta_label(d, n_dims))
     ax.set_xlabel("nominal credibility")
     ax.set_ylabel("empirical coverage")
     ax.set_title("expected coverage")
     ax = axes[0, 1]
     bins = 20
-    counts, _, _ = ax.hist(pit, bins=bins, range=(0, 1), color="C0")
-    expected = len(pit) / bins
+    ax.hist(pits, bins=bins, range=(0, 1), color=[f"C{d}" for d in range(n_dims)],
+            label=[theta_label(d, n_dims) for d in range(n_dims)])  # fmt: skip
+    expected = len(pits[0]) / bins
     band = 2.58 * np.sqrt(expected * (1 - 1 / bins))  # 99 % band of a uniform histogram's counts
     ax.axhspan(expected - band, expected + band, color="grey", alpha=0.3)
     ax.set_xlabel("SBC rank / (L + 1)")
     ax.set_ylabel("simulations")
-    ax.set_title(f"SBC ranks, KS p = {ks_pvalue:.3g}")
+    ax.set_title("SBC ranks, KS p = " + ", ".join(f"{p:.3g}" for p in ks_pvalues))
     ax = axes[0, 2]
-    ax.errorbar(sim["theta_true"], sim["mean"], yerr=sim["std"], fmt=".", alpha=0.3)
-    lims = [sim["theta_true"].min(), sim["theta_true"].max()]
+    for d, values in enumerate(per_dim):
+        ax.errorbar(values["theta_true"], values["mean"], yerr=values["std"], fmt=".", alpha=0.3,
+                    label=theta_label(d, n_dims))  # fmt: skip
+    lims = [min(v["theta_true"].min() for v in per_dim), max(v["theta_true"].max() for v in per_dim)]
     ax.plot(lims, lims, color="k")
     ax.set_xlabel("true θ [Å]")
     ax.set_ylabel("posterior mean ± σ [Å]")
+    width = np.sqrt(sum(v["std"] ** 2 for v in per_dim))  # for a 2-D θ, the two widths combined
+    width_label = "posterior σ [Å]" if n_dims == 1 else "posterior σ, √(σ₁² + σ₂²) [Å]"
+    error = np.sqrt(sum((v["mean"] - v["theta_true"]) ** 2 for v in per_dim))
+    if n_dims > 1:
+        for ax in (axes[0, 0], axes[0, 1], axes[0, 2]):
+            ax.legend()
     ax = axes[1, 0]
-    ax.scatter(sim["snr"], sim["std"], s=4, alpha=0.4)
-    _binned_median(ax, sim["snr"], sim["std"], 8, log=True)
+    ax.scatter(sim["snr"], width, s=4, alpha=0.4)
+    _binned_median(ax, sim["snr"], width, 8, log=True)
     ax.set_xscale("log")
     ax.set_xlabel("SNR")
-    ax.set_ylabel("posterior σ [Å]")
+    ax.set_ylabel(width_label)
     if "view_angle_deg" in sim:
-        for ax, values, label in (
-            (axes[1, 1], sim["std"], "posterior σ [Å]"),
-            (axes[1, 2], np.abs(sim["mean"] - sim["theta_true"]), "|mean − truth| [Å]"),
+        for ax, values, text in (
+            (axes[1, 1], width, width_label),
+            (axes[1, 2], error, "|mean − truth| [Å]"),
         ):
             ax.scatter(sim["view_angle_deg"], values, s=4, alpha=0.4)
             _binned_median(ax, sim["view_angle_deg"], values, 9)
             ax.set_xlabel("angle between beam and direction of motion [°]")
-            ax.set_ylabel(label)
+            ax.set_ylabel(text)
     _save(fig, path)
 
 
@@ -205,9 +285,15 @@ def plot_examples(images, post: dict, indices, path) -> None:
         axes[0, col].imshow(images[col], cmap="gray")
         axes[0, col].set_axis_off()
         axes[0, col].set_title(f"particle {i + 1}")
-        axes[1, col].hist(post["samples"][i], bins=30, color="C0")
-        axes[1, col].set_xlabel("θ [Å]")
-        axes[1, col].set_yticks([])
+        samples = post["samples"][i]
+        if samples.ndim == 1:
+            axes[1, col].hist(samples, bins=30, color="C0")
+            axes[1, col].set_xlabel("θ [Å]")
+            axes[1, col].set_yticks([])
+        else:
+            axes[1, col].hist2d(samples[:, 0], samples[:, 1], bins=25, cmap="magma")
+            axes[1, col].set_xlabel("θ₁ [Å]")
+            axes[1, col].set_ylabel("θ₂ [Å]")
     _save(fig, path)
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from cryoflow.ctf import ctf, fourier_frequencies
+from cryoflow.theta import bounds
 
 
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -130,8 +131,9 @@ def noise_filter(
 
 @dataclass
 class Priors:
-    """Prior ranges of the nuisance parameters (all ranges inclusive, units in the names).
+    """Prior ranges of θ and the nuisance parameters (all ranges inclusive, units in the names).
 
+    ``theta_range_A`` is [low, high], or two such pairs for a 2-D θ (``cryoflow.theta``).
     ``pose_max_angle_deg``: ``None`` for uniform rotations on SO(3), 0 for the
     template's own orientation, otherwise rotations within that angle of it.
     ``bead_sigma_range_A`` (atomic templates) is drawn uniformly per image.
@@ -183,8 +185,13 @@ class Simulator:
         }
 
     def sample_theta(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        low, high = self.priors.theta_range_A
-        return _uniform(n, low, high, generator, self.device)
+        """θ uniform on the prior range: (n,) for 1-D θ, (n, 2) for a 2-D range."""
+        ranges = bounds(self.priors.theta_range_A)
+        if len(ranges) == 1:
+            return _uniform(n, float(ranges[0, 0]), float(ranges[0, 1]), generator, self.device)
+        low = torch.as_tensor(ranges[:, 0], dtype=torch.float32, device=self.device)
+        high = torch.as_tensor(ranges[:, 1], dtype=torch.float32, device=self.device)
+        return low + (high - low) * torch.rand(n, len(ranges), generator=generator, device=self.device)
 
     def sample_rotations(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.priors.pose_max_angle_deg is None:
@@ -247,7 +254,7 @@ class Simulator:
         return torch.fft.irfft2(torch.fft.rfft2(white) * self.noise_filter, s=(self.box, self.box))
 
     def simulate(self, theta: torch.Tensor, generator: torch.Generator | None = None, nuisance=None):
-        """Normalized noisy images (B, box, box) for conformations ``theta`` (B,) in Å."""
+        """Normalized noisy images (B, box, box) for conformations ``theta`` (B,) or (B, 2) in Å."""
         if nuisance is None:
             nuisance = self.sample_nuisance(len(theta), generator)
         images = self.noiseless(theta, nuisance)
@@ -255,6 +262,6 @@ class Simulator:
         return normalize(images)
 
     def sample(self, n: int, generator: torch.Generator | None = None):
-        """``n`` joint draws: θ (n,) and images (n, box, box)."""
+        """``n`` joint draws: θ (n,) or (n, 2) and images (n, box, box)."""
         theta = self.sample_theta(n, generator)
         return theta, self.simulate(theta, generator)

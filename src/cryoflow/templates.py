@@ -1,10 +1,11 @@
-"""Conformational ensembles ordered along a 1-D coordinate θ (in Å).
+"""Conformational ensembles ordered along a coordinate θ (in Å), 1-D or on a 2-D grid.
 
 Normal modes: θ = γ·RMSD(template, reference) after optimal superposition,
 with γ = -1 on the side of the first chosen normal mode and γ = +1 on the
 side of the second; the reference sits at θ = 0. User ensembles (PDB files
 or a trajectory): θ = RMSD to the reference, or values the user gives, and
-templates evenly spaced in θ.
+templates evenly spaced in θ. On a 2-D grid (``normal_mode_grid``) two
+modes move the reference jointly and θ = (θ₁, θ₂), one signed RMSD per mode.
 """
 
 from __future__ import annotations
@@ -110,15 +111,18 @@ class Ensemble:
     displacement_A: np.ndarray  # RMSD of the applied displacement before superposition
 
     def table_rows(self) -> list[dict]:
-        return [
-            {
-                "template": i,
-                "mode": int(self.mode[i]),
-                "displacement_A": round(float(self.displacement_A[i]), 4),
-                "theta_A": round(float(self.theta_A[i]), 4),
-            }
-            for i in range(len(self.theta_A))
-        ]
+        """One row per template: index, mode and θ (``theta_A``), or θ₁ and θ₂ (``theta1_A``, ``theta2_A``) on a
+        2-D grid, and the displacement."""
+        rows = []
+        for i, theta in enumerate(self.theta_A):
+            row = {"template": i} if np.ndim(theta) else {"template": i, "mode": int(self.mode[i])}
+            row["displacement_A"] = round(float(self.displacement_A[i]), 4)
+            if np.ndim(theta) == 0:
+                row["theta_A"] = round(float(theta), 4)
+            else:
+                row.update({f"theta{d + 1}_A": round(float(t), 4) for d, t in enumerate(theta)})
+            rows.append(row)
+        return rows
 
 
 def template_amplitudes(n_templates: int, max_rmsd_A: float) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +143,28 @@ def template_amplitudes(n_templates: int, max_rmsd_A: float) -> tuple[np.ndarray
     return amplitudes, sides
 
 
+def atom_modes(atoms: prody.AtomGroup, n_modes: int, cutoff_A: float, spring_constant: float) -> np.ndarray:
+    """The lowest ``n_modes`` ANM modes (n_modes, N, 3) for every atom: built on CA, other atoms follow their CA."""
+    ref = atoms.getCoords().astype(np.float64)
+    is_ca = atoms.getNames() == "CA"
+    if is_ca.sum() < 3:
+        raise InputError("structure: fewer than 3 CA atoms, cannot build a normal-mode model")
+    ca_vectors = anm_modes(ref[is_ca], n_modes, cutoff_A, spring_constant)
+    if is_ca.all():
+        return ca_vectors
+    residue_keys = list(zip(atoms.getChids(), atoms.getResnums(), atoms.getIcodes()))
+    ca_index = {key: i for i, key in enumerate(k for k, ca in zip(residue_keys, is_ca) if ca)}
+    missing = [key for key in residue_keys if key not in ca_index]
+    if missing:
+        raise InputError(f"structure: residue {missing[0]} has no CA atom; select beads: CA")
+    return extend_to_atoms(ca_vectors, np.array([ca_index[k] for k in residue_keys]))
+
+
+def check_modes(modes) -> None:
+    if len(modes) != 2 or min(modes) < 1:
+        raise InputError(f"templates.nma.modes must be two 1-based mode numbers, got {list(modes)}")
+
+
 def normal_mode_ensemble(
     atoms: prody.AtomGroup,
     n_templates: int,
@@ -153,22 +179,9 @@ def normal_mode_ensemble(
     used for the negative side (γ = -1), the second for the positive side.
     The ANM is built on CA atoms; other atoms follow their residue's CA.
     """
-    if len(modes) != 2 or min(modes) < 1:
-        raise InputError(f"templates.nma.modes must be two 1-based mode numbers, got {list(modes)}")
+    check_modes(modes)
     ref = atoms.getCoords().astype(np.float64)
-    is_ca = atoms.getNames() == "CA"
-    if is_ca.sum() < 3:
-        raise InputError("structure: fewer than 3 CA atoms, cannot build a normal-mode model")
-    ca_vectors = anm_modes(ref[is_ca], max(modes), cutoff_A, spring_constant)
-    if is_ca.all():
-        vectors = ca_vectors
-    else:
-        residue_keys = list(zip(atoms.getChids(), atoms.getResnums(), atoms.getIcodes()))
-        ca_index = {key: i for i, key in enumerate(k for k, ca in zip(residue_keys, is_ca) if ca)}
-        missing = [key for key in residue_keys if key not in ca_index]
-        if missing:
-            raise InputError(f"structure: residue {missing[0]} has no CA atom; select beads: CA")
-        vectors = extend_to_atoms(ca_vectors, np.array([ca_index[k] for k in residue_keys]))
+    vectors = atom_modes(atoms, max(modes), cutoff_A, spring_constant)
     amplitudes, sides = template_amplitudes(n_templates, max_rmsd_A)
     n_atoms = len(ref)
     coords, theta, mode_of = [], [], []
@@ -183,6 +196,41 @@ def normal_mode_ensemble(
         theta_A=np.asarray(theta),
         mode=np.asarray(mode_of, dtype=int),
         displacement_A=amplitudes,
+    )
+
+
+def normal_mode_grid(
+    atoms: prody.AtomGroup,
+    n_per_axis: int,
+    modes: tuple[int, int],
+    max_rmsd_A: float,
+    cutoff_A: float = 15.0,
+    spring_constant: float = 1.0,
+) -> Ensemble:
+    """Two ANM modes varied jointly: a grid of n_per_axis² templates at θ = (θ₁, θ₂) in Å.
+
+    θ_k = γ·RMSD to the reference of the reference moved along mode k alone
+    (γ the sign of the amplitude), so each axis is the 1-D coordinate of its
+    mode; template (i, j), row-major, is the reference moved by amplitude i
+    along the first mode and j along the second. Its ``displacement_A`` is
+    its own RMSD to the reference; ``mode`` is 0 throughout.
+    """
+    check_modes(modes)
+    if modes[0] == modes[1]:
+        raise InputError(f"templates.nma.modes must be two different modes for a 2-D θ, got {list(modes)}")
+    ref = atoms.getCoords().astype(np.float64)
+    vectors = atom_modes(atoms, max(modes), cutoff_A, spring_constant)
+    amplitudes, sides = template_amplitudes(n_per_axis, max_rmsd_A)
+    signed = sides * amplitudes * np.sqrt(len(ref))
+    moves = [signed[:, None, None] * vectors[mode - 1] for mode in modes]  # (n, N, 3) per axis
+    axes = [sides * np.array([kabsch_rmsd(ref + move, ref) for move in along]) for along in moves]
+    coords = (ref + moves[0][:, None] + moves[1][None, :]).reshape(-1, *ref.shape)
+    t1, t2 = np.meshgrid(*axes, indexing="ij")
+    return Ensemble(
+        coords=coords,
+        theta_A=np.stack([t1.ravel(), t2.ravel()], axis=1),
+        mode=np.zeros(len(coords), dtype=int),
+        displacement_A=np.array([kabsch_rmsd(xyz, ref) for xyz in coords]),
     )
 
 

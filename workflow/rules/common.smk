@@ -56,6 +56,20 @@ def check_config(cfg):
                 raise ConfigError(
                     f"templates.ensemble.pdb_files: no file matches {pattern!r}"
                 )
+    if cfg["templates"]["theta_dims"] == 2:
+        if cfg["templates"]["method"] != "nma":
+            raise ConfigError(
+                "templates.theta_dims: 2 needs templates.method nma (two modes on a grid)"
+            )
+    if cfg["demo"]["enabled"]:
+        two_d = cfg["templates"]["theta_dims"] == 2
+        for i, state in enumerate(cfg["demo"]["populations"]):
+            if isinstance(state["theta_A"], list) != two_d:
+                raise ConfigError(
+                    f"demo.populations.{i}.theta_A: give "
+                    + ("[θ1, θ2]" if two_d else "one number")
+                    + f" when templates.theta_dims is {cfg['templates']['theta_dims']}"
+                )
     vol = cfg["volumes"]
     vol.setdefault("voxel_size_A", cfg["image"]["pixel_size_A"])
     vol.setdefault("box_vox", cfg["image"]["box_px"])
@@ -78,7 +92,8 @@ NAME = config["name"]
 RESULTS = f"results/{NAME}"
 LOGS = f"logs/{NAME}"
 BENCH = f"benchmarks/{NAME}"
-N_TEMPLATES = config["templates"]["n_templates"]
+# a 2-D θ grid has n_templates per axis
+N_TEMPLATES = config["templates"]["n_templates"] ** config["templates"]["theta_dims"]
 TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
 
 
