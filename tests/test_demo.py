@@ -1,9 +1,11 @@
 import mrcfile
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from cryoflow import demo, particles, preprocess
+from cryoflow import theta as theta_module
 from cryoflow.projection import AtomTemplates
 from cryoflow.simulator import Priors, Simulator
 
@@ -54,3 +56,19 @@ def test_demo_noise_is_coloured():
     noise = demo.coloured_noise(200, 64, 1.0, strength=4.0, corner_A=20.0, generator=torch.Generator().manual_seed(0))
     power = preprocess.radial_power(noise.numpy())
     assert power[2] / power[30] > 3.0
+
+
+def test_2d_mixture_and_its_truth_columns():
+    pops = [{"theta_A": [-3.0, 1.0], "sd_A": 0.3, "weight": 0.6}, {"theta_A": [2.0, -1.5], "sd_A": 0.3, "weight": 0.4}]
+    theta, component = demo.sample_mixture(4000, pops, [[-4.0, 4.0], [-2.0, 2.0]], np.random.default_rng(2))
+    assert theta.shape == (4000, 2) and (component == 0).mean() == pytest.approx(0.6, abs=0.03)
+    np.testing.assert_allclose(theta[component == 0].mean(axis=0), [-3.0, 1.0], atol=0.03)
+    np.testing.assert_allclose(theta[component == 1].std(axis=0), [0.3, 0.3], rtol=0.1)
+    assert theta[:, 1].min() >= -2.0  # clipped to the prior box
+    table = pd.DataFrame(theta_module.true_theta_columns(theta))
+    assert list(table) == ["cryoflowTrueTheta1Angst", "cryoflowTrueTheta2Angst"]
+    np.testing.assert_array_equal(theta_module.true_theta(table), theta)
+    one, _ = demo.sample_mixture(
+        10, [{"theta_A": 1.0, "sd_A": 0.1, "weight": 1}], [-4.0, 4.0], np.random.default_rng(2)
+    )
+    assert one.shape == (10,) and theta_module.true_theta(pd.DataFrame({"cryoflowTrueThetaAngst": one})).shape == (10,)

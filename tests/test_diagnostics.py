@@ -138,3 +138,27 @@ def test_distinct_points_cover_every_cluster():
     points = np.concatenate([c + rng.normal(scale=0.5, size=(50, 2)) for c in centres])
     chosen = distinct_points(points, 4)
     assert sorted(chosen // 50) == [0, 1, 2, 3]
+
+
+def test_summary_of_a_2d_posterior_reports_each_coordinate():
+    """θ₁ calibrated, θ₂ overconfident: the per-coordinate numbers and the top-level worst case say so."""
+    rng = np.random.default_rng(8)
+
+    def fake_posterior(truth, width):
+        mean = truth + rng.normal(size=truth.shape) * 0.5
+        samples = mean[:, None, :] + rng.normal(size=(len(truth), 300, 2)) * width
+        q05, q95 = np.quantile(samples, [0.05, 0.95], axis=1)
+        return {"mean": mean, "samples": samples, "q05": q05, "q95": q95, "latent": rng.normal(size=(len(truth), 4))}
+
+    truth_sim, truth_exp = rng.uniform(-5, 5, (800, 2)), rng.uniform(-5, 5, (300, 2))
+    width = np.array([0.5, 0.15])
+    sim = fake_posterior(truth_sim, width) | {"theta_true": truth_sim}
+    summary, coverage = diagnostics.summarize(fake_posterior(truth_exp, width), sim, truth_exp, 50, 300, seed=1)
+    validation = summary["validation"]
+    assert coverage.shape == (2, len(diagnostics.CREDIBILITY_LEVELS))
+    assert validation["coverage_error_max_theta1"] < 0.06 and validation["coverage_error_max_theta2"] > 0.3
+    assert validation["sbc_ks_pvalue_theta1"] > 0.01 and validation["sbc_ks_pvalue_theta2"] < 1e-6
+    assert summary["coverage_error_max"] == validation["coverage_error_max_theta2"]
+    assert summary["sbc_ks_pvalue"] == validation["sbc_ks_pvalue_theta2"]
+    assert summary["pearson_r_theta1"] > 0.95 and summary["coverage_90_theta2"] < 0.6
+    assert "pearson_r" not in summary

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cryoflow.inference import summarize_grid_posterior, theta_grid
+from cryoflow.inference import (
+    STAR_COLUMNS,
+    posterior_grid,
+    star_columns,
+    summarize_grid_posterior,
+    summarize_grid_posterior_2d,
+    theta_grid,
+)
 
 
 def test_grid_summaries_of_a_gaussian_are_exact():
@@ -97,3 +104,36 @@ def test_edge_mass_flags_posteriors_piled_at_the_prior_edges():
     assert out["edge_mass"][0] < 1e-6  # narrow, in the middle
     assert out["edge_mass"][1] > 0.95 and out["edge_mass"][2] > 0.95  # piled at either edge
     assert 0.05 < out["edge_mass"][3] < 0.5  # broad: some mass at the edges, not atypical
+
+
+def test_2d_grid_summaries_are_the_marginals_and_samples_are_joint():
+    """A correlated 2-D Gaussian on the grid: marginal mean, σ, quantiles exact; joint samples keep the correlation."""
+    axes, points = posterior_grid([[-10.0, 10.0], [-8.0, 8.0]], 16, 200)
+    assert points.shape == (200 * 200, 2)
+    mu, sigma, rho = np.array([-2.0, 1.5]), np.array([1.0, 2.0]), 0.6
+    z = (points - mu) / sigma
+    log_density = -0.5 * (z[:, 0] ** 2 - 2 * rho * z[:, 0] * z[:, 1] + z[:, 1] ** 2) / (1 - rho**2)
+    out = summarize_grid_posterior_2d(log_density[None], axes, 20000, np.random.default_rng(0))
+    np.testing.assert_allclose(out["mean"][0], mu, atol=0.01)
+    np.testing.assert_allclose(out["std"][0], sigma, rtol=0.01)
+    np.testing.assert_allclose(out["q05"][0], mu + sigma * stats.norm.ppf(0.05), atol=0.03)
+    np.testing.assert_allclose(out["q95"][0], mu + sigma * stats.norm.ppf(0.95), atol=0.03)
+    np.testing.assert_allclose(out["map"][0], mu, atol=0.1)
+    samples = out["samples"][0]
+    assert samples.shape == (20000, 2)
+    assert np.corrcoef(samples.T)[0, 1] == pytest.approx(rho, abs=0.02)
+    for d in range(2):
+        assert stats.kstest(samples[:, d], "norm", args=(mu[d], sigma[d])).pvalue > 0.01
+    assert out["edge_mass"][0] < 0.01
+    corner = np.where((points[:, 0] > 9.5) & (points[:, 1] < -7.5), 0.0, -50.0)  # all mass in one corner
+    assert summarize_grid_posterior_2d(corner[None], axes, 10, np.random.default_rng(0))["edge_mass"][0] > 0.99
+
+
+def test_star_columns_per_coordinate():
+    one = {key: np.zeros(3) for key in STAR_COLUMNS.values()}
+    assert list(star_columns(one, 1)) == list(STAR_COLUMNS)
+    two = {key: np.zeros((3, 2)) for key in STAR_COLUMNS.values()} | {"edge_mass": np.zeros(3)}
+    columns = star_columns(two, 2)
+    assert "cryoflowTheta1MeanAngst" in columns and "cryoflowTheta2Q95Angst" in columns
+    assert "cryoflowThetaEdgeMass" in columns and "cryoflowThetaMeanAngst" not in columns
+    assert len(columns) == 2 * (len(STAR_COLUMNS) - 1) + 1

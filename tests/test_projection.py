@@ -9,7 +9,9 @@ from cryoflow.ctf import fourier_frequencies
 from cryoflow.projection import (
     AtomTemplates,
     VolumeTemplates,
+    grid_axes,
     interpolate_coords,
+    interpolation_weights,
     project_gaussians_exact,
     project_gaussians_fourier,
     project_volume_fourier,
@@ -124,3 +126,45 @@ def test_volume_templates_blend_neighbouring_maps():
         return templates.spectrum(torch.tensor([t]), rotation, no_shift, 16, 2.0)
 
     assert torch.allclose(spectrum(1.0), 0.5 * (spectrum(0.0) + spectrum(2.0)), atol=1e-3)
+
+
+def test_bilinear_weights_on_a_2d_grid():
+    axes = (torch.tensor([-2.0, 0.0, 2.0]), torch.tensor([-1.0, 1.0]))
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
+    assert [len(a) for a in grid_axes(grid)] == [3, 2]
+    index, weight = interpolation_weights(axes, grid)  # at the nodes: all weight on the node itself
+    picked = torch.gather(index, 1, weight.argmax(dim=1, keepdim=True))[:, 0]
+    assert picked.tolist() == list(range(6)) and torch.allclose(weight.max(dim=1).values, torch.ones(6))
+    index, weight = interpolation_weights(axes, torch.tensor([[1.0, 0.0], [-1.5, 0.5]]))
+    assert sorted(index[0].tolist()) == [2, 3, 4, 5] and torch.allclose(weight[0], torch.full((4,), 0.25))
+    assert torch.allclose(weight.sum(dim=1), torch.ones(2))
+    with pytest.raises(ValueError, match="row-major grid"):
+        grid_axes(grid[[1, 0, 2, 3, 4, 5]])  # column-major or shuffled templates
+
+
+def test_atom_templates_on_a_2d_grid_interpolate_linear_motion_exactly():
+    """Templates that move linearly with θ₁ and θ₂: bilinear interpolation reproduces them anywhere."""
+    g = torch.Generator().manual_seed(21)
+    base, u, v = (torch.randn(30, 3, generator=g) for _ in range(3))
+    axes = (torch.linspace(-4.0, 4.0, 5), torch.linspace(-3.0, 3.0, 4))
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
+    coords = base + grid[:, 0, None, None] * u + grid[:, 1, None, None] * v
+    templates = AtomTemplates(coords, grid, torch.ones(30), center_A=torch.zeros(3))
+    theta = torch.tensor([[0.3, -2.2], [-3.9, 2.9], [1.7, 0.1]])
+    expected = base + theta[:, 0, None, None] * u + theta[:, 1, None, None] * v
+    torch.testing.assert_close(interpolate_coords(templates.coords, templates.axes, theta), expected)
+
+
+def test_volume_templates_on_a_2d_grid_blend_the_four_corners():
+    g = torch.Generator().manual_seed(22)
+    maps = torch.rand(4, 16, 16, 16, generator=g)
+    grid = torch.tensor([[0.0, 0.0], [0.0, 2.0], [1.0, 0.0], [1.0, 2.0]])
+    templates = VolumeTemplates(maps, grid, 2.0, oversample=2)
+    rotation, no_shift = uniform_rotations(1, g), torch.zeros(1, 2)
+
+    def spectrum(t1, t2):
+        return templates.spectrum(torch.tensor([[t1, t2]]), rotation, no_shift, 16, 2.0)
+
+    corners = [spectrum(0.0, 0.0), spectrum(0.0, 2.0), spectrum(1.0, 0.0), spectrum(1.0, 2.0)]
+    assert torch.allclose(spectrum(0.5, 1.0), sum(corners) / 4, atol=1e-3)
+    assert torch.allclose(spectrum(0.25, 2.0), 0.75 * corners[1] + 0.25 * corners[3], atol=1e-3)

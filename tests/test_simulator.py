@@ -126,3 +126,20 @@ def test_optics_groups_drawn_by_weight(small_simulator):
     assert nuisance["phase_shift_deg"].min() >= 20.0 and nuisance["phase_shift_deg"].max() <= 90.0
     images = sim.simulate(torch.zeros(16), torch.Generator().manual_seed(23))
     assert torch.isfinite(images).all()
+
+
+def test_2d_theta_is_uniform_on_the_prior_box_and_simulates_grid_templates():
+    base = torch.randn(50, 3, generator=torch.Generator().manual_seed(5)) * 10
+    grid = torch.stack(torch.meshgrid(torch.tensor([-4.0, 1.0, 6.0]), torch.tensor([-1.0, 1.0]), indexing="ij"), -1)
+    grid = grid.reshape(-1, 2)
+    coords = torch.stack([base * (1 + 0.03 * t1) + torch.tensor([0.0, 0.0, 2.0 * t2]) for t1, t2 in grid])
+    priors = Priors(theta_range_A=[[-4.0, 6.0], [-1.0, 1.0]], mask_radius_A=30.0)
+    sim = Simulator(AtomTemplates(coords, grid, torch.ones(50)), 32, 2.0, priors)
+    theta_few, images = sim.sample(8, torch.Generator().manual_seed(3))
+    assert theta_few.shape == (8, 2) and images.shape == (8, 32, 32)
+    torch.testing.assert_close(images.mean(dim=(1, 2)), torch.zeros(8), atol=1e-5, rtol=0)
+    theta = sim.sample_theta(20000, torch.Generator().manual_seed(4)).numpy()
+    assert theta.shape == (20000, 2)
+    assert theta[:, 0].min() >= -4.0 and theta[:, 0].max() <= 6.0 and np.abs(theta[:, 1]).max() <= 1.0
+    np.testing.assert_allclose(theta.mean(axis=0), [1.0, 0.0], atol=0.05)
+    assert abs(np.corrcoef(theta.T)[0, 1]) < 0.03

@@ -170,3 +170,27 @@ def test_sparse_path_builds_the_same_ensemble(adk_ca, monkeypatch):
     sparse = templates.normal_mode_ensemble(adk_ca, 5, (1, 2), 4.0)
     np.testing.assert_allclose(sparse.theta_A, dense.theta_A, atol=1e-6)
     np.testing.assert_allclose(sparse.coords, dense.coords, atol=1e-4)
+
+
+def test_two_modes_on_a_grid(adk_ca):
+    """θ = (θ₁, θ₂): template (i, j) moves the reference along both modes; each axis is a 1-D mode coordinate."""
+    grid = templates.normal_mode_grid(adk_ca, 5, (1, 2), 4.0)
+    assert grid.coords.shape == (25, 214, 3) and grid.theta_A.shape == (25, 2)
+    t1, t2 = grid.theta_A.reshape(5, 5, 2).transpose(2, 0, 1)
+    assert np.all(t1 == t1[:, :1]) and np.all(t2 == t2[:1, :])  # row-major: θ₁ by row, θ₂ by column
+    np.testing.assert_allclose(t1[:, 0], [-4.0, -2.0, 0.0, 2.0, 4.0], rtol=0.01)
+    ref = adk_ca.getCoords()
+    np.testing.assert_allclose(grid.coords[12], ref)  # the centre of the grid is the reference
+    for k, theta in enumerate(grid.theta_A):
+        if theta[1] == 0.0:  # along the first mode alone: |θ₁| is the RMSD to the reference
+            assert templates.kabsch_rmsd(grid.coords[k], ref) == pytest.approx(abs(theta[0]), abs=1e-6)
+    # orthogonal modes: displacements add in quadrature, RMSD² = θ₁² + θ₂²
+    np.testing.assert_allclose(
+        grid.displacement_A, np.hypot(grid.theta_A[:, 0], grid.theta_A[:, 1]), rtol=0.02, atol=1e-6
+    )
+    # the corner (+4, +4) Å (index 4·5 + 4) is the sum of the moves to (+4, 0) (index 22) and (0, +4) (index 14)
+    np.testing.assert_allclose(grid.coords[24] - ref, (grid.coords[22] - ref) + (grid.coords[14] - ref), atol=1e-9)
+    rows = grid.table_rows()
+    assert list(rows[0]) == ["template", "displacement_A", "theta1_A", "theta2_A"]
+    with pytest.raises(InputError, match="two different modes"):
+        templates.normal_mode_grid(adk_ca, 3, (2, 2), 4.0)

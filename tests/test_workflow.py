@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+import pandas as pd
 import pytest
 import starfile
 import yaml
@@ -59,6 +60,12 @@ def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
             "templates.ensemble.pdb_files: no file matches '/none/*.pdb'",
         ),
         ({"particles.shards": 0}, "particles.shards: 0 is less than the minimum of 1"),
+        ({"templates.theta_dims": 3}, "templates.theta_dims: 3 is not one of [1, 2]"),
+        ({"templates.theta_dims": 2}, "demo.populations.0.theta_A: give [θ1, θ2] when templates.theta_dims is 2"),
+        (
+            {"templates.theta_dims": 2, "templates.method": "md"},
+            "templates.theta_dims: 2 needs templates.method nma",
+        ),
     ],
 )
 def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, change, message):
@@ -120,6 +127,38 @@ def test_tiny_end_to_end_outputs(tiny_run):
         name = f"{stage}/shard001" if stage in SHARDED else stage
         assert (workdir / "logs" / "tiny" / f"{name}.log").stat().st_size > 0, stage
         assert (workdir / "benchmarks" / "tiny" / f"{name}.tsv").is_file(), stage
+
+
+@pytest.mark.slow
+def test_tiny_2d_theta_end_to_end(tmp_path):
+    """Two modes on a 5 × 5 template grid: every stage runs and writes θ₁ and θ₂ where 1-D writes θ."""
+    populations = [
+        {"theta_A": [-3.5, -2.0], "sd_A": 0.4, "weight": 0.7},
+        {"theta_A": [3.0, 2.5], "sd_A": 0.4, "weight": 0.3},
+    ]
+    changes = {"templates.theta_dims": 2, "demo.populations": populations, "inference.grid_points_2d": 16}
+    result = snakemake(tmp_path, write_config(tmp_path, **changes), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    results = tmp_path / "results" / "tiny"
+    table = pd.read_csv(results / "templates" / "theta.tsv", sep="\t")
+    assert list(table.columns) == ["template", "displacement_A", "theta1_A", "theta2_A"] and len(table) == 25
+    assert len(list((results / "volumes").glob("template_*.mrc"))) == 25
+    card = json.loads((results / "model" / "card.json").read_text())
+    assert np.array(card["architecture"]["theta_range_A"]).shape == (2, 2)
+    blocks = starfile.read(results / "inference" / "posterior.star", always_dict=True)
+    particles = blocks["particles"]
+    assert "cryoflowThetaMeanAngst" not in particles and "cryoflowThetaEdgeMass" in particles
+    for d in (1, 2):
+        assert {f"cryoflowTrueTheta{d}Angst", f"cryoflowTheta{d}StdAngst"} <= set(particles.columns)
+        assert (particles[f"cryoflowTheta{d}Q05Angst"] <= particles[f"cryoflowTheta{d}Q95Angst"]).all()
+    post = np.load(results / "inference" / "posterior.npz")
+    assert post["mean"].shape == (96, 2) and post["samples"].shape == (96, 50, 2)
+    np.testing.assert_allclose(post["mean"][:, 1], particles["cryoflowTheta2MeanAngst"], atol=1e-5)
+    summary = json.loads((results / "report" / "summary.json").read_text())
+    for key in ("pearson_r_theta1", "coverage_90_theta2", "coverage_error_max", "sbc_ks_pvalue", "mmd2"):
+        assert key in summary
+    assert summary["validation"]["sbc_ks_pvalue_theta2"] >= summary["sbc_ks_pvalue"]
+    assert (results / "report" / "posterior_histograms.png").stat().st_size > 0
 
 
 @pytest.mark.slow
