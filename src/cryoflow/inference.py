@@ -118,7 +118,7 @@ def posterior_stream(
     seed: int = 0,
     device="cpu",
     label: str = "infer",
-    grid_points_2d: int = 64,
+    grid_points_2d: int = 32,
 ):
     """Yield posterior summaries and latents batch by batch for the images of ``image_batches``.
 

@@ -108,7 +108,8 @@ def plot_posteriors_2d(post: dict, theta_range_A, path, truth=None, edge_thresho
     histogram of means against the truth, and the joint posteriors of ``n_joint`` particles."""
     ranges = np.asarray(theta_range_A, dtype=float)
     edges = [np.linspace(low, high, 41) for low, high in ranges]
-    fig, axes = plt.subplots(2, max(3, n_joint), figsize=(4.2 * max(3, n_joint), 8.4), squeeze=False)
+    fig, axes = plt.subplots(2, max(3, n_joint), figsize=(4.2 * max(3, n_joint), 8.8), squeeze=False)
+    fig.subplots_adjust(hspace=0.35, wspace=0.3)
     edge = edge_flags(post, edge_threshold)
     ax = axes[0, 0]
     ax.hist2d(post["mean"][:, 0], post["mean"][:, 1], bins=edges, cmap="viridis")
