@@ -137,3 +137,16 @@ def test_star_columns_per_coordinate():
     assert "cryoflowTheta1MeanAngst" in columns and "cryoflowTheta2Q95Angst" in columns
     assert "cryoflowThetaEdgeMass" in columns and "cryoflowThetaMeanAngst" not in columns
     assert len(columns) == 2 * (len(STAR_COLUMNS) - 1) + 1
+
+
+@pytest.mark.parametrize("sigma", [0.6, 1.0, 2.0])
+def test_default_2d_grid_is_fine_enough_for_posteriors_a_few_cells_wide(sigma):
+    """32² cells over 18 Å (0.56 Å cells) against 256²: means and σ within 0.001 Å, quantiles within 0.06 Å."""
+    mu, scale = np.array([-2.3, 4.1]), np.array([sigma, 1.7 * sigma])
+    out = {}
+    for cells in (32, 256):
+        axes, points = posterior_grid([[-9.0, 9.0], [-9.0, 9.0]], 512, cells)
+        log_density = -0.5 * np.sum(((points - mu) / scale) ** 2, axis=1)
+        out[cells] = summarize_grid_posterior_2d(log_density[None], axes, 10, np.random.default_rng(0))
+    for key, tolerance in (("mean", 1e-3), ("std", 1e-3), ("q05", 0.06), ("q50", 0.06), ("q95", 0.06)):
+        np.testing.assert_allclose(out[32][key], out[256][key], atol=tolerance, err_msg=key)
