@@ -44,5 +44,6 @@ with NpzWriter(snakemake.output.npz) as writer:
 for column, values in columns.items():
     table[column] = np.concatenate(values)
 particles.write_star(snakemake.output.star, blocks, particles.star_version(snakemake.input.star))
-log.info("%d particles in %.1f s (%.0f particles/s on %s); columns %s", len(table), seconds, len(table) / seconds,
-         device, ", ".join(columns))  # fmt: skip
+widths = {column: round(float(table[column].median()), 2) for column in columns if column.endswith("StdAngst")}
+log.info("%d particles in %.1f s (%.0f particles/s on %s); median posterior σ in Å: %s", len(table), seconds,
+         len(table) / seconds, device, widths)  # fmt: skip

@@ -23,8 +23,7 @@ result = {"rows": rows}
 for label, noise in (("whitened", spectra), ("raw", None)):
     images = preprocess.training_grid_images(source, rows, image["box_px"], image["pixel_size_A"], noise)
     batches = inference.batched(images, snakemake.params.inference["batch_size"])
-    post = inference.posterior_batches(model, batches, len(images), grid_points=256, n_samples=1, device=device,
-                                        grid_points_2d=32)  # fmt: skip
+    post = inference.posterior_batches(model, batches, len(images), grid_points=256, n_samples=1, device=device)
     result[f"latent_{label}"] = post["latent"]
     result[f"mean_{label}"], result[f"std_{label}"] = post["mean"], post["std"]
     log.info("%s: %d particles, median posterior σ %.2f Å", label, len(rows), np.median(post["std"]))
