@@ -32,7 +32,9 @@ result = inference.posterior_batches(
 )
 # the beam direction in the template frame is Rᵀ e_z, the third row of the rotation
 beam = nuisance["rotation"][:, 2, :].cpu().numpy()
-axis = diagnostics.motion_axis(np.load(snakemake.input.ensemble)["coords_A"])
+ensemble = np.load(snakemake.input.ensemble)
+axes = diagnostics.motion_axes(ensemble["coords_A"], ensemble["theta_A"])
+view = np.stack([diagnostics.view_angle_deg(beam, axis) for axis in axes], axis=-1)  # one column per θ coordinate
 with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
     np.savez(
         handle,
@@ -40,7 +42,7 @@ with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
         snr=nuisance["snr"].cpu().numpy(),
         defocus_A=(0.5 * (nuisance["defocus_u_A"] + nuisance["defocus_v_A"])).cpu().numpy(),
         beam_direction=beam,
-        view_angle_deg=diagnostics.view_angle_deg(beam, axis),
+        view_angle_deg=view[:, 0] if len(axes) == 1 else view,
         images=images[:16],
         **result,
     )

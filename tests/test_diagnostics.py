@@ -162,3 +162,16 @@ def test_summary_of_a_2d_posterior_reports_each_coordinate():
     assert summary["sbc_ks_pvalue"] == validation["sbc_ks_pvalue_theta2"]
     assert summary["pearson_r_theta1"] > 0.95 and summary["coverage_90_theta2"] < 0.6
     assert "pearson_r" not in summary
+
+
+def test_each_coordinate_of_a_2d_grid_has_its_own_motion_axis():
+    """Mode 1 stretches the beads along x, mode 2 along z: the axes come out as x and z, not their diagonal."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(40, 3)) * 10
+    grid = np.stack(np.meshgrid([-2.0, 0.0, 2.0], [-3.0, 0.0, 3.0], indexing="ij"), axis=-1).reshape(-1, 2)
+    stretch_x, stretch_z = base * [1.0, 0.0, 0.0], base * [0.0, 0.0, 1.0]
+    coords = np.stack([base + 0.05 * t1 * stretch_x + 0.05 * t2 * stretch_z for t1, t2 in grid])
+    axes = diagnostics.motion_axes(coords, grid)
+    np.testing.assert_allclose(np.abs(axes[0]), [1.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(np.abs(axes[1]), [0.0, 0.0, 1.0], atol=1e-6)
+    assert len(diagnostics.motion_axes(coords[grid[:, 1] == 0.0], grid[grid[:, 1] == 0.0, 0])) == 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryoflow.theta import columns, suffix
+from cryoflow.theta import columns, reference_index, suffix
 
 
 def squared_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -141,6 +141,21 @@ def motion_axis(coords_A: np.ndarray) -> np.ndarray:
     displacement = coords_A[-1] - coords_A[0]
     _, _, vt = np.linalg.svd(displacement - displacement.mean(0), full_matrices=False)
     return vt[0]
+
+
+def motion_axes(coords_A: np.ndarray, theta_A: np.ndarray) -> list[np.ndarray]:
+    """One motion axis (3,) per θ coordinate: ``motion_axis`` of all templates for a 1-D θ; for a 2-D
+    grid, of the templates along each coordinate's own axis through the reference (the other one fixed)."""
+    theta_A = np.asarray(theta_A, dtype=np.float64)
+    if theta_A.ndim == 1:
+        return [motion_axis(coords_A)]
+    reference = theta_A[reference_index(theta_A)]
+    axes = []
+    for d in range(theta_A.shape[1]):
+        others = np.delete(np.arange(theta_A.shape[1]), d)
+        line = np.flatnonzero(np.all(np.isclose(theta_A[:, others], reference[others]), axis=1))
+        axes.append(motion_axis(coords_A[line[np.argsort(theta_A[line, d])]]))
+    return axes
 
 
 def view_angle_deg(beam_directions: np.ndarray, axis: np.ndarray) -> np.ndarray:

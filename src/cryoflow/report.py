@@ -207,7 +207,7 @@ def plot_whitening_mmd(embedding_sim, embedding_whitened, embedding_raw, summary
     _save(fig, path)
 
 
-def _binned_median(ax, x, y, bins, log=False):
+def _binned_median(ax, x, y, bins, log=False, color="C3", label="median"):
     edges = np.geomspace(x.min(), x.max(), bins + 1) if log else np.linspace(x.min(), x.max(), bins + 1)
     which = np.clip(np.digitize(x, edges) - 1, 0, bins - 1)
     centres, medians = [], []
@@ -215,7 +215,7 @@ def _binned_median(ax, x, y, bins, log=False):
         if np.any(which == b):
             centres.append(np.sqrt(edges[b] * edges[b + 1]) if log else 0.5 * (edges[b] + edges[b + 1]))
             medians.append(np.median(y[which == b]))
-    ax.plot(centres, medians, color="C3", marker="o", label="median")
+    ax.plot(centres, medians, color=color, marker="o", label=label)
     ax.legend()
 
 
@@ -255,8 +255,6 @@ def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path) -> Non
     ax.set_xlabel("true θ [Å]")
     ax.set_ylabel("posterior mean ± σ [Å]")
     width = np.sqrt(sum(v["std"] ** 2 for v in per_dim))  # for a 2-D θ, the two widths combined
-    width_label = "posterior σ [Å]" if n_dims == 1 else "posterior σ, √(σ₁² + σ₂²) [Å]"
-    error = np.sqrt(sum((v["mean"] - v["theta_true"]) ** 2 for v in per_dim))
     if n_dims > 1:
         for ax in (axes[0, 0], axes[0, 1], axes[0, 2]):
             ax.legend()
@@ -265,14 +263,16 @@ def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path) -> Non
     _binned_median(ax, sim["snr"], width, 8, log=True)
     ax.set_xscale("log")
     ax.set_xlabel("SNR")
-    ax.set_ylabel(width_label)
-    if "view_angle_deg" in sim:
-        for ax, values, text in (
-            (axes[1, 1], width, width_label),
-            (axes[1, 2], error, "|mean − truth| [Å]"),
-        ):
-            ax.scatter(sim["view_angle_deg"], values, s=4, alpha=0.4)
-            _binned_median(ax, sim["view_angle_deg"], values, 9)
+    ax.set_ylabel("posterior σ [Å]" if n_dims == 1 else "posterior σ, √(σ₁² + σ₂²) [Å]")
+    if "view_angle_deg" in sim:  # each coordinate against the angle to its own direction of motion
+        views = columns(sim["view_angle_deg"], n_dims)
+        for ax, key, text in ((axes[1, 1], "std", "posterior σ [Å]"), (axes[1, 2], "error", "|mean − truth| [Å]")):
+            for d, values in enumerate(per_dim):
+                y = values["std"] if key == "std" else np.abs(values["mean"] - values["theta_true"])
+                name = theta_label(d, n_dims)
+                ax.scatter(views[d], y, s=4, alpha=0.3, color=f"C{d}")
+                _binned_median(ax, views[d], y, 9, color="C3" if n_dims == 1 else f"C{d}",
+                               label="median" if n_dims == 1 else f"{name} median")  # fmt: skip
             ax.set_xlabel("angle between beam and direction of motion [°]")
             ax.set_ylabel(text)
     _save(fig, path)
