@@ -103,11 +103,11 @@ def extend_to_atoms(ca_vectors: np.ndarray, residue_of_atom: np.ndarray) -> np.n
 
 @dataclass
 class Ensemble:
-    """Templates (T, N, 3) in Å, ordered by θ, with their provenance."""
+    """Templates (T, N, 3) in Å, ordered by θ (T,) or on a row-major 2-D grid θ (T, 2), with their provenance."""
 
     coords: np.ndarray
     theta_A: np.ndarray
-    mode: np.ndarray  # 1-based mode index per template, 0 for the reference
+    mode: np.ndarray  # 1-based mode index per template, 0 for the reference (and on a 2-D grid)
     displacement_A: np.ndarray  # RMSD of the applied displacement before superposition
 
     def table_rows(self) -> list[dict]:
