@@ -106,6 +106,8 @@ def test_whitening_verdict_says_what_to_do():
     assert "whitening lowers the mismatch (MMD² 0.05 whitened vs 0.3 raw)" in helps and "priors" in helps
     no_help = whitening_verdict({"mmd2": 0.3, "pvalue": 0.002}, {"mmd2": 0.2, "pvalue": 0.002})
     assert "whitening does not lower" in no_help and "not noise colour" in no_help
+    same = whitening_verdict({"mmd2": 0.0277, "pvalue": 0.002}, {"mmd2": 0.0278, "pvalue": 0.002})
+    assert "whitening does not lower" in same  # a 0.4 % change is not an improvement
 
 
 def test_whitening_fixes_latent_mismatch_from_coloured_noise():
