@@ -142,9 +142,10 @@ class PosteriorEstimator(nn.Module):
         """
         distribution = self.npe.flow(latent.float())
         u = self.standardize(theta_grid)[:, None, :]
-        chunk = max(1, chunk_values // (latent.shape[0] * (latent.shape[1] + self.theta_dim)))
         if self.theta_dim == 1:
             chunk = len(u)
+        else:
+            chunk = max(1, chunk_values // (latent.shape[0] * (latent.shape[1] + self.theta_dim)))
         parts = [distribution.log_prob(part.expand(-1, latent.shape[0], -1)) for part in torch.split(u, chunk)]
         return (torch.cat(parts) - self.log_jacobian()).T
 
