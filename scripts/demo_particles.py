@@ -1,4 +1,4 @@
-"""Rule demo_particles: a synthetic RELION 3.1 dataset with known θ for the demo."""
+"""Rule demo_particles: a synthetic RELION 3.1 dataset with known θ, simulated from the model's templates."""
 
 import shutil
 from pathlib import Path
@@ -9,8 +9,8 @@ from cryoflow import demo, pipeline, theta
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
-config = snakemake.params.config
-cfg = config["demo"]
+cfg = snakemake.params.demo
+config = {"image": snakemake.params.image, "simulator": snakemake.params.simulator}
 torch.set_num_threads(snakemake.threads)
 ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
 priors = pipeline.priors_from_dict(pipeline.resolve_priors(config["simulator"], theta.range_of(ensemble["theta_A"])))
@@ -28,7 +28,7 @@ try:
         cfg["noise_colour_strength"],
         cfg["noise_corner_A"],
         cfg["particles_per_stack"],
-        seed=config["seed"] + 1,
+        seed=snakemake.params.seed + 1,
     )
 except BaseException:
     shutil.rmtree(snakemake.output.stacks, ignore_errors=True)

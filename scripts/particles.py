@@ -1,18 +1,21 @@
 """Rule particles: one shard of the particles on the training grid (resampled, whitened, normalized)."""
 
-from cryoflow import particles, preprocess
+from cryoflow import particles, preprocess, starindex
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
+source_cfg = snakemake.params.source
 cfg = snakemake.params.particles
 image = snakemake.params.image
 star = snakemake.input.star
 shard = int(snakemake.wildcards.shard)
-found = particles.load_particles(star, cfg["pixel_size_A"], cfg["select"])
-rows = particles.shard_rows(len(found.table), cfg["shards"])[shard]
-log.info("shard %d of %d: particles %d to %d of %d", shard, cfg["shards"], rows[0] + 1, rows[-1] + 1, len(found.table))
+found = particles.load_particles(star, source_cfg["pixel_size_A"], source_cfg["select"])
+rows = starindex.shard_rows(len(found.table), snakemake.params.shards)[shard]
+log.info("shard %d of %d: particles %d to %d of %d", shard, snakemake.params.shards, rows[0] + 1, rows[-1] + 1,
+         len(found.table))  # fmt: skip
 # only this shard's stacks are opened (particle_noise checked them all)
-source = particles.ParticleSource(found.table.iloc[rows], star, cfg["datadir"], first_row=int(rows[0]))
+source = particles.ParticleSource(found.table.iloc[rows], star, source_cfg["datadir"], first_row=rows[0],
+                                  invert=source_cfg["contrast"] == "dark")  # fmt: skip
 spectra = preprocess.read_noise_spectra(snakemake.input.noise) if cfg["whiten"] else None
 preprocess.preprocess(
     source,
@@ -23,4 +26,4 @@ preprocess.preprocess(
     chunk=cfg["chunk_size"],
     label=f"shard {shard}",
 )
-particles.write_star(snakemake.output.star, particles.shard_blocks(found, rows), found.version)
+particles.write_star(snakemake.output.star, particles.shard_blocks(found, list(rows)), found.version)

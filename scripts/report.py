@@ -1,4 +1,6 @@
-"""Rule report: figures and summary.json from posteriors, held-out simulations and latents."""
+"""Rule report: one dataset's figures and summary.json from its posteriors, latents and the model's simulations."""
+
+import json
 
 import numpy as np
 import starfile
@@ -15,6 +17,7 @@ figures = dict(zip(snakemake.params.figures, snakemake.output.figures))
 post = dict(np.load(snakemake.input.posterior))
 post["latent"] = post["latent"].astype(np.float32)
 sim = dict(np.load(snakemake.input.simulations))
+validation = json.loads(open(snakemake.input.validation).read())
 theta_range = post["theta_grid_range_A"]
 n_dims = theta.dims(theta_range)
 table = starfile.read(snakemake.input.star, always_dict=True)
@@ -22,10 +25,12 @@ particles = table.get("particles", next(iter(table.values())))
 truth = theta.true_theta(particles)
 
 whitening = dict(np.load(snakemake.input.whitening))
-summary, coverage = diagnostics.summarize(
-    post, sim, truth, cfg["mmd_permutations"], cfg["mmd_max_points"], seed, whitening
+summary = diagnostics.summarize(
+    post, sim, validation, truth, cfg["mmd_permutations"], cfg["mmd_max_points"], seed, whitening
 )
 summary["theta_range_A"] = theta_range.tolist()
+summary["model"] = validation["model"]
+log.info("model %s (card sha256 %s)", summary["model"]["name"], summary["model"]["card_sha256"])
 log.info("MMD² %.4g (p = %.3g)", summary["mmd2"], summary["mmd_pvalue"])
 log.info("%s", summary["mmd_verdict"])
 if truth is not None:
@@ -33,14 +38,8 @@ if truth is not None:
     log.info("against the known truth: %s", {k: round(summary[k], 3) for k in keys})
 
 report.plot_posteriors(post, theta_range, figures["posterior_histograms"], truth, diagnostics.EDGE_MASS_ATYPICAL)
-pits = [
-    diagnostics.sbc_pit(samples, truth_d, seed)
-    for samples, truth_d in zip(theta.columns(sim["samples"], n_dims), theta.columns(sim["theta_true"], n_dims))
-]
-ks_pvalues = [summary["validation"]["sbc_ks_pvalue" + theta.suffix(d, n_dims)] for d in range(n_dims)]
-report.plot_calibration(diagnostics.CREDIBILITY_LEVELS, coverage, sim, pits, ks_pvalues, figures["calibration"])
 # one UMAP for simulations, experimental particles and the whitened / raw subset, so the panels share axes
-n_sim, n_exp = len(sim["latent"]), len(post["latent"])
+n_exp = len(post["latent"])
 rng = np.random.default_rng(seed)
 pick_exp = np.sort(rng.choice(n_exp, min(n_exp, 2000), replace=False))
 parts = [sim["latent"], post["latent"][pick_exp], whitening["latent_whitened"], whitening["latent_raw"]]
@@ -56,7 +55,16 @@ order = np.argsort(theta.columns(post["mean"], n_dims)[0])
 examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]
 images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], examples)
 report.plot_examples(images, post, examples, figures["example_particles"])
-ensemble = np.load(snakemake.input.ensemble)
-report.plot_ensemble(ensemble["theta_A"], ensemble["rmsd_A"], figures["ensemble"])
+# contrast: the mean particle against the mean simulated image (both on the training grid)
+mean_particle = report.gathered_images(snakemake.input.stacks, post["shard_particles"], pick_exp).mean(axis=0)
+box = mean_particle.shape[-1]
+summary["contrast_correlation"] = diagnostics.contrast_correlation(mean_particle, sim["mean_image"], 0.35 * box)
+if summary["contrast_correlation"] < 0:
+    summary["contrast_warning"] = (
+        f"the mean particle correlates negatively (r = {summary['contrast_correlation']:.2f}) with the mean "
+        "simulated image: the particles' contrast looks opposite to the simulations' (set the dataset's "
+        "contrast to 'dark' if they were extracted without contrast inversion, or back to 'light')"
+    )
+    log.warning("%s", summary["contrast_warning"])
 write_json(snakemake.output.summary, summary)
 log.info("summary: %s", summary)

@@ -16,18 +16,19 @@ from cryoflow.logs import configure, package_versions
 from cryoflow.report import plot_loss
 
 log = configure(snakemake.log[0])
-config = snakemake.params.config
+params = snakemake.params
+config = {"image": params.image, "simulator": params.simulator}
 torch.set_num_threads(snakemake.threads)
-device = training.select_device(config["train"]["device"])
+device = training.select_device(params.train["device"])
 ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
 simulator = pipeline.load_simulator(snakemake.input, config, device=device)
 priors = dataclasses.asdict(simulator.priors)  # as read from priors.json by load_simulator
-model = pipeline.build_model(ensemble, config["train"])
+model = pipeline.build_model(ensemble, params.train)
 log.info("estimator: %d parameters", models.count_parameters(model))
 ensemble_sha256 = sha256_files(snakemake.input.ensemble)
 inputs = snakemake.input
 input_sha256 = {key: sha256_files(getattr(inputs, key)) for key in ("maps", "noise") if key in inputs.keys()}
-run_config = {key: config[key] for key in ("seed", "image", "simulator", "train")}
+run_config = {"seed": params.seed, "image": params.image, "simulator": params.simulator, "train": params.train}
 fingerprint = hashlib.sha256(
     json.dumps([run_config, priors, ensemble_sha256, input_sha256], sort_keys=True).encode()
 ).hexdigest()
@@ -35,8 +36,8 @@ started = time.time()
 model, history, last_state = training.train(
     model,
     simulator,
-    pipeline.training_config(config["train"], config["seed"]),
-    checkpoint=snakemake.params.checkpoint,
+    pipeline.training_config(params.train, params.seed),
+    checkpoint=params.checkpoint,
     fingerprint=fingerprint,
 )
 best = min(history, key=lambda row: row["val_loss"])
@@ -44,8 +45,10 @@ card = {
     "model": "cryoflow neural posterior estimator: ResNet-18 embedding + neural spline flow (lampe NPE, zuko NSF)",
     "architecture": model.architecture,
     "parameters": models.count_parameters(model),
-    "seed": config["seed"],
-    "config": {key: config[key] for key in ("structure", "templates", "image", "simulator", "train")},
+    "name": params.model_name,
+    "seed": params.seed,
+    "config": {**params.card_config, "train": params.train},
+    "template_recipe": params.recipe,
     "priors": priors,
     "checksums_sha256": {"ensemble": ensemble_sha256, **input_sha256},
     "template_theta_A": np.asarray(ensemble["theta_A"], dtype=float).tolist(),
@@ -53,7 +56,7 @@ card = {
     "python": platform.python_version(),
     "device": training.device_name(device),
     "steps_run": history[-1]["step"],
-    "steps_planned": config["train"]["steps"],
+    "steps_planned": params.train["steps"],
     "best_step": best["step"],
     "best_val_loss": best["val_loss"],
     "final_train_loss": history[-1]["train_loss"],

@@ -8,25 +8,27 @@ from cryoflow.fileio import atomic_path
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
-config = snakemake.params.config
+cfg = snakemake.params.validation
+seed = snakemake.params.seed
+config = {"image": snakemake.params.image, "simulator": snakemake.params.simulator}
 torch.set_num_threads(snakemake.threads)
-device = training.select_device(config["inference"]["device"])
+device = training.select_device(cfg["device"])
 model, _ = models.load_model(snakemake.input.model, device)
 simulator = pipeline.load_simulator(snakemake.input, config, device=device)
-n = config["validation"]["n_simulations"]
-generator = torch.Generator(device=device).manual_seed(config["seed"] + 104729)
+n = cfg["n_simulations"]
+generator = torch.Generator(device=device).manual_seed(seed + 104729)
 with torch.no_grad():
     theta = simulator.sample_theta(n, generator)
     nuisance = simulator.sample_nuisance(n, generator)
     images = simulator.simulate(theta, generator, nuisance).cpu().numpy()
 result = inference.posterior_batches(
     model,
-    inference.batched(images, config["inference"]["batch_size"]),
+    inference.batched(images, cfg["batch_size"]),
     n,
-    grid_points=config["inference"]["grid_points"],
-    grid_points_2d=config["inference"]["grid_points_2d"],
-    n_samples=config["inference"]["n_samples"],
-    seed=config["seed"],
+    grid_points=cfg["grid_points"],
+    grid_points_2d=cfg["grid_points_2d"],
+    n_samples=cfg["n_samples"],
+    seed=seed,
     device=device,
     label="validate",
 )
@@ -44,6 +46,7 @@ with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
         beam_direction=beam,
         view_angle_deg=view[:, 0] if len(axes) == 1 else view,
         images=images[:16],
+        mean_image=images.mean(axis=0),
         **result,
     )
 log.info("validation: %d simulations", n)

@@ -3,21 +3,18 @@
 import numpy as np
 import torch
 
-from cryoflow import inference, models, particles, preprocess, training
+from cryoflow import inference, models, particles, preprocess, starindex, training
 from cryoflow.fileio import atomic_path
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
-cfg = snakemake.params.particles
 image = snakemake.params.image
 torch.set_num_threads(snakemake.threads)
 device = training.select_device(snakemake.params.inference["device"])
 model, _ = models.load_model(snakemake.input.model, device)
 star = snakemake.input.star
-found = particles.load_particles(star, cfg["pixel_size_A"], cfg["select"])
-source = particles.ParticleSource(found.table, star, cfg["datadir"])
-rng = np.random.default_rng(snakemake.params.seed)
-rows = np.sort(rng.choice(len(source), min(snakemake.params.n_particles, len(source)), replace=False))
+source = particles.open_dataset(star, snakemake.params.source)
+rows = np.array(starindex.sample_rows(len(source), snakemake.params.n_particles, snakemake.params.seed))
 spectra = preprocess.read_noise_spectra(snakemake.input.noise)
 result = {"rows": rows}
 for label, noise in (("whitened", spectra), ("raw", None)):

@@ -37,3 +37,38 @@ def relion_job(tmp_path, data_dir):
     text = (data_dir / "relion31.star").read_text()
     (job / "particles.star").write_text(text.replace("@relion31.mrcs", "@Extract/job133/Micrographs/relion31.mrcs"))
     return job / "particles.star"
+
+
+def schema_defaults(*section: str) -> dict:
+    """The schema's defaults of one config section, e.g. ``schema_defaults("templates", "md")``."""
+    import yaml
+
+    node = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    for key in section:
+        node = node["properties"][key]
+    return {key: value["default"] for key, value in node["properties"].items() if "default" in value}
+
+
+def train_settings(**overrides):
+    """A TrainingConfig with the schema's train defaults (seed 0), ``overrides`` on top."""
+    import dataclasses
+
+    from cryoflow import training
+
+    fields = {f.name for f in dataclasses.fields(training.TrainingConfig)}
+    values = {k: v for k, v in schema_defaults("train").items() if k in fields}
+    return training.TrainingConfig(**{**values, "seed": 0, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny config run to completion once (model and demo dataset): (work folder, config file).
+
+    Tests that change files in it work on a copy."""
+    from workflow_helpers import snakemake, write_config
+
+    workdir = tmp_path_factory.mktemp("tiny")
+    configfile = write_config(workdir)
+    result = snakemake(workdir, configfile, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir, configfile

@@ -58,7 +58,8 @@ def test_summary_of_a_calibrated_posterior_on_matching_latents():
 
     truth_sim, truth_exp = rng.uniform(-5, 5, 800), rng.uniform(-5, 5, 300)
     sim = fake_posterior(truth_sim) | {"theta_true": truth_sim}
-    summary, coverage = diagnostics.summarize(fake_posterior(truth_exp), sim, truth_exp, 100, 300, seed=1)
+    validation, coverage = diagnostics.validation_summary(sim, seed=1)
+    summary = diagnostics.summarize(fake_posterior(truth_exp), sim, validation, truth_exp, 100, 300, seed=1)
     assert summary["n_particles"] == 300
     assert summary["mmd_pvalue"] > 0.01
     assert summary["validation"]["coverage_error_max"] < 0.06
@@ -155,7 +156,8 @@ def test_summary_of_a_2d_posterior_reports_each_coordinate():
     truth_sim, truth_exp = rng.uniform(-5, 5, (800, 2)), rng.uniform(-5, 5, (300, 2))
     width = np.array([0.5, 0.15])
     sim = fake_posterior(truth_sim, width) | {"theta_true": truth_sim}
-    summary, coverage = diagnostics.summarize(fake_posterior(truth_exp, width), sim, truth_exp, 50, 300, seed=1)
+    validation, coverage = diagnostics.validation_summary(sim, seed=1)
+    summary = diagnostics.summarize(fake_posterior(truth_exp, width), sim, validation, truth_exp, 50, 300, seed=1)
     validation = summary["validation"]
     assert coverage.shape == (2, len(diagnostics.CREDIBILITY_LEVELS))
     assert validation["coverage_error_max_theta1"] < 0.06 and validation["coverage_error_max_theta2"] > 0.3

@@ -9,17 +9,17 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# import name → package name in the env files
+# import name → package name in the env files (PyPI names in pip sections)
 PACKAGE_OF = {
     "numpy": "numpy",
     "pandas": "pandas",
     "prody": "prody",
     "mrcfile": "mrcfile",
     "starfile": "starfile",
-    "torch": "pytorch",
+    "torch": "torch",
     "zuko": "zuko",
     "lampe": "lampe",
-    "matplotlib": "matplotlib-base",
+    "matplotlib": "matplotlib",
     "umap": "umap-learn",
     "scipy": "scipy",
     "yaml": "pyyaml",
@@ -75,15 +75,35 @@ def third_party_imports(script: Path) -> set[str]:
     return external
 
 
-def env_packages(env: Path) -> dict[str, str]:
+SPEC = re.compile(r"^([A-Za-z0-9_.-]+)\s*(.*)$")
+# conda-forge packages an env may take from conda, where the conda build matters; with ranges, never pins
+CONDA_PACKAGES = {"python", "pip", "numpy", "openmm", "pdbfixer"}
+
+
+def env_sections(env: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(conda packages, pip packages) of an env file: name → version spec."""
     spec = yaml.safe_load(env.read_text())
-    packages = {}
+    conda, pip = {}, {}
     for dep in spec["dependencies"]:
-        entries = dep["pip"] if isinstance(dep, dict) else [dep]
-        for entry in entries:
-            name, _, version = re.split(r"(==|=)", entry, maxsplit=1) if "=" in entry else (entry, "", "")
-            packages[name.strip().lower()] = version
-    return packages
+        for entry, target in ((e, pip) for e in dep["pip"]) if isinstance(dep, dict) else [(dep, conda)]:
+            name, version = SPEC.match(entry).groups()
+            target[name.lower()] = version.strip()
+    return conda, pip
+
+
+def env_packages(env: Path) -> dict[str, str]:
+    conda, pip = env_sections(env)
+    return {**conda, **pip}
+
+
+def requirement_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
 
 
 RULES = rules_with_envs()
@@ -105,11 +125,22 @@ def test_script_imports_are_in_the_rule_env(name, env, script):
 
 
 @pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
-def test_env_files_are_pinned(env):
+def test_env_pins_are_those_of_requirements_txt(env):
+    """One source of pins: each pip entry is pinned as requirements.txt pins it; conda keeps to Python, pip
+    and the few packages whose conda builds matter, with ranges (exact pip numbers may not exist there)."""
     spec = yaml.safe_load(env.read_text())
     assert spec["channels"][0] == "conda-forge"
-    for name, version in env_packages(env).items():
-        assert version, f"{env.name}: {name} is not pinned"
+    conda, pip = env_sections(env)
+    pins = requirement_pins()
+    for name, version in pip.items():
+        assert version == "==" + pins[name], f"{env.name}: pip {name}{version}, requirements.txt {pins.get(name)}"
+    assert set(conda) <= CONDA_PACKAGES, f"{env.name}: {set(conda) - CONDA_PACKAGES} belong in the pip section"
+    assert conda["python"] == "=3.11"
+    for name, version in conda.items():
+        if name != "python":
+            assert not version.startswith("=") or version.startswith("=="), f"{env.name}: {name} pinned in conda"
+            assert version.startswith((">", "<")), f"{env.name}: {name} needs a range"
+    assert not pip or "pip" in conda, f"{env.name}: a pip section needs pip"
 
 
 def test_import_map_knows_every_third_party_import():

@@ -4,9 +4,15 @@ import mdtraj
 import numpy as np
 import prody
 import pytest
+from conftest import schema_defaults
 
 from cryoflow import md, structure, templates
 from cryoflow.fileio import InputError
+
+
+def md_settings(**overrides):
+    return md.MDSettings(**{**schema_defaults("templates", "md"), "seed": 0, **overrides})
+
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -19,7 +25,7 @@ def short_run(tmp_path_factory):
     assert "HOH" in set(fragment.getResnames())
     noisy = fragment.select("not (resnum 2 and name CG CD NE CZ NH1 NH2)").copy()  # Arg 2 loses its side chain
     prody.writePDB(str(folder / "fragment.pdb"), noisy)
-    settings = md.MDSettings(minimize_iterations=50, equilibration_ps=0.1, production_ps=1.0, frame_interval_ps=0.1,
+    settings = md_settings(minimize_iterations=50, equilibration_ps=0.1, production_ps=1.0, frame_interval_ps=0.1,
                              platform="CPU", seed=3)  # fmt: skip
     facts = md.run(folder / "fragment.pdb", folder / "prepared.pdb", folder / "run.dcd", settings)
     return folder, facts, fragment
@@ -57,7 +63,7 @@ def test_unknown_platform_is_refused():
 
 def test_explicit_solvent_run_writes_the_solute_only(short_run, tmp_path):
     folder, _, _ = short_run
-    settings = md.MDSettings(solvent="explicit", minimize_iterations=10, equilibration_ps=0.01, production_ps=0.04,
+    settings = md_settings(solvent="explicit", minimize_iterations=10, equilibration_ps=0.01, production_ps=0.04,
                              frame_interval_ps=0.02, platform="CPU", padding_nm=0.6, seed=3)  # fmt: skip
     facts = md.run(folder / "fragment.pdb", tmp_path / "prepared.pdb", tmp_path / "run.dcd", settings)
     traj = mdtraj.load(str(tmp_path / "run.dcd"), top=str(tmp_path / "prepared.pdb"))

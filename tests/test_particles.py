@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryoflow import particles
+from cryoflow import particles, starindex
 from cryoflow.fileio import InputError
 
 STACK_NAME = "relion31.mrcs"
@@ -26,12 +26,12 @@ def test_relion31_optics_merged_and_stacks_resolved_from_project_root(relion_job
 def test_stack_found_by_basename_and_datadir(tmp_path, data_dir):
     shutil.copy(data_dir / "relion31.mrcs", tmp_path / STACK_NAME)
     shutil.copy(data_dir / "relion31.star", tmp_path / "moved.star")
-    assert particles.resolve_stack_path("Extract/job133/Micrographs/" + STACK_NAME, tmp_path / "moved.star") == (
+    assert starindex.resolve_stack_path("Extract/job133/Micrographs/" + STACK_NAME, tmp_path / "moved.star") == (
         tmp_path / STACK_NAME
     )
     other = tmp_path / "elsewhere"
     other.mkdir()
-    found = particles.resolve_stack_path("Extract/x/" + STACK_NAME, other / "p.star", datadir=tmp_path)
+    found = starindex.resolve_stack_path("Extract/x/" + STACK_NAME, other / "p.star", datadir=tmp_path)
     assert found == tmp_path / STACK_NAME
 
 
@@ -81,7 +81,7 @@ def test_ctf_priors_read_ranges_and_optics_groups(tmp_path):
     with pytest.raises(InputError, match=r"ctf.star, particle 2: _rlnDefocusU is not a finite number"):
         particles.ctf_priors(particles.particle_table(star), star)
     table = particles.particle_table(star).drop(columns=["rlnVoltage"])
-    with pytest.raises(InputError, match=r"_rlnVoltage needed for simulator.priors_from_star"):
+    with pytest.raises(InputError, match=r"_rlnVoltage needed for simulator.priors_from_dataset"):
         particles.ctf_priors(table, star)
 
 
@@ -217,12 +217,12 @@ def test_select_keeps_matching_particles_and_shards_split_contiguously(tmp_path)
     found = particles.load_particles(star, select={"rlnClassNumber": [1, 3]})
     assert found.table["rlnImageName"].tolist() == ["1@a.mrcs", "3@a.mrcs", "4@a.mrcs", "6@a.mrcs"]
     assert len(particles.load_particles(star, select={"_rlnClassNumber": 2}).table) == 2
-    with pytest.raises(InputError, match=r"c.star: column _rlnGroupName \(particles.select\) not found"):
+    with pytest.raises(InputError, match=r"c.star: column _rlnGroupName \(select\) not found"):
         particles.load_particles(star, select={"rlnGroupName": ["g1"]})
     with pytest.raises(InputError, match="no particle matches"):
         particles.load_particles(star, select={"rlnClassNumber": [9]})
-    shards = particles.shard_rows(7, 3)
-    assert [s.tolist() for s in shards] == [[0, 1, 2], [3, 4], [5, 6]]
+    shards = starindex.shard_rows(7, 3)
+    assert [list(s) for s in shards] == [[0, 1, 2], [3, 4], [5, 6]]
 
 
 def test_concatenated_shards_read_like_the_whole(tmp_path):
@@ -231,7 +231,7 @@ def test_concatenated_shards_read_like_the_whole(tmp_path):
               "particles": pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": 1,
                                          "cryoflowThetaMeanAngst": np.linspace(-2, 2, 5)})}  # fmt: skip
     paths = []
-    for i, rows in enumerate(particles.shard_rows(5, 2)):
+    for i, rows in enumerate(starindex.shard_rows(5, 2)):
         paths.append(tmp_path / f"s{i}.star")
         part = dict(blocks, particles=blocks["particles"].iloc[rows].reset_index(drop=True))
         particles.write_star(paths[-1], part, version=50001)
@@ -290,8 +290,8 @@ def test_a_shard_source_numbers_particles_as_the_star_file_does(tmp_path):
     write_stack(tmp_path / "s.mrcs", images)
     star = star_with(tmp_path / "s.star", [f"{i}@s.mrcs" for i in range(1, 7)], rlnImagePixelSize=1.0)
     table = particles.load_particles(star).table
-    rows = particles.shard_rows(6, 2)[1]  # particles 4 to 6
-    shard = particles.ParticleSource(table.iloc[rows], star, first_row=int(rows[0]))
+    rows = starindex.shard_rows(6, 2)[1]  # particles 4 to 6
+    shard = particles.ParticleSource(table.iloc[rows], star, first_row=rows[0])
     np.testing.assert_array_equal(shard.read([0]), images[[3]])
     with pytest.raises(InputError, match=r"particle 5 of .*s.star \(_rlnImageName 5@s.mrcs\) has NaN or inf"):
         shard.read([0, 1])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 from slurm_cluster import SlurmCluster, unavailable_reason
-from test_workflow import snakemake, write_config
+from workflow_helpers import snakemake, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 REASON = unavailable_reason()
@@ -43,10 +43,10 @@ def test_tiny_config_runs_through_the_slurm_executor(cluster, tmp_path):
     profile["default-resources"]["mem_mb"] = 1500
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
-    configfile = write_config(tmp_path, **{"train.gpus": 0})
+    configfile = write_config(tmp_path, **{"train.gpus": 0, "inference.gpus": 0})
     result = snakemake(tmp_path, configfile, "--profile", str(tmp_path / "profile"), timeout=1500)
     assert result.returncode == 0, result.stderr[-6000:]
-    assert (tmp_path / "results" / "tiny" / "report" / "summary.json").is_file()
+    assert (tmp_path / "results" / "tiny" / "datasets" / "demo" / "report" / "summary.json").is_file()
     # every job went through sbatch: the plugin keeps one SLURM log per job, by rule
     logs = tmp_path / ".snakemake" / "slurm_logs"
     ran = {p.name.removeprefix("rule_") for p in logs.iterdir()}

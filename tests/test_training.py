@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import train_settings
 
 from cryoflow import diagnostics, inference, models, training
 from cryoflow.projection import AtomTemplates
@@ -23,9 +24,7 @@ def trained():
     )
     sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(n), oversample=1), 32, 3.0, priors)
     model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=16, width=8, transforms=2, hidden_features=(32, 32))
-    config = training.TrainingConfig(
-        steps=300, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100
-    )
+    config = train_settings(steps=300, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100)
     model, history, _ = training.train(model, sim, config)
     return model, history, sim
 
@@ -65,7 +64,7 @@ def test_wall_time_budget_stops_early_with_a_scored_model():
     templates = AtomTemplates(torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A]), theta_A, torch.ones(30), 1)
     sim = Simulator(templates, 32, 3.0, Priors(theta_range_A=(-4.0, 4.0)))
     model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,))
-    config = training.TrainingConfig(steps=10_000, batch_size=8, validation_size=16, validate_every=1000,
+    config = train_settings(steps=10_000, batch_size=8, validation_size=16, validate_every=1000,
                                      max_hours=1e-7)  # fmt: skip
     model, history, last_state = training.train(model, sim, config)
     assert [row["step"] for row in history] == [1]
@@ -90,7 +89,7 @@ def test_2d_theta_is_learned_per_coordinate_and_posteriors_cover_the_truth():
     model = models.PosteriorEstimator(
         priors.theta_range_A, latent_dim=16, width=8, transforms=2, hidden_features=(32, 32)
     )
-    config = training.TrainingConfig(steps=400, batch_size=64, learning_rate=3e-3, validation_size=256)
+    config = train_settings(steps=400, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100)
     model, history, _ = training.train(model, sim, config)
     assert min(row["val_loss"] for row in history) < models.uniform_prior_loss(priors.theta_range_A) - 1.0
     theta, images = sim.sample(300, torch.Generator().manual_seed(321))

@@ -1,5 +1,6 @@
 """The Snakemake workflow: config validation, the DAG, and one end-to-end run of the tiny config."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,33 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
-import yaml
+from workflow_helpers import SNAKEMAKE, snakemake, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-STAGES = ["structure", "templates", "volumes", "priors", "train", "demo_particles", "particle_noise", "particles"]
-STAGES += ["infer", "gather_posteriors", "whitening_check", "validate", "report"]
+MODEL_STAGES = ["structure", "templates", "volumes", "priors", "train", "validate", "model_report"]
+DATASET_STAGES = ["demo_particles", "particle_noise", "particles", "infer", "gather_posteriors", "whitening_check"]
+DATASET_STAGES += ["report"]
+STAGES = MODEL_STAGES + DATASET_STAGES
 SHARDED = {"particles", "infer"}  # one job, log and benchmark per shard
-
-
-def write_config(tmp_path: Path, base: str = "tests/config/tiny.yaml", **changes) -> Path:
-    """A config file in tmp_path based on ``base``, with absolute input paths and dotted-key changes."""
-    cfg = yaml.safe_load((ROOT / base).read_text())
-    cfg["structure"]["source"] = str(ROOT / cfg["structure"]["source"])
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split(".")
-        node = cfg
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def snakemake(tmp_path: Path, configfile: Path, *args, timeout=900):
-    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(configfile)]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
+MODEL_DIR = Path("results/tiny")
+DEMO_DIR = MODEL_DIR / "datasets" / "demo"
 
 
 def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
@@ -53,15 +37,21 @@ def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
         ({"image.box_px": "big"}, "image.box_px: 'big' is not of type 'integer'"),
         ({"templates.n_templates": 1}, "templates.n_templates: 1 is less than the minimum of 2"),
         ({"structure.source": "/nonexistent/model.pdb"}, "structure.source: file '/nonexistent/model.pdb' not found"),
-        ({"demo.enabled": False}, "particles.star: required when demo.enabled is false"),
+        ({"datasets.demo.demo": None}, "datasets.demo: give either star (your particles) or demo (synthetic)"),
+        ({"datasets.extra.star": "/none/particles.star"}, "datasets.extra.star: file '/none/particles.star' not found"),
+        ({"datasets.demo.particles": {"whiten": "yes"}}, "datasets.demo.particles.whiten: 'yes' is not of type"),
+        ({"simulator.priors_from_dataset": "other"}, "simulator.priors_from_dataset: no dataset 'other'"),
         ({"templates.method": "ensemble"}, "templates.ensemble: give pdb_files or a trajectory"),
         (
             {"templates.method": "ensemble", "templates.ensemble": {"pdb_files": ["/none/*.pdb"]}},
             "templates.ensemble.pdb_files: no file matches '/none/*.pdb'",
         ),
-        ({"particles.shards": 0}, "particles.shards: 0 is less than the minimum of 1"),
+        ({"datasets.demo.shards": 0}, "datasets.demo.shards: 0 is less than the minimum of 1"),
         ({"templates.theta_dims": 3}, "templates.theta_dims: 3 is not one of [1, 2]"),
-        ({"templates.theta_dims": 2}, "demo.populations.0.theta_A: give [θ1, θ2] when templates.theta_dims is 2"),
+        (
+            {"templates.theta_dims": 2},
+            "datasets.demo.demo.populations.0.theta_A: give [θ1, θ2] when templates.theta_dims is 2",
+        ),
         (
             {"templates.theta_dims": 2, "templates.method": "md"},
             "templates.theta_dims: 2 needs templates.method nma",
@@ -75,24 +65,21 @@ def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, change, me
     assert not (tmp_path / "results").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    configfile = write_config(workdir)
-    result = snakemake(workdir, configfile, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir, configfile
-
-
 @pytest.mark.slow
 def test_tiny_end_to_end_outputs(tiny_run):
     workdir, _ = tiny_run
-    results = workdir / "results" / "tiny"
-    summary = json.loads((results / "report" / "summary.json").read_text())
+    results, dataset = workdir / MODEL_DIR, workdir / DEMO_DIR
+    summary = json.loads((dataset / "report" / "summary.json").read_text())
     for key in ("n_particles", "mmd2", "mmd_pvalue", "pearson_r", "median_abs_error_A", "coverage_90",
                 "sbc_ks_pvalue", "coverage_error_max", "n_edge_posteriors", "inference_particles_per_s",
-                "mmd2_raw", "mmd_pvalue_raw", "mmd2_whitened", "mmd_verdict"):  # fmt: skip
+                "mmd2_raw", "mmd_pvalue_raw", "mmd2_whitened", "mmd_verdict", "contrast_correlation"):  # fmt: skip
         assert key in summary
+    # the dataset's report names the model it was inferred with; the demo's contrast matches the simulator's
+    card_sha256 = hashlib.sha256((results / "model" / "card.json").read_bytes()).hexdigest()
+    assert summary["model"]["name"] == "tiny" and summary["model"]["card_sha256"] == card_sha256
+    assert summary["contrast_correlation"] > 0.3 and "contrast_warning" not in summary
+    validation = json.loads((results / "report" / "validation.json").read_text())
+    assert validation["sbc_ks_pvalue"] == summary["sbc_ks_pvalue"] and validation["n_simulations"] == 60
     assert 0.0 <= summary["sbc_ks_pvalue"] <= 1.0
     card = json.loads((results / "model" / "card.json").read_text())
     assert card["steps_run"] == 40 and card["packages"]["torch"].startswith("2.13")
@@ -101,23 +88,23 @@ def test_tiny_end_to_end_outputs(tiny_run):
     assert summary["n_particles"] == 96
     assert 0.0 < summary["mmd_pvalue"] <= 1.0
     # the posterior STAR keeps the input columns and gains the posterior ones, row for row
-    blocks = starfile.read(results / "inference" / "posterior.star", always_dict=True)
+    blocks = starfile.read(dataset / "inference" / "posterior.star", always_dict=True)
     assert list(blocks) == ["optics", "particles"]
     table = blocks["particles"]
     assert len(table) == 96
     assert {"rlnImageName", "rlnDefocusU", "cryoflowTrueThetaAngst"} <= set(table.columns)
     assert (table["cryoflowThetaQ05Angst"] <= table["cryoflowThetaQ50Angst"]).all()
     assert (table["cryoflowThetaQ50Angst"] <= table["cryoflowThetaQ95Angst"]).all()
-    post = np.load(results / "inference" / "posterior.npz")
+    post = np.load(dataset / "inference" / "posterior.npz")
     assert post["latent"].shape == (96, 16) and post["latent"].dtype == np.float16
     assert post["samples"].shape == (96, 50) and post["shard_particles"].tolist() == [48, 48]
     assert len(post["shard_seconds"]) == 2 and post["theta_grid_range_A"].shape == (2,)
     np.testing.assert_allclose(post["mean"], table["cryoflowThetaMeanAngst"], atol=1e-5)
     # two shards, gathered in order: the second shard's first particle is particle 49
-    shard = starfile.read(results / "inference" / "shard001.star", always_dict=True)["particles"]
+    shard = starfile.read(dataset / "inference" / "shard001.star", always_dict=True)["particles"]
     assert shard["rlnImageName"].iloc[0] == table["rlnImageName"].iloc[48]
-    np.testing.assert_allclose(np.load(results / "inference" / "shard001.npz")["mean"], post["mean"][48:])
-    with mrcfile.open(results / "particles" / "shard000.mrcs") as mrc:
+    np.testing.assert_allclose(np.load(dataset / "inference" / "shard001.npz")["mean"], post["mean"][48:])
+    with mrcfile.open(dataset / "particles" / "shard000.mrcs") as mrc:
         assert mrc.data.shape == (48, 32, 32) and mrc.voxel_size.x == pytest.approx(4.0)
     with mrcfile.open(results / "volumes" / "template_002.mrc") as mrc:
         assert mrc.voxel_size.x == pytest.approx(4.0) and mrc.data.shape == (24, 24, 24)
@@ -125,8 +112,9 @@ def test_tiny_end_to_end_outputs(tiny_run):
     assert len(theta) == 5 and theta[2] == 0.0 and np.all(np.diff(theta) > 0)
     for stage in STAGES:
         name = f"{stage}/shard001" if stage in SHARDED else stage
-        assert (workdir / "logs" / "tiny" / f"{name}.log").stat().st_size > 0, stage
-        assert (workdir / "benchmarks" / "tiny" / f"{name}.tsv").is_file(), stage
+        folder = "tiny" if stage in MODEL_STAGES else "tiny/datasets/demo"
+        assert (workdir / "logs" / folder / f"{name}.log").stat().st_size > 0, stage
+        assert (workdir / "benchmarks" / folder / f"{name}.tsv").is_file(), stage
 
 
 @pytest.mark.slow
@@ -136,29 +124,30 @@ def test_tiny_2d_theta_end_to_end(tmp_path):
         {"theta_A": [-3.5, -2.0], "sd_A": 0.4, "weight": 0.7},
         {"theta_A": [3.0, 2.5], "sd_A": 0.4, "weight": 0.3},
     ]
-    changes = {"templates.theta_dims": 2, "demo.populations": populations, "inference.grid_points_2d": 16}
+    changes = {"templates.theta_dims": 2, "datasets.demo.demo.populations": populations,
+               "inference.grid_points_2d": 16}  # fmt: skip
     result = snakemake(tmp_path, write_config(tmp_path, **changes), "--cores", "2")
     assert result.returncode == 0, result.stderr[-5000:]
-    results = tmp_path / "results" / "tiny"
+    results, dataset = tmp_path / MODEL_DIR, tmp_path / DEMO_DIR
     table = pd.read_csv(results / "templates" / "theta.tsv", sep="\t")
     assert list(table.columns) == ["template", "displacement_A", "theta1_A", "theta2_A"] and len(table) == 25
     assert len(list((results / "volumes").glob("template_*.mrc"))) == 25
     card = json.loads((results / "model" / "card.json").read_text())
     assert np.array(card["architecture"]["theta_range_A"]).shape == (2, 2)
-    blocks = starfile.read(results / "inference" / "posterior.star", always_dict=True)
+    blocks = starfile.read(dataset / "inference" / "posterior.star", always_dict=True)
     particles = blocks["particles"]
     assert "cryoflowThetaMeanAngst" not in particles and "cryoflowThetaEdgeMass" in particles
     for d in (1, 2):
         assert {f"cryoflowTrueTheta{d}Angst", f"cryoflowTheta{d}StdAngst"} <= set(particles.columns)
         assert (particles[f"cryoflowTheta{d}Q05Angst"] <= particles[f"cryoflowTheta{d}Q95Angst"]).all()
-    post = np.load(results / "inference" / "posterior.npz")
+    post = np.load(dataset / "inference" / "posterior.npz")
     assert post["mean"].shape == (96, 2) and post["samples"].shape == (96, 50, 2)
     np.testing.assert_allclose(post["mean"][:, 1], particles["cryoflowTheta2MeanAngst"], atol=1e-5)
-    summary = json.loads((results / "report" / "summary.json").read_text())
+    summary = json.loads((dataset / "report" / "summary.json").read_text())
     for key in ("pearson_r_theta1", "coverage_90_theta2", "coverage_error_max", "sbc_ks_pvalue", "mmd2"):
         assert key in summary
     assert summary["validation"]["sbc_ks_pvalue_theta2"] >= summary["sbc_ks_pvalue"]
-    assert (results / "report" / "posterior_histograms.png").stat().st_size > 0
+    assert (dataset / "report" / "posterior_histograms.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -194,10 +183,10 @@ def test_map_projection_star_priors_and_coloured_noise_train(tmp_path):
     particles' STAR file, and noise coloured like the particle stage's measured spectrum."""
     changes = {
         "simulator.projection": "volumes",
-        "simulator.priors_from_star": True,
-        "simulator.noise_power_tsv": "results/tiny/particles/noise_power.tsv",
+        "simulator.priors_from_dataset": "demo",
+        "simulator.noise_power_tsv": "results/tiny/datasets/demo/particles/noise_power.tsv",
         "simulator.volume_oversample": 2,
-        "particles.whiten": False,
+        "datasets.demo.particles": {"whiten": False},
         "train.steps": 10,
     }
     configfile = write_config(tmp_path, **changes)
@@ -206,7 +195,8 @@ def test_map_projection_star_priors_and_coloured_noise_train(tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
     results = tmp_path / "results" / "tiny"
     priors = json.loads((results / "model" / "priors.json").read_text())
-    demo = starfile.read(results / "demo" / "Extract" / "job007" / "particles.star", always_dict=True)["particles"]
+    star = tmp_path / DEMO_DIR / "demo" / "Extract" / "job007" / "particles.star"
+    demo = starfile.read(star, always_dict=True)["particles"]
     defocus = 0.5 * (demo["rlnDefocusU"] + demo["rlnDefocusV"])
     assert priors["defocus_range_A"] == pytest.approx([defocus.min(), defocus.max()])
     assert priors["optics"] == [{"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 96}]
@@ -216,54 +206,27 @@ def test_map_projection_star_priors_and_coloured_noise_train(tmp_path):
     assert np.all(np.isfinite(validation["images"]))
 
 
-def job_stats(output: str) -> dict[str, int]:
-    """Rule → job count from Snakemake's own 'Job stats' table of a run."""
-    lines = output.split("Job stats:", 1)[1].splitlines()
-    counts = {}
-    for line in lines[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
-@pytest.fixture(scope="module")
-def user_dataset(tmp_path_factory):
-    """The tiny demo's particles, moved out of the workflow's results as a user's RELION job would be."""
-    workdir = tmp_path_factory.mktemp("demo_data")
-    configfile = write_config(workdir)
-    star = "results/tiny/demo/Extract/job007/particles.star"
-    result = snakemake(workdir, configfile, "--cores", "2", star)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir / "results" / "tiny" / "demo"
+@pytest.fixture()
+def user_dataset(tiny_run):
+    """The tiny demo's particles, as a user's RELION project would hold them."""
+    return tiny_run[0] / DEMO_DIR / "demo"
 
 
 @pytest.mark.slow
-def test_rerun_after_bad_input_runs_only_the_failed_rule_and_its_descendants(tmp_path, user_dataset):
+def test_a_missing_stack_stops_the_dry_run_naming_the_star_file_and_the_stack(tmp_path, user_dataset):
     import shutil
 
     project = tmp_path / "relion"
     shutil.copytree(user_dataset, project)
     stack = next((project / "Extract" / "job007" / "Movies").glob("*.mrcs"))
-    hidden = stack.rename(stack.with_suffix(".moved"))  # a stack the STAR file names is missing
+    stack.rename(stack.with_suffix(".moved"))  # a stack the STAR file names is missing
     star = project / "Extract" / "job007" / "particles.star"
-    configfile = write_config(tmp_path, **{"demo.enabled": False, "particles.star": str(star)})
-    first = snakemake(tmp_path, configfile, "--cores", "2", "--keep-going")
-    assert first.returncode != 0
-    log = (tmp_path / "logs" / "tiny" / "particle_noise.log").read_text() + first.stderr
-    assert f"stack 'Extract/job007/Movies/{stack.name}' in _rlnImageName not found" in log
-    assert not (tmp_path / "results" / "tiny" / "particles" / "noise_power.tsv").exists()
-    kept = ("structure/reference.pdb", "templates/ensemble.npz", "model/posterior.pt", "validation/simulations.npz")
-    upstream = [tmp_path / "results" / "tiny" / p for p in kept]
-    mtimes = [p.stat().st_mtime_ns for p in upstream]
-    hidden.rename(stack)  # the user fixes the input and reruns the same command
-    second = snakemake(tmp_path, configfile, "--cores", "2", "--keep-going")
-    assert second.returncode == 0, second.stderr[-3000:]
-    ran = job_stats(second.stdout + second.stderr)
-    assert ran == {"particle_noise": 1, "particles": 2, "infer": 2, "gather_posteriors": 1, "whitening_check": 1,
-                   "report": 1, "all": 1}, ran  # fmt: skip
-    assert [p.stat().st_mtime_ns for p in upstream] == mtimes
+    configfile = write_config(tmp_path, **{"datasets.user.star": str(star)})
+    result = snakemake(tmp_path, configfile, "-n", "--cores", "1")
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert f"datasets.user: {star}: stack 'Extract/job007/Movies/{stack.name}' in _rlnImageName not found" in text
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow

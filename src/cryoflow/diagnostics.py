@@ -190,21 +190,58 @@ def edge_cells(grid: np.ndarray) -> np.ndarray:
     return (grid < low + band) | (grid > high - band)
 
 
+def validation_summary(sim: dict, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """Calibration of a model on its held-out simulations (the model report's numbers).
+
+    Returns (numbers, empirical coverage at ``CREDIBILITY_LEVELS``, (L,) or (2, L)). For a 2-D θ every
+    per-coordinate number carries a ``_theta1`` / ``_theta2`` suffix; ``coverage_error_max`` (the worse
+    coordinate's) and ``sbc_ks_pvalue`` (the lower) summarize both.
+    """
+    n_dims = theta_dims(sim["theta_true"])
+    numbers, coverage = {"n_simulations": int(len(sim["theta_true"]))}, []
+    for d in range(n_dims):
+        sim_d = {key: columns(sim[key], n_dims)[d] for key in ("samples", "theta_true", "mean", "q05", "q95")}
+        coverage.append(interval_coverage(sim_d["samples"], sim_d["theta_true"], CREDIBILITY_LEVELS))
+        found = accuracy(sim_d["mean"], sim_d["q05"], sim_d["q95"], sim_d["theta_true"])
+        found["coverage_error_max"] = float(np.max(np.abs(coverage[-1] - CREDIBILITY_LEVELS)))
+        found["sbc_ks_statistic"], found["sbc_ks_pvalue"] = ks_uniform_test(
+            sbc_pit(sim_d["samples"], sim_d["theta_true"], seed)
+        )
+        numbers.update({key + suffix(d, n_dims): value for key, value in found.items()})
+    numbers["coverage_error_max"] = max(numbers["coverage_error_max" + suffix(d, n_dims)] for d in range(n_dims))
+    numbers["sbc_ks_pvalue"] = min(numbers["sbc_ks_pvalue" + suffix(d, n_dims)] for d in range(n_dims))
+    return numbers, coverage[0] if n_dims == 1 else np.stack(coverage)
+
+
+def contrast_correlation(mean_particle: np.ndarray, mean_simulation: np.ndarray, radius_px: float) -> float:
+    """Pearson correlation, inside a centred disc, of the mean particle and the mean simulated image.
+
+    Averaged over many random poses both are round blobs; with the same contrast they correlate
+    positively, with opposite contrast (protein dark where the simulator makes it light) negatively.
+    """
+    box = mean_particle.shape[-1]
+    y, x = np.mgrid[:box, :box] - box // 2
+    inside = x**2 + y**2 <= radius_px**2
+    a, b = mean_particle[inside], mean_simulation[inside]
+    a, b = a - a.mean(), b - b.mean()
+    return float(np.sum(a * b) / max(np.sqrt(np.sum(a * a) * np.sum(b * b)), 1e-12))
+
+
 def summarize(
     post: dict,
     sim: dict,
+    validation: dict,
     truth=None,
     n_permutations: int = 500,
     max_points: int = 1000,
     seed: int = 0,
     whitening: dict | None = None,
 ):
-    """The report's numbers: MMD of latents, calibration on simulations, accuracy against a known truth.
+    """A dataset report's numbers: MMD of latents, accuracy against a known truth, the model's calibration.
 
-    Returns (summary dict for summary.json, empirical coverage at ``CREDIBILITY_LEVELS``, (L,) or (2, L)).
-    For a 2-D θ every per-coordinate number carries a ``_theta1`` / ``_theta2`` suffix. The calibration
-    numbers ``coverage_error_max`` (the worse coordinate's) and ``sbc_ks_pvalue`` (the lower) are also at
-    the top level.
+    ``validation`` is the model's ``validation_summary``; its numbers are kept under ``validation`` and
+    ``coverage_error_max`` and ``sbc_ks_pvalue`` at the top level. For a 2-D θ every per-coordinate number
+    carries a ``_theta1`` / ``_theta2`` suffix.
     ``whitening`` (latents of one particle subset, ``latent_whitened`` and
     ``latent_raw``) adds ``mmd2_whitened``/``mmd2_raw``, their p-values and ``mmd_verdict``.
     """
@@ -212,23 +249,14 @@ def summarize(
     mmd = mmd_test(sim["latent"], post["latent"], n_permutations, seed, max_points)
     summary.update({"mmd2": mmd["mmd2"], "mmd_pvalue": mmd["pvalue"], "mmd_bandwidth": mmd["bandwidth"]})
     n_dims = theta_dims(sim["theta_true"])
-    summary["validation"], coverage = {}, []
-    for d in range(n_dims):
-        sim_d = {key: columns(sim[key], n_dims)[d] for key in ("samples", "theta_true", "mean", "q05", "q95")}
-        coverage.append(interval_coverage(sim_d["samples"], sim_d["theta_true"], CREDIBILITY_LEVELS))
-        numbers = accuracy(sim_d["mean"], sim_d["q05"], sim_d["q95"], sim_d["theta_true"])
-        numbers["coverage_error_max"] = float(np.max(np.abs(coverage[-1] - CREDIBILITY_LEVELS)))
-        numbers["sbc_ks_statistic"], numbers["sbc_ks_pvalue"] = ks_uniform_test(
-            sbc_pit(sim_d["samples"], sim_d["theta_true"], seed)
-        )
-        summary["validation"].update({key + suffix(d, n_dims): value for key, value in numbers.items()})
-        if truth is not None:
+    summary["validation"] = validation
+    summary["coverage_error_max"] = validation["coverage_error_max"]
+    summary["sbc_ks_pvalue"] = validation["sbc_ks_pvalue"]
+    if truth is not None:
+        for d in range(n_dims):
             post_d = [columns(post[key], n_dims)[d] for key in ("mean", "q05", "q95")]
-            numbers = accuracy(*post_d, columns(np.asarray(truth), n_dims)[d])
-            summary.update({key + suffix(d, n_dims): value for key, value in numbers.items()})
-    validation = summary["validation"]
-    summary["coverage_error_max"] = max(validation["coverage_error_max" + suffix(d, n_dims)] for d in range(n_dims))
-    summary["sbc_ks_pvalue"] = min(validation["sbc_ks_pvalue" + suffix(d, n_dims)] for d in range(n_dims))
+            found = accuracy(*post_d, columns(np.asarray(truth), n_dims)[d])
+            summary.update({key + suffix(d, n_dims): value for key, value in found.items()})
     if whitening is not None:
         tests = {}
         for label in ("whitened", "raw"):
@@ -241,4 +269,4 @@ def summarize(
         summary["inference_seconds"] = float(np.sum(post["shard_seconds"]))
         summary["inference_particles_per_s"] = float(len(post["mean"]) / max(summary["inference_seconds"], 1e-9))
         summary["inference_device"] = ", ".join(sorted({str(d) for d in post["shard_device"]}))
-    return summary, coverage[0] if n_dims == 1 else np.stack(coverage)
+    return summary

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cryoflow.errors import InputError  # noqa: F401  (re-exported: stages import it from here)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -38,10 +40,6 @@ def write_json(path: str | os.PathLike, data) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-class InputError(ValueError):
-    """Bad user input: the message names the file and the field at fault."""
 
 
 def sha256_files(paths: str | os.PathLike | list) -> str:

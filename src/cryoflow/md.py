@@ -28,19 +28,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MDSettings:
-    solvent: str = "implicit"  # implicit (GBn2) or explicit (TIP3P-FB, PME)
-    temperature_K: float = 300.0
-    timestep_fs: float = 2.0
-    friction_per_ps: float = 1.0
-    minimize_iterations: int = 1000
-    equilibration_ps: float = 10.0
-    production_ps: float = 100.0
-    frame_interval_ps: float = 1.0
-    ph: float = 7.0
-    keep_heterogens: bool = False
-    padding_nm: float = 1.0
-    platform: str = "auto"  # auto (CUDA when present), CUDA, CPU, Reference
-    seed: int = 0
+    """The ``templates.md`` section of the config and the seed (defaults: the schema's), and two constants."""
+
+    solvent: str  # implicit (GBn2) or explicit (TIP3P-FB, PME)
+    temperature_K: float
+    timestep_fs: float
+    minimize_iterations: int
+    equilibration_ps: float
+    production_ps: float
+    frame_interval_ps: float
+    ph: float
+    keep_heterogens: bool
+    platform: str  # auto (CUDA when present), CUDA, CPU, Reference
+    seed: int
+    friction_per_ps: float = 1.0  # Langevin friction: not a config key
+    padding_nm: float = 1.0  # solvent box padding: not a config key
 
 
 def prepare(path: str | Path, settings: MDSettings):

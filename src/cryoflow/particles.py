@@ -28,6 +28,7 @@ import pandas as pd
 import starfile
 
 from cryoflow.fileio import InputError, atomic_path
+from cryoflow.starindex import resolve_stack_path
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def select_particles(table: pd.DataFrame, select: dict | None, path) -> pd.DataF
     for column, values in select.items():
         name = column.lstrip("_")
         if name not in table.columns:
-            raise InputError(f"{path}: column _{name} (particles.select) not found")
+            raise InputError(f"{path}: column _{name} (select) not found")
         values = values if isinstance(values, list) else [values]
         numeric = pd.to_numeric(table[name], errors="coerce")
         wanted = pd.to_numeric(pd.Series(values), errors="coerce")
@@ -191,14 +192,9 @@ def select_particles(table: pd.DataFrame, select: dict | None, path) -> pd.DataF
         else:
             keep &= table[name].astype(str).isin([str(v) for v in values]).to_numpy()
     if not keep.any():
-        raise InputError(f"{path}: no particle matches particles.select {select}")
+        raise InputError(f"{path}: no particle matches select {select}")
     log.info("%s: %d of %d particles match %s", path, keep.sum(), len(table), select)
     return table[keep].reset_index(drop=True)
-
-
-def shard_rows(n: int, n_shards: int) -> list[np.ndarray]:
-    """Split rows 0..n-1 into ``n_shards`` contiguous, near-equal shards (empty ones when n < n_shards)."""
-    return np.array_split(np.arange(n), n_shards)
 
 
 @dataclass
@@ -234,7 +230,7 @@ def ctf_priors(table: pd.DataFrame, path) -> dict:
     missing = [c for c in needed if c not in table.columns]
     if missing:
         names = ", ".join("_" + c for c in missing)
-        raise InputError(f"{path}: column(s) {names} needed for simulator.priors_from_star")
+        raise InputError(f"{path}: column(s) {names} needed for simulator.priors_from_dataset")
     values = {}
     for column in needed + [c for c in ("rlnPhaseShift", "rlnCtfBfactor") if c in table.columns]:
         column_values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
@@ -281,32 +277,6 @@ def parse_image_name(name: str, path="STAR file", row: int | None = None) -> tup
     if index < 1:
         raise InputError(f"{where}: _{IMAGE_NAME} {name!r}: indices are 1-based")
     return index - 1, stack
-
-
-def resolve_stack_path(stack: str, star_path: str | Path, datadir: str | Path | None = None) -> Path:
-    """Find a stack named in a STAR file the way RELION job folders need.
-
-    Tried in order: ``datadir``/path and ``datadir``/basename (when given), the
-    path as written (absolute or relative to the working directory), relative
-    to the STAR file's folder and each of its parents (a RELION project root
-    lies above the job folder), then the basename in the STAR file's folder.
-    """
-    written = Path(stack)
-    star_dir = Path(star_path).resolve().parent
-    candidates = []
-    if datadir is not None:
-        candidates += [Path(datadir) / written, Path(datadir) / written.name]
-    candidates.append(written)
-    if not written.is_absolute():
-        candidates += [folder / written for folder in (star_dir, *star_dir.parents)]
-    candidates.append(star_dir / written.name)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise InputError(
-        f"{star_path}: stack {stack!r} in _{IMAGE_NAME} not found "
-        f"(tried {len(candidates)} places; set particles.datadir)"
-    )
 
 
 @dataclass(frozen=True)
@@ -380,12 +350,20 @@ class ParticleSource:
     ``_rlnImageSize`` against the stacks (the stacks win, with a warning).
     ``first_row``: the table's first row in the STAR file (a shard's
     offset), so that messages number particles as the file does.
+    ``invert``: flip the contrast of every image (particles extracted with
+    the protein dark, where the simulator makes it light).
     """
 
     def __init__(
-        self, table: pd.DataFrame, star_path: str | Path, datadir: str | Path | None = None, first_row: int = 0
+        self,
+        table: pd.DataFrame,
+        star_path: str | Path,
+        datadir: str | Path | None = None,
+        first_row: int = 0,
+        invert: bool = False,
     ):
         self.star_path = Path(star_path)
+        self.sign = -1.0 if invert else 1.0
         self.table = table.reset_index(drop=True)
         self.first_row = int(first_row)
         if IMAGE_NAME not in self.table.columns:
@@ -481,7 +459,15 @@ class ParticleSource:
                 f"{self.headers[self.stack_of[bad]].path}: particle {self.first_row + bad + 1} of {self.star_path} "
                 f"(_{IMAGE_NAME} {self.table[IMAGE_NAME][bad]}) has NaN or inf pixels"
             )
+        if self.sign < 0:
+            np.negative(out, out=out)
         return out
+
+
+def open_dataset(star, source: dict) -> ParticleSource:
+    """All selected particles of a dataset; ``source`` holds its datadir, select, pixel_size_A and contrast."""
+    found = load_particles(star, source["pixel_size_A"], source["select"])
+    return ParticleSource(found.table, star, source["datadir"], invert=source["contrast"] == "dark")
 
 
 # ------------------------------------------------------------ writing STAR

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cryoflow import simulator
+from cryoflow import simulator, starindex
 from cryoflow.fileio import InputError, atomic_path
 from cryoflow.logs import Progress
 from cryoflow.particles import ParticleSource
@@ -179,7 +179,7 @@ def estimate_noise_spectra(
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Radial noise power on the training grid per optics group, from a seeded random subset of each group."""
-    rng = np.random.default_rng(seed)
+    picked = starindex.noise_rows(list(source.group), noise_images, seed)  # as the DAG's inputs are chosen
     mask_radius_px = mask_radius_A / pixel_size_A
     spectra = {}
     for group in source.groups():
@@ -194,7 +194,7 @@ def estimate_noise_spectra(
         if abs(actual - pixel_size_A) > 0.005 * pixel_size_A:
             log.warning("optics group %s: resampled pixel size %.4g Å differs from the training %.4g Å by "
                         "more than 0.5%%", group, actual, pixel_size_A)  # fmt: skip
-        pick = np.sort(rng.choice(rows, size=min(noise_images, len(rows)), replace=False))
+        pick = np.asarray(picked[str(group)], dtype=np.int64)
         observed = 0.0
         for part in np.array_split(pick, max(1, int(np.ceil(len(pick) / chunk)))):
             images = to_training_grid(source.read(part), pixel, pixel_size_A, box_px)

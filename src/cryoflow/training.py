@@ -29,18 +29,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingConfig:
-    steps: int = 1000
-    batch_size: int = 256
-    learning_rate: float = 3e-4
-    weight_decay: float = 1e-2
-    clip_grad_norm: float = 5.0
-    lr_schedule: str = "cosine"
-    validation_size: int = 512
-    validate_every: int = 100
-    seed: int = 0
-    checkpoint_every: int = 500
-    max_hours: float | None = None
-    mixed_precision: bool = True
+    """The ``train`` section of the config and the seed; the schema holds the defaults, not this class."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    clip_grad_norm: float
+    lr_schedule: str
+    validation_size: int
+    validate_every: int
+    seed: int
+    checkpoint_every: int
+    max_hours: float | None
+    mixed_precision: bool
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict | None:

@@ -1,16 +1,36 @@
+import copy
+import functools
 import glob
+import hashlib
+import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+# Rule scripts import the cryoflow package from src/ in whichever conda env
+# they run; jobs on cluster nodes re-read this Snakefile and get the same. The
+# Snakefile itself uses only cryoflow's standard-library modules (starindex).
+SRC = str(Path(workflow.basedir) / "src")
+_pythonpath = os.environ.get("PYTHONPATH", "")
+if SRC not in _pythonpath.split(os.pathsep):
+    os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, _pythonpath) if p))
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+from cryoflow import starindex
+from cryoflow.errors import InputError
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 # as cryoflow.structure.PDB_ID_PATTERN: 4-character or extended PDB ids
 PDB_ID = re.compile(
     r"^[0-9][A-Za-z0-9]{3}$|^pdb_[0-9]{5}[A-Za-z0-9]{3}$", re.IGNORECASE
 )
+# sections a dataset may override for itself; the top-level ones hold the shared defaults
+DATASET_SECTIONS = ("particles", "inference", "report")
 
 
 class ConfigError(Exception):
@@ -21,9 +41,168 @@ def key_path(error):
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
+def without_defaults(schema):
+    """A copy of a schema with every default removed (a dataset's overrides must not fill them in)."""
+    if isinstance(schema, dict):
+        return {k: without_defaults(v) for k, v in schema.items() if k != "default"}
+    if isinstance(schema, list):
+        return [without_defaults(v) for v in schema]
+    return schema
+
+
+def full_schema():
+    """The schema file, with each dataset's override sections typed like the top-level sections."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    dataset = schema["properties"]["datasets"]["additionalProperties"]["properties"]
+    for section in DATASET_SECTIONS:
+        dataset[section] = {
+            **without_defaults(schema["properties"][section]),
+            "description": dataset[section]["description"],
+        }
+    return schema
+
+
+def fill_defaults(schema, value, root):
+    """Set the schema's defaults where the config leaves a key out (the only place defaults live)."""
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[1]]
+    for option in schema.get("oneOf", []):
+        if isinstance(value, dict) and "$ref" in option:
+            fill_defaults(option, value, root)
+    if not isinstance(value, dict):
+        return
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+        if key in value:
+            fill_defaults(sub, value[key], root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in value:
+            if key not in properties:
+                fill_defaults(extra, value[key], root)
+
+
+def merged(base, override):
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        out[key] = (
+            merged(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def template_recipe(cfg):
+    """What fixes the templates: the structure (file content, or PDB id) and the templates section."""
+    structure = cfg["structure"]
+    source = structure["source"]
+    recipe = {
+        "structure": {
+            "source": source if PDB_ID.match(source) else sha256_file(source),
+            "chains": structure["chains"],
+            "beads": structure["beads"],
+        },
+        "templates": {k: v for k, v in cfg["templates"].items() if k != "md"},
+    }
+    if cfg["templates"]["method"] == "md":
+        recipe["templates"]["md"] = {
+            k: v for k, v in cfg["templates"]["md"].items() if k != "platform"
+        }
+    return recipe
+
+
+def recipe_sha256(recipe):
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def differences(card_value, here, prefix):
+    """Dotted keys whose values differ between a card's recipe and this config's."""
+    if isinstance(card_value, dict) and isinstance(here, dict):
+        found = []
+        for key in sorted(set(card_value) | set(here)):
+            found += differences(
+                card_value.get(key), here.get(key), f"{prefix}.{key}" if prefix else key
+            )
+        return found
+    return (
+        []
+        if card_value == here
+        else [f"{prefix}: card {card_value!r}, config {here!r}"]
+    )
+
+
+def check_trained_model(cfg):
+    """A model trained elsewhere must fit this config: θ dims, image grid and template recipe."""
+    path = Path(cfg["model"]["trained"])
+    if not path.is_file():
+        raise ConfigError(f"model.trained: file {str(path)!r} not found")
+    card_path = path.with_name("card.json")
+    if not card_path.is_file():
+        raise ConfigError(
+            f"model.trained: {card_path} not found (the model card must lie beside the model file)"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as err:
+        raise ConfigError(f"model.trained: {card_path} is not JSON ({err})")
+    found = []
+    for field in ("architecture", "config", "template_recipe", "priors"):
+        if field not in card:
+            raise ConfigError(f"model.trained: {card_path} has no field {field!r}")
+    theta_range = card["architecture"]["theta_range_A"]
+    dims = 2 if isinstance(theta_range[0], list) else 1
+    if dims != cfg["templates"]["theta_dims"]:
+        found.append(
+            f"templates.theta_dims: card {dims}, config {cfg['templates']['theta_dims']}"
+        )
+    found += differences(card["config"].get("image"), cfg["image"], "image")
+    here = template_recipe(cfg)
+    found += differences(card["template_recipe"], here, "")
+    if found:
+        raise ConfigError(
+            f"model.trained: {path} was trained for another setting ({card_path}):\n  "
+            + "\n  ".join(found)
+        )
+    return card
+
+
+def check_dataset(name, ds, cfg):
+    where = f"datasets.{name}"
+    if (ds["star"] is None) == (ds["demo"] is None):
+        raise ConfigError(
+            f"{where}: give either star (your particles) or demo (synthetic)"
+        )
+    if ds["demo"] is not None:
+        if ds["demo"]["n_particles"] < ds["shards"]:
+            raise ConfigError(
+                f"{where}.shards: {ds['shards']} shards but demo.n_particles is {ds['demo']['n_particles']}"
+            )
+        two_d = cfg["templates"]["theta_dims"] == 2
+        for i, state in enumerate(ds["demo"]["populations"]):
+            if isinstance(state["theta_A"], list) != two_d:
+                raise ConfigError(
+                    f"{where}.demo.populations.{i}.theta_A: give "
+                    + ("[θ1, θ2]" if two_d else "one number")
+                    + f" when templates.theta_dims is {cfg['templates']['theta_dims']}"
+                )
+    elif not Path(ds["star"]).is_file():
+        raise ConfigError(f"{where}.star: file {ds['star']!r} not found")
+
+
 def check_config(cfg):
     """Validate against the JSON schema (filling defaults), then check files and cross-key rules."""
-    schema = yaml.safe_load(SCHEMA.read_text())
+    schema = full_schema()
     validator_class = jsonschema.validators.validator_for(schema)
     errors = sorted(
         validator_class(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path)
@@ -31,20 +210,12 @@ def check_config(cfg):
     if errors:
         lines = [f"  {key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
-    validate(cfg, schema=str(SCHEMA), set_default=True)
+    fill_defaults(schema, cfg, schema)
     source = cfg["structure"]["source"]
     if not PDB_ID.match(source) and not Path(source).is_file():
         raise ConfigError(
             f"structure.source: file {source!r} not found (and it is not a 4-character PDB id)"
         )
-    if not cfg["demo"]["enabled"]:
-        star = cfg["particles"]["star"]
-        if not star:
-            raise ConfigError("particles.star: required when demo.enabled is false")
-        if not Path(star).is_file():
-            raise ConfigError(f"particles.star: file {star!r} not found")
-    elif not cfg["demo"].get("populations"):
-        raise ConfigError("demo.populations: required when demo.enabled is true")
     user = cfg["templates"]["ensemble"]
     if cfg["templates"]["method"] == "ensemble":
         if not user["pdb_files"] and not user["trajectory"]:
@@ -56,24 +227,32 @@ def check_config(cfg):
                 raise ConfigError(
                     f"templates.ensemble.pdb_files: no file matches {pattern!r}"
                 )
-    if cfg["templates"]["theta_dims"] == 2:
-        if cfg["templates"]["method"] != "nma":
-            raise ConfigError(
-                "templates.theta_dims: 2 needs templates.method nma (two modes on a grid)"
-            )
-    if cfg["demo"]["enabled"]:
-        two_d = cfg["templates"]["theta_dims"] == 2
-        for i, state in enumerate(cfg["demo"]["populations"]):
-            if isinstance(state["theta_A"], list) != two_d:
-                raise ConfigError(
-                    f"demo.populations.{i}.theta_A: give "
-                    + ("[θ1, θ2]" if two_d else "one number")
-                    + f" when templates.theta_dims is {cfg['templates']['theta_dims']}"
-                )
+    if cfg["templates"]["theta_dims"] == 2 and cfg["templates"]["method"] != "nma":
+        raise ConfigError(
+            "templates.theta_dims: 2 needs templates.method nma (two modes on a grid)"
+        )
+    for name, ds in cfg["datasets"].items():
+        check_dataset(name, ds, cfg)
+    chosen = cfg["simulator"]["priors_from_dataset"]
+    if chosen is not None and chosen not in cfg["datasets"]:
+        raise ConfigError(
+            f"simulator.priors_from_dataset: no dataset {chosen!r} (datasets: {', '.join(cfg['datasets'])})"
+        )
     vol = cfg["volumes"]
     vol.setdefault("voxel_size_A", cfg["image"]["pixel_size_A"])
     vol.setdefault("box_vox", cfg["image"]["box_px"])
+    if cfg["model"]["trained"]:
+        check_trained_model(cfg)
     return cfg
+
+
+def dataset_settings(cfg, name):
+    """One dataset's effective settings: its own keys, and the shared sections with its overrides."""
+    ds = cfg["datasets"][name]
+    out = {k: v for k, v in ds.items() if k not in DATASET_SECTIONS}
+    for section in DATASET_SECTIONS:
+        out[section] = merged(cfg[section], ds.get(section))
+    return out
 
 
 try:
@@ -81,20 +260,23 @@ try:
 except ConfigError as err:
     raise WorkflowError(str(err))
 
-# Rule scripts import the cryoflow package from src/ in whichever conda env
-# they run; jobs on cluster nodes re-read this Snakefile and get the same.
-SRC = str(Path(workflow.basedir) / "src")
-_pythonpath = os.environ.get("PYTHONPATH", "")
-if SRC not in _pythonpath.split(os.pathsep):
-    os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, _pythonpath) if p))
-
-NAME = config["name"]
-RESULTS = f"results/{NAME}"
-LOGS = f"logs/{NAME}"
-BENCH = f"benchmarks/{NAME}"
+MODEL = config["model"]["name"]
+DATASETS = {name: dataset_settings(config, name) for name in config["datasets"]}
+# model artefacts, shared by every dataset inferred with the model
+M = f"results/{MODEL}"
+MLOG = f"logs/{MODEL}"
+MBENCH = f"benchmarks/{MODEL}"
+# dataset artefacts, one folder per dataset under its model ({dataset} is a wildcard)
+D = f"{M}/datasets/{{dataset}}"
+DLOG = f"{MLOG}/datasets/{{dataset}}"
+DBENCH = f"{MBENCH}/datasets/{{dataset}}"
+# a demo dataset is written as a RELION project: its Extract job's STAR file and stack folder
+DEMO_STAR = f"{D}/demo/Extract/job007/particles.star"
+DEMO_STACKS = f"{D}/demo/Extract/job007/Movies"
 # a 2-D θ grid has n_templates per axis
 N_TEMPLATES = config["templates"]["n_templates"] ** config["templates"]["theta_dims"]
 TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
+TEMPLATE_RECIPE = template_recipe(config)
 
 
 def all_cores(cluster_default=8):
@@ -106,49 +288,172 @@ def all_cores(cluster_default=8):
         return cluster_default
 
 
-# particles are preprocessed and inferred in shards (scatter), then gathered
-SHARDS = [f"{i:03d}" for i in range(config["particles"]["shards"])]
+# ----------------------------------------------------------------- the model
+def model_file(wildcards=None):
+    """The estimator datasets are inferred with: trained here, or the one model.trained names."""
+    return config["model"]["trained"] or f"{M}/model/posterior.pt"
+
+
+def model_card(wildcards=None):
+    trained = config["model"]["trained"]
+    return (
+        str(Path(trained).with_name("card.json")) if trained else f"{M}/model/card.json"
+    )
 
 
 def template_inputs(wildcards=None):
     """The reference; with templates.method: md, the prepared structure and its trajectory as well."""
-    inputs = {"pdb": f"{RESULTS}/structure/reference.pdb"}
+    inputs = {"pdb": f"{M}/structure/reference.pdb"}
     if config["templates"]["method"] == "md":
-        inputs["prepared"] = f"{RESULTS}/templates/md/prepared.pdb"
-        inputs["trajectory"] = f"{RESULTS}/templates/md/trajectory.dcd"
+        inputs["prepared"] = f"{M}/templates/md/prepared.pdb"
+        inputs["trajectory"] = f"{M}/templates/md/trajectory.dcd"
     return inputs
 
 
 def simulator_inputs(wildcards=None):
     """Files the simulator is built from: ensemble, resolved priors, maps and noise spectrum when used."""
     inputs = {
-        "ensemble": f"{RESULTS}/templates/ensemble.npz",
-        "priors": f"{RESULTS}/model/priors.json",
+        "ensemble": f"{M}/templates/ensemble.npz",
+        "priors": f"{M}/model/priors.json",
     }
     if config["simulator"]["projection"] == "volumes":
-        inputs["maps"] = expand(f"{RESULTS}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS)
+        inputs["maps"] = expand(f"{M}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS)
     if config["simulator"]["noise_power_tsv"]:
         inputs["noise"] = config["simulator"]["noise_power_tsv"]
     return inputs
 
 
 def priors_inputs(wildcards=None):
-    """The ensemble (for the θ range), and the particles' STAR file when priors come from it."""
-    inputs = {"ensemble": f"{RESULTS}/templates/ensemble.npz"}
-    if config["simulator"]["priors_from_star"]:
-        inputs["star"] = particles_star()
+    """The ensemble (θ range); a chosen dataset's STAR file; the card of a model trained elsewhere."""
+    inputs = {"ensemble": f"{M}/templates/ensemble.npz"}
+    chosen = config["simulator"]["priors_from_dataset"]
+    if chosen is not None:
+        inputs["star"] = star_of(chosen)
+    if config["model"]["trained"]:
+        inputs["card"] = model_card()
     return inputs
 
 
-def particles_star():
-    """The STAR file the particle stage reads: the demo's or the user's."""
-    if config["demo"]["enabled"]:
-        return f"{RESULTS}/demo/Extract/job007/particles.star"
-    return config["particles"]["star"]
+# --------------------------------------------------------------- the datasets
+def star_of(name):
+    """The STAR file a dataset's particle stage reads: the demo's or the user's."""
+    if DATASETS[name]["demo"] is not None:
+        return DEMO_STAR.format(dataset=name)
+    return DATASETS[name]["star"]
+
+
+def dataset_star(wildcards):
+    return star_of(wildcards.dataset)
+
+
+@functools.cache
+def dataset_index(name):
+    """The selected particles of a user dataset, their stacks and groups (None for a demo dataset)."""
+    ds = DATASETS[name]
+    if ds["demo"] is not None or str(ds["star"]).endswith(".cs"):
+        return None
+    try:
+        index = starindex.index_star(ds["star"], ds["select"], ds["pixel_size_A"])
+    except InputError as err:
+        raise WorkflowError(f"datasets.{name}: {err}")
+    if len(index) < ds["shards"]:
+        raise WorkflowError(
+            f"datasets.{name}.shards: {ds['shards']} shards but {ds['star']} has {len(index)} particles"
+        )
+    return index
+
+
+@functools.cache
+def resolved_stacks(name):
+    """Stack name as written → path, for every stack of a dataset (resolved once per run)."""
+    index, ds = dataset_index(name), DATASETS[name]
+    try:
+        return {
+            stack: str(starindex.resolve_stack_path(stack, ds["star"], ds["datadir"]))
+            for stack in index.stacks()
+        }
+    except InputError as err:
+        raise WorkflowError(f"datasets.{name}: {err}")
+
+
+def stacks_of(name, rows=None):
+    """The stacks holding ``rows`` of a dataset: inputs of the jobs that read them.
+
+    A demo dataset's stacks are its Movies folder; a cryoSPARC export's are not tracked.
+    """
+    if DATASETS[name]["demo"] is not None:
+        return [DEMO_STACKS.format(dataset=name)]
+    index = dataset_index(name)
+    if index is None:
+        return []
+    paths = resolved_stacks(name)
+    return [paths[stack] for stack in index.stacks(rows)]
+
+
+def n_shards(name):
+    return DATASETS[name]["shards"]
+
+
+def shard_ids(name):
+    return [f"{i:03d}" for i in range(n_shards(name))]
+
+
+def noise_stacks(wildcards):
+    """Stacks of the particles the noise spectra are measured on."""
+    index = dataset_index(wildcards.dataset)
+    if index is None:
+        return stacks_of(wildcards.dataset)
+    settings = DATASETS[wildcards.dataset]["particles"]
+    picked = starindex.noise_rows(
+        index.groups, settings["noise_images"], config["seed"]
+    )
+    return stacks_of(
+        wildcards.dataset, sorted(r for rows in picked.values() for r in rows)
+    )
+
+
+def shard_stacks(wildcards):
+    index = dataset_index(wildcards.dataset)
+    if index is None:
+        return stacks_of(wildcards.dataset)
+    rows = starindex.shard_rows(len(index), n_shards(wildcards.dataset))[
+        int(wildcards.shard)
+    ]
+    return stacks_of(wildcards.dataset, rows)
+
+
+def whitening_stacks(wildcards):
+    index = dataset_index(wildcards.dataset)
+    if index is None:
+        return stacks_of(wildcards.dataset)
+    n = DATASETS[wildcards.dataset]["report"]["mmd_max_points"]
+    return stacks_of(
+        wildcards.dataset, starindex.sample_rows(len(index), n, config["seed"])
+    )
+
+
+def source_settings(wildcards):
+    """What the particle stage needs to read a dataset: STAR file, stacks, select, pixel size, contrast."""
+    ds = DATASETS[wildcards.dataset]
+    return {key: ds[key] for key in ("datadir", "select", "pixel_size_A", "contrast")}
+
+
+def dataset_section(section, *keys):
+    """A params function: a dataset's effective ``section`` (only ``keys`` when given)."""
+
+    def settings(wildcards):
+        values = DATASETS[wildcards.dataset][section]
+        return {k: values[k] for k in keys} if keys else values
+
+    return settings
 
 
 def final_outputs():
-    return [
-        f"{RESULTS}/report/summary.json",
-        expand(f"{RESULTS}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
+    outputs = [
+        f"{M}/report/validation.json",
+        expand(f"{M}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
+        # the template PDBs too: a changed template count then finds them missing and reruns templates
+        expand(f"{M}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
     ]
+    outputs += expand(f"{D}/report/summary.json", dataset=list(DATASETS))
+    return outputs

@@ -1,15 +1,15 @@
 rule infer:
     input:
-        model=rules.train.output.model,
+        model=model_file(),
         stack=rules.particles.output.stack,
         star=rules.particles.output.star,
     output:
-        star=f"{RESULTS}/inference/shard{{shard}}.star",
-        npz=f"{RESULTS}/inference/shard{{shard}}.npz",
+        star=f"{D}/inference/shard{{shard}}.star",
+        npz=f"{D}/inference/shard{{shard}}.npz",
     log:
-        f"{LOGS}/infer/shard{{shard}}.log",
+        f"{DLOG}/infer/shard{{shard}}.log",
     benchmark:
-        f"{BENCH}/infer/shard{{shard}}.tsv"
+        f"{DBENCH}/infer/shard{{shard}}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -18,9 +18,16 @@ rule infer:
     resources:
         mem_mb=8000,
         runtime=12 * 60,
-        gpu=config["train"]["gpus"],
+        gpu=lambda w: DATASETS[w.dataset]["inference"]["gpus"],
     params:
-        inference=config["inference"],
+        inference=dataset_section(
+            "inference",
+            "device",
+            "batch_size",
+            "grid_points",
+            "grid_points_2d",
+            "n_samples",
+        ),
         seed=config["seed"],
     script:
         "../../scripts/infer.py"
@@ -28,15 +35,19 @@ rule infer:
 
 rule gather_posteriors:
     input:
-        stars=expand(rules.infer.output.star, shard=SHARDS),
-        npzs=expand(rules.infer.output.npz, shard=SHARDS),
+        stars=lambda w: expand(
+            rules.infer.output.star, dataset=w.dataset, shard=shard_ids(w.dataset)
+        ),
+        npzs=lambda w: expand(
+            rules.infer.output.npz, dataset=w.dataset, shard=shard_ids(w.dataset)
+        ),
     output:
-        star=f"{RESULTS}/inference/posterior.star",
-        npz=f"{RESULTS}/inference/posterior.npz",
+        star=f"{D}/inference/posterior.star",
+        npz=f"{D}/inference/posterior.npz",
     log:
-        f"{LOGS}/gather_posteriors.log",
+        f"{DLOG}/gather_posteriors.log",
     benchmark:
-        f"{BENCH}/gather_posteriors.tsv"
+        f"{DBENCH}/gather_posteriors.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -49,15 +60,16 @@ rule gather_posteriors:
 
 rule whitening_check:
     input:
-        star=particles_star(),
+        star=dataset_star,
+        stacks=whitening_stacks,
         noise=rules.particle_noise.output.noise,
-        model=rules.train.output.model,
+        model=model_file(),
     output:
-        npz=f"{RESULTS}/inference/whitening_check.npz",
+        npz=f"{D}/inference/whitening_check.npz",
     log:
-        f"{LOGS}/whitening_check.log",
+        f"{DLOG}/whitening_check.log",
     benchmark:
-        f"{BENCH}/whitening_check.tsv"
+        f"{DBENCH}/whitening_check.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: all_cores()
@@ -65,32 +77,10 @@ rule whitening_check:
         mem_mb=4000,
         runtime=60,
     params:
-        particles=config["particles"],
+        source=source_settings,
+        inference=dataset_section("inference", "device", "batch_size"),
+        n_particles=lambda w: DATASETS[w.dataset]["report"]["mmd_max_points"],
         image=config["image"],
-        inference=config["inference"],
-        n_particles=config["report"]["mmd_max_points"],
         seed=config["seed"],
     script:
         "../../scripts/whitening_check.py"
-
-
-rule validate:
-    input:
-        unpack(simulator_inputs),
-        model=rules.train.output.model,
-    output:
-        npz=f"{RESULTS}/validation/simulations.npz",
-    log:
-        f"{LOGS}/validate.log",
-    benchmark:
-        f"{BENCH}/validate.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: all_cores()
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    params:
-        config=config,
-    script:
-        "../../scripts/validate.py"

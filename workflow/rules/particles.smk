@@ -2,12 +2,12 @@ rule demo_particles:
     input:
         ensemble=rules.templates.output.ensemble,
     output:
-        star=f"{RESULTS}/demo/Extract/job007/particles.star",
-        stacks=directory(f"{RESULTS}/demo/Extract/job007/Movies"),
+        star=DEMO_STAR,
+        stacks=directory(DEMO_STACKS),
     log:
-        f"{LOGS}/demo_particles.log",
+        f"{DLOG}/demo_particles.log",
     benchmark:
-        f"{BENCH}/demo_particles.tsv"
+        f"{DBENCH}/demo_particles.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -15,20 +15,23 @@ rule demo_particles:
         mem_mb=4000,
         runtime=60,
     params:
-        config=config,
+        **SIMULATOR,
+        demo=lambda w: DATASETS[w.dataset]["demo"],
+        seed=config["seed"],
     script:
         "../../scripts/demo_particles.py"
 
 
 rule particle_noise:
     input:
-        star=particles_star(),
+        star=dataset_star,
+        stacks=noise_stacks,
     output:
-        noise=f"{RESULTS}/particles/noise_power.tsv",
+        noise=f"{D}/particles/noise_power.tsv",
     log:
-        f"{LOGS}/particle_noise.log",
+        f"{DLOG}/particle_noise.log",
     benchmark:
-        f"{BENCH}/particle_noise.tsv"
+        f"{DBENCH}/particle_noise.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -36,7 +39,10 @@ rule particle_noise:
         mem_mb=4000,
         runtime=60,
     params:
-        particles=config["particles"],
+        source=source_settings,
+        particles=dataset_section(
+            "particles", "mask_radius_A", "noise_images", "chunk_size"
+        ),
         image=config["image"],
         seed=config["seed"],
     script:
@@ -45,15 +51,16 @@ rule particle_noise:
 
 rule particles:
     input:
-        star=particles_star(),
+        star=dataset_star,
+        stacks=shard_stacks,
         noise=rules.particle_noise.output.noise,
     output:
-        stack=f"{RESULTS}/particles/shard{{shard}}.mrcs",
-        star=f"{RESULTS}/particles/shard{{shard}}.star",
+        stack=f"{D}/particles/shard{{shard}}.mrcs",
+        star=f"{D}/particles/shard{{shard}}.star",
     log:
-        f"{LOGS}/particles/shard{{shard}}.log",
+        f"{DLOG}/particles/shard{{shard}}.log",
     benchmark:
-        f"{BENCH}/particles/shard{{shard}}.tsv"
+        f"{DBENCH}/particles/shard{{shard}}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -63,7 +70,9 @@ rule particles:
         mem_mb=4000,
         runtime=12 * 60,
     params:
-        particles=config["particles"],
+        source=source_settings,
+        shards=lambda w: n_shards(w.dataset),
+        particles=dataset_section("particles", "whiten", "chunk_size"),
         image=config["image"],
     script:
         "../../scripts/particles.py"

@@ -3,9 +3,7 @@ REPORT_FIGURES = {
     "latent_umap": "UMAP of latents: simulated vs experimental, experimental coloured by posterior width, "
     "with particles from distinct regions of the map.",
     "whitening_mmd": "MMD between simulated and experimental latents, whitened and raw particles side by side.",
-    "calibration": "Calibration on held-out simulations: nominal vs empirical coverage, accuracy.",
     "example_particles": "Example particles with their posteriors.",
-    "ensemble": "The template ensemble: θ per template and the pairwise RMSD matrix.",
 }
 
 
@@ -13,26 +11,28 @@ rule report:
     input:
         posterior=rules.gather_posteriors.output.npz,
         star=rules.gather_posteriors.output.star,
-        stacks=expand(rules.particles.output.stack, shard=SHARDS),
+        stacks=lambda w: expand(
+            rules.particles.output.stack, dataset=w.dataset, shard=shard_ids(w.dataset)
+        ),
         whitening=rules.whitening_check.output.npz,
         simulations=rules.validate.output.npz,
-        templates=rules.templates.output.table,
-        ensemble=rules.templates.output.ensemble,
+        validation=rules.model_report.output.summary,
+        card=model_card(),
     output:
-        summary=f"{RESULTS}/report/summary.json",
+        summary=f"{D}/report/summary.json",
         figures=[
             report(
-                f"{RESULTS}/report/{name}.png",
+                f"{D}/report/{name}.png",
                 caption="../report/figure.rst",
-                category="Results",
+                category="{dataset}",
                 labels={"figure": name},
             )
             for name in REPORT_FIGURES
         ],
     log:
-        f"{LOGS}/report.log",
+        f"{DLOG}/report.log",
     benchmark:
-        f"{BENCH}/report.tsv"
+        f"{DBENCH}/report.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -40,8 +40,9 @@ rule report:
         mem_mb=8000,
         runtime=60,
     params:
-        report=config["report"],
+        report=dataset_section("report"),
         seed=config["seed"],
+        model=MODEL,
         figures=list(REPORT_FIGURES),
     script:
         "../../scripts/report.py"

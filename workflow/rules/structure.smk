@@ -1,11 +1,11 @@
 rule structure:
     output:
-        pdb=f"{RESULTS}/structure/reference.pdb",
-        chains=f"{RESULTS}/structure/chains.pdb",
+        pdb=f"{M}/structure/reference.pdb",
+        chains=f"{M}/structure/chains.pdb",
     log:
-        f"{LOGS}/structure.log",
+        f"{MLOG}/structure.log",
     benchmark:
-        f"{BENCH}/structure.tsv"
+        f"{MBENCH}/structure.tsv"
     conda:
         "../../envs/structure.yaml"
     threads: 1

@@ -2,12 +2,12 @@ rule md:
     input:
         pdb=rules.structure.output.chains,
     output:
-        prepared=f"{RESULTS}/templates/md/prepared.pdb",
-        trajectory=f"{RESULTS}/templates/md/trajectory.dcd",
+        prepared=f"{M}/templates/md/prepared.pdb",
+        trajectory=f"{M}/templates/md/trajectory.dcd",
     log:
-        f"{LOGS}/md.log",
+        f"{MLOG}/md.log",
     benchmark:
-        f"{BENCH}/md.tsv"
+        f"{MBENCH}/md.tsv"
     conda:
         "../../envs/md.yaml"
     threads: all_cores()
@@ -26,13 +26,13 @@ rule templates:
     input:
         unpack(template_inputs),
     output:
-        ensemble=f"{RESULTS}/templates/ensemble.npz",
-        table=f"{RESULTS}/templates/theta.tsv",
-        pdbs=expand(f"{RESULTS}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
+        ensemble=f"{M}/templates/ensemble.npz",
+        table=f"{M}/templates/theta.tsv",
+        pdbs=expand(f"{M}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
     log:
-        f"{LOGS}/templates.log",
+        f"{MLOG}/templates.log",
     benchmark:
-        f"{BENCH}/templates.tsv"
+        f"{MBENCH}/templates.tsv"
     conda:
         "../../envs/templates.yaml"
     threads: 1
@@ -40,7 +40,7 @@ rule templates:
         mem_mb=4000,
         runtime=60,
     params:
-        templates=config["templates"],
+        templates={k: v for k, v in config["templates"].items() if k != "md"},
         beads=config["structure"]["beads"],
     script:
         "../../scripts/templates.py"
@@ -50,11 +50,11 @@ rule volumes:
     input:
         ensemble=rules.templates.output.ensemble,
     output:
-        maps=expand(f"{RESULTS}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
+        maps=expand(f"{M}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
     log:
-        f"{LOGS}/volumes.log",
+        f"{MLOG}/volumes.log",
     benchmark:
-        f"{BENCH}/volumes.tsv"
+        f"{MBENCH}/volumes.tsv"
     conda:
         "../../envs/templates.yaml"
     threads: 1

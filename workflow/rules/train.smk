@@ -1,12 +1,16 @@
+# the simulator's settings as the rules that build it read them
+SIMULATOR = {key: config[key] for key in ("image", "simulator")}
+
+
 rule priors:
     input:
         unpack(priors_inputs),
     output:
-        priors=f"{RESULTS}/model/priors.json",
+        priors=f"{M}/model/priors.json",
     log:
-        f"{LOGS}/priors.log",
+        f"{MLOG}/priors.log",
     benchmark:
-        f"{BENCH}/priors.tsv"
+        f"{MBENCH}/priors.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -14,7 +18,13 @@ rule priors:
         mem_mb=2000,
         runtime=10,
     params:
-        config=config,
+        simulator=config["simulator"],
+        image=config["image"],
+        pixel_size_A=lambda w: (
+            DATASETS[config["simulator"]["priors_from_dataset"]]["pixel_size_A"]
+            if config["simulator"]["priors_from_dataset"]
+            else None
+        ),
     script:
         "../../scripts/priors.py"
 
@@ -23,19 +33,19 @@ rule train:
     input:
         unpack(simulator_inputs),
     output:
-        model=f"{RESULTS}/model/posterior.pt",
-        last_model=f"{RESULTS}/model/posterior_last.pt",
-        card=f"{RESULTS}/model/card.json",
-        history=f"{RESULTS}/model/training.tsv",
+        model=f"{M}/model/posterior.pt",
+        last_model=f"{M}/model/posterior_last.pt",
+        card=f"{M}/model/card.json",
+        history=f"{M}/model/training.tsv",
         curve=report(
-            f"{RESULTS}/model/loss.png",
+            f"{M}/model/loss.png",
             caption="../report/loss.rst",
             category="Training",
         ),
     log:
-        f"{LOGS}/train.log",
+        f"{MLOG}/train.log",
     benchmark:
-        f"{BENCH}/train.tsv"
+        f"{MBENCH}/train.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: all_cores()
@@ -44,7 +54,74 @@ rule train:
         runtime=24 * 60,
         gpu=config["train"]["gpus"],
     params:
-        config=config,
-        checkpoint=f"{RESULTS}/checkpoints/train.pt",
+        **SIMULATOR,
+        seed=config["seed"],
+        train=config["train"],
+        model_name=MODEL,
+        recipe=TEMPLATE_RECIPE,
+        card_config={
+            key: config[key]
+            for key in ("structure", "templates", "image", "simulator")
+        },
+        checkpoint=f"{M}/checkpoints/train.pt",
     script:
         "../../scripts/train.py"
+
+
+rule validate:
+    input:
+        unpack(simulator_inputs),
+        model=model_file(),
+    output:
+        npz=f"{M}/validation/simulations.npz",
+    log:
+        f"{MLOG}/validate.log",
+    benchmark:
+        f"{MBENCH}/validate.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: all_cores()
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        **SIMULATOR,
+        validation=config["validation"],
+        seed=config["seed"],
+    script:
+        "../../scripts/validate.py"
+
+
+rule model_report:
+    input:
+        simulations=rules.validate.output.npz,
+        ensemble=rules.templates.output.ensemble,
+        card=model_card(),
+    output:
+        summary=f"{M}/report/validation.json",
+        calibration=report(
+            f"{M}/report/calibration.png",
+            caption="../report/figure.rst",
+            category="Model",
+            labels={"figure": "calibration"},
+        ),
+        ensemble=report(
+            f"{M}/report/ensemble.png",
+            caption="../report/figure.rst",
+            category="Model",
+            labels={"figure": "ensemble"},
+        ),
+    log:
+        f"{MLOG}/model_report.log",
+    benchmark:
+        f"{MBENCH}/model_report.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        seed=config["seed"],
+    script:
+        "../../scripts/model_report.py"

@@ -1,0 +1,29 @@
+"""Rule model_report: the model's calibration on held-out simulations and its template ensemble."""
+
+import json
+
+import numpy as np
+
+from cryoflow import diagnostics, report, theta
+from cryoflow.fileio import sha256_files, write_json
+from cryoflow.logs import configure
+
+log = configure(snakemake.log[0])
+seed = snakemake.params.seed
+sim = dict(np.load(snakemake.input.simulations))
+numbers, coverage = diagnostics.validation_summary(sim, seed)
+n_dims = diagnostics.theta_dims(sim["theta_true"])
+pits = [
+    diagnostics.sbc_pit(samples, truth_d, seed)
+    for samples, truth_d in zip(theta.columns(sim["samples"], n_dims), theta.columns(sim["theta_true"], n_dims))
+]
+ks_pvalues = [numbers["sbc_ks_pvalue" + theta.suffix(d, n_dims)] for d in range(n_dims)]
+report.plot_calibration(diagnostics.CREDIBILITY_LEVELS, coverage, sim, pits, ks_pvalues, snakemake.output.calibration)
+ensemble = np.load(snakemake.input.ensemble)
+report.plot_ensemble(ensemble["theta_A"], ensemble["rmsd_A"], snakemake.output.ensemble)
+card = json.loads(open(snakemake.input.card).read())
+numbers["model"] = {"name": card.get("name"), "card": snakemake.input.card, "card_sha256": sha256_files(
+    snakemake.input.card)}  # fmt: skip
+write_json(snakemake.output.summary, numbers)
+log.info("calibration on %d held-out simulations: %s", len(sim["theta_true"]),
+         {k: round(v, 3) for k, v in numbers.items() if isinstance(v, float)})  # fmt: skip

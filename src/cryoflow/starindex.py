@@ -1,0 +1,192 @@
+"""Which stacks each job of a dataset reads, known before any job runs (standard library only).
+
+The Snakefile calls this while it builds the DAG, in whatever Python runs
+Snakemake (no numpy, pandas or starfile there), so that particle stacks are
+real inputs of the jobs that read them: a stack that is fixed or replaced
+reruns those jobs and nothing else. The rule scripts take their row choices
+(shards, the noise sample, the whitening subset) from the same functions,
+so the DAG and the jobs agree row for row.
+
+Only what the DAG needs is parsed: the particle loop's image names, optics
+group (or pixel-size) columns and the columns ``select`` filters on. A STAR
+file naming 10 000 stacks indexes in well under a second.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryoflow.errors import InputError
+
+IMAGE_NAME = "rlnImageName"
+OPTICS_GROUP = "rlnOpticsGroup"
+# the columns that give a particle's pixel size, in the order particles.particle_table tries them
+PIXEL_COLUMNS = (("rlnImagePixelSize",), ("rlnPixelSize",), ("rlnDetectorPixelSize", "rlnMagnification"))
+
+
+def split_row(line: str) -> list[str]:
+    return shlex.split(line) if ('"' in line or "'" in line) else line.split()
+
+
+def loop_blocks(path: str | Path) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Every loop block of a STAR file: name → (column names without '_', rows of strings).
+
+    A data row with fewer or more fields than its loop has columns stops with the line number.
+    """
+    blocks, name, columns, rows, in_loop = {}, None, None, None, False
+    with open(path, errors="replace") as handle:
+        for number, raw in enumerate(handle, 1):
+            line = raw.strip()
+            if line.startswith("data_"):
+                name, columns, rows, in_loop = line[5:], None, None, False
+            elif line == "loop_":
+                columns, rows, in_loop = [], [], True
+                blocks[name or ""] = (columns, rows)
+            elif not in_loop or not line or line.startswith("#"):
+                continue
+            elif line.startswith("_") and not rows:
+                columns.append(line.split()[0][1:])
+            elif line.startswith("_"):
+                in_loop = False
+            else:
+                fields = split_row(line)
+                if len(fields) != len(columns):
+                    raise InputError(
+                        f"{path}, line {number}: {len(fields)} fields where data_{name} has {len(columns)} columns"
+                    )
+                rows.append(fields)
+    return blocks
+
+
+def particle_loop(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """The loop holding the particles: ``particles``, ``images`` or the first with ``_rlnImageName``."""
+    blocks = loop_blocks(path)
+    for name in ("particles", "images", *blocks):
+        if name in blocks and IMAGE_NAME in blocks[name][0]:
+            return blocks[name]
+    raise InputError(f"{path}: no data block has the column _{IMAGE_NAME}")
+
+
+def _as_float(values: list[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def select_rows(columns: dict[str, list[str]], n: int, select: dict | None, path) -> list[int]:
+    """Rows whose columns take one of the given values, as ``particles.select_particles`` keeps them."""
+    keep = list(range(n))
+    for column, wanted in (select or {}).items():
+        name = column.lstrip("_")
+        if name not in columns:
+            raise InputError(f"{path}: column _{name} (select) not found")
+        wanted = wanted if isinstance(wanted, list) else [wanted]
+        values = columns[name]
+        numbers, wanted_numbers = _as_float(values), _as_float([str(w) for w in wanted])
+        if numbers is not None and wanted_numbers is not None:
+            allowed = set(wanted_numbers)
+            keep = [i for i in keep if numbers[i] in allowed]
+        else:
+            allowed = {str(w) for w in wanted}
+            keep = [i for i in keep if values[i] in allowed]
+    if not keep:
+        raise InputError(f"{path}: no particle matches select {select}")
+    return keep
+
+
+def group_labels(columns: dict[str, list[str]], n: int, pixel_size_A=None) -> list[str]:
+    """A label per particle that partitions them as the particle stage's optics groups do."""
+    if OPTICS_GROUP in columns:
+        return columns[OPTICS_GROUP]
+    if not pixel_size_A:
+        for names in PIXEL_COLUMNS:
+            if all(c in columns for c in names):
+                return [" ".join(repr(float(columns[c][i])) for c in names) for i in range(n)]
+    return ["1"] * n
+
+
+@dataclass
+class DatasetIndex:
+    """The selected particles of a STAR file: each one's stack (name as written) and group label."""
+
+    star: Path
+    stack_names: list[str]  # per selected particle
+    groups: list[str]  # per selected particle
+
+    def __len__(self) -> int:
+        return len(self.stack_names)
+
+    def stacks(self, rows=None) -> list[str]:
+        """Distinct stack names of ``rows`` (all particles by default), in order of first appearance."""
+        names = self.stack_names if rows is None else (self.stack_names[i] for i in rows)
+        return list(dict.fromkeys(names))
+
+
+def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) -> DatasetIndex:
+    """Index a RELION STAR file (3.0, 3.1, 5) for the DAG: selected rows, their stacks and groups."""
+    path = Path(path)
+    names, rows = particle_loop(path)
+    wanted = {IMAGE_NAME, OPTICS_GROUP, *(c.lstrip("_") for c in (select or {}))}
+    wanted |= {c for group in PIXEL_COLUMNS for c in group}
+    columns = {c: [row[i] for row in rows] for i, c in enumerate(names) if c in wanted}
+    keep = select_rows(columns, len(rows), select, path)
+    groups = group_labels(columns, len(rows), pixel_size_A)
+    stacks = [name.split("@", 1)[1] if "@" in name else name for name in columns[IMAGE_NAME]]
+    return DatasetIndex(path, [stacks[i] for i in keep], [groups[i] for i in keep])
+
+
+def shard_rows(n: int, n_shards: int) -> list[range]:
+    """Rows 0..n-1 in ``n_shards`` contiguous, near-equal shards (the first n mod n_shards one longer)."""
+    size, extra = divmod(n, n_shards)
+    starts = [k * size + min(k, extra) for k in range(n_shards + 1)]
+    return [range(starts[k], starts[k + 1]) for k in range(n_shards)]
+
+
+def sample_rows(n: int, k: int, seed: int) -> list[int]:
+    """A seeded random subset of min(k, n) rows of 0..n-1, sorted."""
+    return sorted(random.Random(seed).sample(range(n), min(k, n)))
+
+
+def noise_rows(groups: list, per_group: int, seed: int) -> dict[str, list[int]]:
+    """The particles each group's noise spectrum is measured on: a seeded random ``per_group`` of each.
+
+    One seeded permutation of all rows, read group by group, so the choice depends on the partition
+    into groups and not on the labels.
+    """
+    order = list(range(len(groups)))
+    random.Random(seed).shuffle(order)
+    picked: dict[str, list[int]] = {}
+    for row in order:
+        rows = picked.setdefault(str(groups[row]), [])
+        if len(rows) < per_group:
+            rows.append(row)
+    return {group: sorted(rows) for group, rows in picked.items()}
+
+
+def resolve_stack_path(stack: str, star_path: str | Path, datadir: str | Path | None = None) -> Path:
+    """Find a stack named in a STAR file the way RELION job folders need.
+
+    Tried in order: ``datadir``/path and ``datadir``/basename (when given), the
+    path as written (absolute or relative to the working directory), relative
+    to the STAR file's folder and each of its parents (a RELION project root
+    lies above the job folder), then the basename in the STAR file's folder.
+    """
+    written = Path(stack)
+    star_dir = Path(star_path).resolve().parent
+    candidates = []
+    if datadir is not None:
+        candidates += [Path(datadir) / written, Path(datadir) / written.name]
+    candidates.append(written)
+    if not written.is_absolute():
+        candidates += [folder / written for folder in (star_dir, *star_dir.parents)]
+    candidates.append(star_dir / written.name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        f"{star_path}: stack {stack!r} in _{IMAGE_NAME} not found (tried {len(candidates)} places; set datadir)"
+    )

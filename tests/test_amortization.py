@@ -1,0 +1,161 @@
+"""Train once, infer many: a model shared by datasets, reruns limited to what an edit changes, models
+brought from elsewhere, and particle stacks as inputs of exactly the jobs that read them."""
+
+import json
+import shutil
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+from workflow_helpers import job_stats, snakemake, write_config
+
+from cryoflow import particles, starindex
+
+SEED = 2025  # tests/config/tiny.yaml
+DEMO_STAR = Path("results/tiny/datasets/demo/demo/Extract/job007/particles.star")
+MODEL_CHAIN = {"train": 1, "validate": 1, "model_report": 1}
+DEMO_CHAIN = {"particle_noise": 1, "particles": 2, "whitening_check": 1, "infer": 2, "gather_posteriors": 1}
+DEMO_CHAIN["report"] = 1
+
+
+def planned(workdir, configfile) -> dict:
+    """Jobs a dry run plans, by rule (the 'all' target left out)."""
+    result = snakemake(workdir, configfile, "-n", "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    return {rule: n for rule, n in job_stats(text).items() if rule != "all"}
+
+
+RERUNS = [
+    ({"report.umap_neighbors": 6}, {"report": 1}),
+    ({"datasets.demo.report": {"umap_neighbors": 6}}, {"report": 1}),
+    ({"report.mmd_max_points": 50}, {"whitening_check": 1, "report": 1}),
+    ({"inference.n_samples": 40}, {"infer": 2, "gather_posteriors": 1, "report": 1}),
+    ({"datasets.demo.inference": {"grid_points": 48}}, {"infer": 2, "gather_posteriors": 1, "report": 1}),
+    ({"particles.whiten": False}, {"particles": 2, "infer": 2, "gather_posteriors": 1, "report": 1}),
+    ({"datasets.demo.shards": 3}, {"particles": 3, "infer": 3, "gather_posteriors": 1, "report": 1}),
+    ({"validation.n_simulations": 50}, {"validate": 1, "model_report": 1, "report": 1}),
+    ({"train.steps": 30}, {**MODEL_CHAIN, "infer": 2, "gather_posteriors": 1, "whitening_check": 1, "report": 1}),
+    ({"datasets.demo.demo.n_particles": 80}, {"demo_particles": 1, **DEMO_CHAIN}),
+    ({"simulator.snr_range": [0.1, 1.0]}, {"priors": 1, **MODEL_CHAIN, "demo_particles": 1, **DEMO_CHAIN}),
+    ({"templates.n_templates": 7}, None),  # everything from the templates on
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,expected", RERUNS, ids=[next(iter(c)) for c, _ in RERUNS])
+def test_an_edit_reruns_exactly_the_jobs_that_read_it(tiny_run, change, expected):
+    workdir, _ = tiny_run
+    name = "rerun-" + "-".join(change).replace(".", "_") + ".yaml"
+    jobs = planned(workdir, write_config(workdir, name=name, **change))
+    if expected is None:
+        assert {"templates", "volumes", "train", "demo_particles", "report"} <= set(jobs)
+        assert "structure" not in jobs
+    else:
+        assert jobs == expected
+
+
+def restack(star: Path, folder: Path, per_stack: int, corrupt: str | None = None, only: str | None = None) -> Path:
+    """The particles of ``star`` rewritten into stacks of ``per_stack`` images under ``folder`` (a RELION
+    job folder) with their STAR file, one stack's images sign-flipped when ``corrupt`` names it; with
+    ``only``, that stack alone is written."""
+    found = particles.load_particles(star)
+    source = particles.ParticleSource(found.table, star)
+    images = source.read(np.arange(len(source)))
+    (folder / "Stacks").mkdir(parents=True, exist_ok=True)
+    names = []
+    for k, start in enumerate(range(0, len(images), per_stack)):
+        stack = f"Stacks/s{k:02d}.mrcs"
+        data = images[start : start + per_stack]
+        names += [f"{i + 1:06d}@{folder.parent.name}/{folder.name}/{stack}" for i in range(len(data))]
+        if only is not None and stack != only:
+            continue
+        with mrcfile.new(folder / stack, overwrite=True) as mrc:
+            mrc.set_data(-data if stack == corrupt else data)
+            mrc.voxel_size = float(found.table["pixel_size_A"].iloc[0])
+    if only is not None:
+        return folder / "particles.star"
+    blocks = found.blocks
+    blocks[found.block_name] = blocks[found.block_name].assign(rlnImageName=names)
+    particles.write_star(folder / "particles.star", blocks, found.version)
+    return folder / "particles.star"
+
+
+@pytest.mark.slow
+def test_new_datasets_reuse_the_model_and_a_fixed_stack_reruns_only_its_shard(tiny_run, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run[0], work, symlinks=True)
+    job = tmp_path / "relion" / "Extract" / "job010"
+    star = restack(work / DEMO_STAR, job, per_stack=4)
+    user = {"star": str(star), "shards": 2, "particles": {"noise_images": 4}, "report": {"mmd_max_points": 10}}
+    # a stack no job but its shard's reads: outside the noise sample and the whitening subset
+    index = starindex.index_star(star)
+    noise = starindex.noise_rows(index.groups, 4, SEED)
+    used = set(index.stacks(sorted({r for rows in noise.values() for r in rows})))
+    used |= set(index.stacks(starindex.sample_rows(len(index), 10, SEED)))
+    free = [s for s in index.stacks() if s not in used]
+    assert free, "every stack is sampled; use smaller stacks"
+    corrupt = free[0].split("/", 2)[2]
+    restack(work / DEMO_STAR, job, per_stack=4, corrupt=corrupt)  # a bad stack the first run reads
+
+    config = write_config(work, name="two.yaml", **{"datasets.user": user})
+    assert planned(work, config) == DEMO_CHAIN  # the new dataset only: no training, the demo untouched
+    first = snakemake(work, config, "--cores", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "train" not in job_stats(first.stdout + first.stderr)
+    summary = json.loads((work / "results/tiny/datasets/user/report/summary.json").read_text())
+    assert summary["n_particles"] == 96 and summary["model"]["name"] == "tiny"
+
+    restack(work / DEMO_STAR, job, per_stack=4, only=corrupt)  # the user fixes the stack
+    second = snakemake(work, config, "--cores", "2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    ran = job_stats(second.stdout + second.stderr)
+    assert ran == {"particles": 1, "infer": 1, "gather_posteriors": 1, "report": 1, "all": 1}, ran
+
+    moved = tmp_path / "elsewhere" / "Extract" / "job010"
+    shutil.copytree(job, moved)
+    again = write_config(work, name="moved.yaml", **{"datasets.user": {**user, "star": str(moved / "particles.star")}})
+    assert planned(work, again) == DEMO_CHAIN  # the dataset's STAR file changed: its chain alone
+
+    # particles extracted without contrast inversion: flipped by the dataset's contrast, and the report
+    # notices particles whose contrast is opposite to the simulations'
+    flipped = write_config(work, name="three.yaml", **{"datasets.user": user, "datasets.flipped.star": str(star),
+                                                       "datasets.flipped.contrast": "dark"})  # fmt: skip
+    third = snakemake(work, flipped, "--cores", "2")
+    assert third.returncode == 0, third.stderr[-3000:]
+    one_shard = {**DEMO_CHAIN, "particles": 1, "infer": 1, "all": 1}  # shards: 1 by default
+    assert job_stats(third.stdout + third.stderr) == one_shard
+    summary = json.loads((work / "results/tiny/datasets/flipped/report/summary.json").read_text())
+    assert summary["contrast_correlation"] < 0 and "opposite to the simulations'" in summary["contrast_warning"]
+
+
+@pytest.mark.slow
+def test_a_model_trained_elsewhere_is_used_as_is_and_a_mismatched_card_stops_the_dry_run(tiny_run, tmp_path):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name in ("posterior.pt", "card.json"):
+        shutil.copy(tiny_run[0] / "results/tiny/model" / name, shipped / name)
+    trained = {"model.name": "borrowed", "model.trained": str(shipped / "posterior.pt")}
+    config = write_config(tmp_path, **trained, **{"train.steps": 5000})  # training settings do not matter
+    result = snakemake(tmp_path, config, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = job_stats(result.stdout + result.stderr)
+    assert "train" not in ran and ran["validate"] == 1 and ran["infer"] == 2
+    summary = json.loads((tmp_path / "results/borrowed/datasets/demo/report/summary.json").read_text())
+    assert summary["model"]["card"] == str(shipped / "card.json")
+    card = json.loads((shipped / "card.json").read_text())
+    assert json.loads((tmp_path / "results/borrowed/model/priors.json").read_text()) == card["priors"]
+
+    for change, message in (
+        ({"image.box_px": 48}, "image.box_px: card 32, config 48"),
+        ({"templates.nma": {"max_rmsd_A": 5.0}}, "templates.nma.max_rmsd_A: card 6.0, config 5.0"),
+        ({"templates.theta_dims": 2, "datasets.demo.demo.populations": [{"theta_A": [0, 0], "sd_A": 1, "weight": 1}]},
+         "templates.theta_dims: card 1, config 2"),
+    ):  # fmt: skip
+        bad = write_config(tmp_path, name="bad.yaml", **trained, **change)
+        result = snakemake(tmp_path, bad, "-n", "--cores", "1")
+        assert result.returncode != 0
+        assert "model.trained" in result.stderr + result.stdout and message in result.stderr + result.stdout
