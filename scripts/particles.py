@@ -17,7 +17,7 @@ log.info("shard %d of %d: particles %d to %d of %d", shard, snakemake.params.sha
 source = particles.ParticleSource(found.table.iloc[rows], star, source_cfg["datadir"], first_row=rows[0],
                                   invert=source_cfg["contrast"] == "dark")  # fmt: skip
 spectra = preprocess.read_noise_spectra(snakemake.input.noise) if cfg["whiten"] else None
-preprocess.preprocess(
+blank = preprocess.preprocess(
     source,
     snakemake.output.stack,
     image["box_px"],
@@ -26,4 +26,6 @@ preprocess.preprocess(
     chunk=cfg["chunk_size"],
     label=f"shard {shard}",
 )
-particles.write_star(snakemake.output.star, particles.shard_blocks(found, list(rows)), found.version)
+blocks = particles.shard_blocks(found, list(rows))
+blocks[found.block_name]["cryoflowBlankImage"] = blank.astype(int)  # counted in the report
+particles.write_star(snakemake.output.star, blocks, found.version)

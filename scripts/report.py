@@ -29,6 +29,10 @@ summary = diagnostics.summarize(
     post, sim, validation, truth, cfg["mmd_permutations"], cfg["mmd_max_points"], seed, whitening
 )
 summary["theta_range_A"] = theta_range.tolist()
+if "cryoflowBlankImage" in particles:
+    summary["n_blank_images"] = int(particles["cryoflowBlankImage"].sum())
+    if summary["n_blank_images"]:
+        log.warning("%d particles have blank (constant) images", summary["n_blank_images"])
 summary["model"] = validation["model"]
 log.info("model %s (card sha256 %s)", summary["model"]["name"], summary["model"]["card_sha256"])
 log.info("MMD² %.4g (p = %.3g)", summary["mmd2"], summary["mmd_pvalue"])

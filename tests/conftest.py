@@ -72,3 +72,21 @@ def tiny_run(tmp_path_factory):
     result = snakemake(workdir, configfile, "--cores", "2")
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir, configfile
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzzer's cases and outcomes, when it ran (tests/test_fuzz.py)."""
+    module = sys.modules.get("test_fuzz")
+    if module is None or not module.RESULTS:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("particle reader fuzzer")
+    totals = {}
+    for (_, _, outcome), n in sorted(module.RESULTS.items()):
+        totals[outcome] = totals.get(outcome, 0) + n
+    write(f"{sum(totals.values())} cases (seed {module.SEED}): " + ", ".join(f"{n} {o}" for o, n in totals.items()))
+    for target in ("star", "cs", "mrcs"):
+        rows = {(k, o): n for (t, k, o), n in module.RESULTS.items() if t == target}
+        kinds = sorted({k for k, _ in rows})
+        parts = [f"{k} " + "/".join(str(rows.get((k, o), 0)) for o in ("agrees", "lenient", "stopped")) for k in kinds]
+        write(f"  {target} (agrees/lenient/stopped): " + ", ".join(parts))

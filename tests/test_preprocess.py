@@ -69,7 +69,7 @@ def test_preprocess_writes_normalized_stack_on_training_grid(relion_job, tmp_pat
     source = particles.ParticleSource(found.table, relion_job)
     spectra = preprocess.estimate_noise_spectra(source, 64, 5.612, mask_radius_A=150.0, noise_images=5, chunk=2)
     out = tmp_path / "pre.mrcs"
-    assert preprocess.preprocess(source, out, 64, 5.612, spectra, chunk=2) == 5
+    assert len(preprocess.preprocess(source, out, 64, 5.612, spectra, chunk=2)) == 5
     with mrcfile.open(out) as mrc:
         assert mrc.data.shape == (5, 64, 64)
         assert mrc.voxel_size.x == pytest.approx(5.612, rel=1e-4)
@@ -121,7 +121,7 @@ def test_optics_groups_of_different_pixel_and_box_sizes_meet_on_one_grid(tmp_pat
     source = two_group_source(tmp_path)
     assert source.groups() == ["1", "2"]
     out = tmp_path / "pre.mrcs"
-    assert preprocess.preprocess(source, out, 40, 2.0, noise_spectra=None, chunk=3) == 8
+    assert len(preprocess.preprocess(source, out, 40, 2.0, noise_spectra=None, chunk=3)) == 8
     with mrcfile.open(out) as mrc:
         assert mrc.data.shape == (8, 40, 40) and mrc.is_image_stack()
         assert mrc.voxel_size.x == pytest.approx(2.0)

@@ -28,12 +28,14 @@ import pandas as pd
 import starfile
 
 from cryoflow.fileio import InputError, atomic_path
-from cryoflow.starindex import resolve_stack_path
+from cryoflow.starindex import loop_blocks, resolve_stack_path
 
 log = logging.getLogger(__name__)
 
 IMAGE_NAME = "rlnImageName"
 OPTICS_GROUP = "rlnOpticsGroup"
+# MRC modes a particle stack may use, as their numpy types (little-endian as written by RELION and cryoSPARC)
+MRC_MODES = {0: "i1", 1: "<i2", 2: "<f4", 6: "<u2", 12: "<f2"}
 
 
 # ---------------------------------------------------------------- STAR files
@@ -41,7 +43,8 @@ def read_star(path: str | Path) -> OrderedDict:
     """All data blocks of a STAR file as an ordered dict of DataFrames."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: STAR file not found (config key particles.star)")
+        raise InputError(f"{path}: STAR file not found (config key datasets.<name>.star)")
+    loop_blocks(path)  # every row as many fields as its loop has columns, or an error naming the line
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:
@@ -51,14 +54,27 @@ def read_star(path: str | Path) -> OrderedDict:
     )
 
 
-def star_version(path: str | Path) -> int:
-    """The ``# version N`` of a STAR file (30001 for RELION 3.1, 50001 for RELION 5); 30001 when absent."""
+def star_version(path: str | Path) -> int | str | None:
+    """What a STAR file says of its version, to be written back as it came in.
+
+    ``# version N`` (RELION 3.1: 30001, RELION 5: 50001) gives N; another version comment (a RELION 3.0
+    file's ``# RELION; version 3.0.6``) is kept as its line; a file without one gives None.
+    """
     with open(path, errors="replace") as handle:
         for _, line in zip(range(50), handle):
-            match = re.match(r"#\s*version\s+(\d+)", line)
+            match = re.match(r"#\s*version\s+(\d+)\s*$", line)
             if match:
                 return int(match.group(1))
-    return 30001
+            if re.match(r"#.*\bversion\b", line, flags=re.IGNORECASE):
+                return line.rstrip("\n")
+    return None
+
+
+def version_line(version: int | str | None) -> list[str]:
+    """The header lines ``write_star`` starts a file with for ``star_version``'s answer."""
+    if version is None:
+        return []
+    return [f"# version {version}" if isinstance(version, int) else str(version), ""]
 
 
 def particle_block_name(blocks: OrderedDict, path) -> str:
@@ -83,6 +99,8 @@ def particle_table(
     name = particle_block_name(blocks, path)
     table = blocks[name].copy()
     optics = blocks.get("optics")
+    if optics is not None and OPTICS_GROUP not in table.columns and len(optics) == 1 and OPTICS_GROUP in optics:
+        table[OPTICS_GROUP] = optics[OPTICS_GROUP].iloc[0]  # one optics group: every particle is in it
     if optics is not None and OPTICS_GROUP in table.columns and OPTICS_GROUP in optics.columns:
         unknown = sorted(set(table[OPTICS_GROUP]) - set(optics[OPTICS_GROUP]))
         if unknown:
@@ -92,15 +110,16 @@ def particle_table(
     if pixel_size_A:
         pixel = pd.Series(np.full(len(table), float(pixel_size_A)))
     elif "rlnImagePixelSize" in table.columns:
-        pixel = table["rlnImagePixelSize"].astype(float)
+        pixel = numeric_column(table, "rlnImagePixelSize", path)
     elif "rlnPixelSize" in table.columns:
-        pixel = table["rlnPixelSize"].astype(float)
+        pixel = numeric_column(table, "rlnPixelSize", path)
     elif {"rlnDetectorPixelSize", "rlnMagnification"} <= set(table.columns):
-        pixel = table["rlnDetectorPixelSize"].astype(float) * 1e4 / table["rlnMagnification"].astype(float)
+        detector = numeric_column(table, "rlnDetectorPixelSize", path)
+        pixel = detector * 1e4 / numeric_column(table, "rlnMagnification", path)
     else:
         raise InputError(
             f"{path}: pixel size not found (_rlnImagePixelSize in optics, or _rlnDetectorPixelSize and "
-            "_rlnMagnification); set particles.pixel_size_A"
+            "_rlnMagnification); set the dataset's pixel_size_A"
         )
     table["pixel_size_A"] = pixel.to_numpy()
     bad = np.flatnonzero(~(table["pixel_size_A"].to_numpy() > 0))
@@ -108,6 +127,15 @@ def particle_table(
         raise InputError(f"{path}, particle {bad[0] + 1}: pixel size {table['pixel_size_A'][bad[0]]} is not positive")
     table["optics_group"] = optics_groups(table)
     return table
+
+
+def numeric_column(table: pd.DataFrame, column: str, path) -> pd.Series:
+    """A column as floats, or an error naming the file, the first bad particle and the field."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = np.flatnonzero(values.isna().to_numpy())
+    if len(bad):
+        raise InputError(f"{path}, particle {bad[0] + 1}: _{column} {table[column].iloc[bad[0]]!r} is not a number")
+    return values.astype(float)
 
 
 def optics_groups(table: pd.DataFrame) -> np.ndarray:
@@ -141,7 +169,7 @@ def read_cryosparc(path: str | Path) -> OrderedDict:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: cryoSPARC file not found (config key particles.star)")
+        raise InputError(f"{path}: cryoSPARC file not found (config key datasets.<name>.star)")
     try:
         records = np.load(path, allow_pickle=False)
     except Exception as err:
@@ -212,7 +240,10 @@ def load_particles(path, pixel_size_A=None, select=None) -> ParticleSet:
     """Read a STAR or ``.cs`` file, resolve pixel sizes and optics groups, apply ``select``."""
     path = Path(path)
     blocks = read_metadata(path)
-    table = select_particles(particle_table(path, blocks, pixel_size_A), select, path)
+    table = particle_table(path, blocks, pixel_size_A)
+    if table.empty:
+        raise InputError(f"{path}: no particle rows in data_{particle_block_name(blocks, path)}")
+    table = select_particles(table, select, path)
     version = 30001 if path.suffix == ".cs" else star_version(path)
     return ParticleSet(path, blocks, particle_block_name(blocks, path), table, version)
 
@@ -295,8 +326,10 @@ def read_stack_header(path: Path) -> StackHeader:
     """Parse an MRC header leniently and check it against the file's size.
 
     Missing ``MAP `` stamps, volume space groups (ispg=1), voxel size 0 and
-    extended headers are accepted. When the file holds fewer images than the
-    header claims, the images really present are used and a warning says so.
+    extended headers are accepted. The file must be as long as header +
+    extended header + nx·ny·nz values of the header's mode: shorter stops;
+    exactly the length of another mode stops (the mode word is wrong); any
+    other surplus is read past with a warning naming both sizes.
     """
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -315,13 +348,29 @@ def read_stack_header(path: Path) -> StackHeader:
     if nx != ny:
         raise InputError(f"{path}: images are {ny} × {nx} pixels; square particle images are needed")
     offset = 1024 + extended
-    image_bytes = nx * ny * dtype.itemsize
-    present = max(0, (path.stat().st_size - offset) // image_bytes)
-    if present < nz:
-        log.warning("%s: header says %d images but the file holds %d; using %d", path, nz, present, present)
+    mode = int(header.mode)
+    expected = offset + nx * ny * nz * dtype.itemsize
+    size = path.stat().st_size
+    shape = f"mode {mode} ({dtype.name}), {nx} × {ny} × {nz}, {extended}-byte extended header"
+    if size < expected:
+        raise InputError(f"{path}: the file has {size} bytes but its header ({shape}) needs {expected}: truncated, "
+                         "or the header's mode or nz is wrong")  # fmt: skip
+    if size > expected:
+        for other, other_dtype in MRC_MODES.items():
+            if other != mode and offset + nx * ny * nz * np.dtype(other_dtype).itemsize == size:
+                raise InputError(
+                    f"{path}: header mode {mode} ({dtype.name}) but the file's {size} bytes are exactly "
+                    f"{nx} × {ny} × {nz} values of mode {other} ({np.dtype(other_dtype).name}): the header's "
+                    "mode word is wrong"
+                )
+        log.warning("%s: the file has %d bytes, %d more than its header (%s) needs (%d); reading the %d images "
+                    "the header describes", path, size, size - expected, shape, expected, nz)  # fmt: skip
+    if int(header.ispg) == 1 and nz == nx and nz > 1:
+        log.warning("%s: looks like a 3-D volume (space group 1, nz = nx = %d), not a particle stack; "
+                    "its sections are read as %d images", path, nx, nz)  # fmt: skip
     mx = int(header.mx) or nx
     pixel = float(header.cella.x) / mx if float(header.cella.x) > 0 else 0.0
-    return StackHeader(path, offset, dtype, int(min(nz, present)), nx, pixel)
+    return StackHeader(path, offset, dtype, nz, nx, pixel)
 
 
 def iter_stack(path: str | Path, batch_size: int):
@@ -487,9 +536,10 @@ def star_block_lines(name: str, df: pd.DataFrame, header: bool = True) -> list[s
     return lines + [" ".join(format_star_value(col[r]) for col in columns) for r in range(len(df))]
 
 
-def write_star(path: str | Path, blocks: dict[str, pd.DataFrame], version: int = 30001) -> None:
-    """Write data blocks as a RELION loop-style STAR file (``# version`` line first), atomically."""
-    lines = [f"# version {version}", ""]
+def write_star(path: str | Path, blocks: dict[str, pd.DataFrame], version: int | str | None = 30001) -> None:
+    """Write data blocks as a RELION loop-style STAR file, atomically, headed by the version ``star_version``
+    read from the input (``# version N``, another version line as it was, or none)."""
+    lines = version_line(version)
     for name, df in blocks.items():
         lines += star_block_lines(name, df) + ["", ""]
     with atomic_path(path) as tmp:
@@ -519,7 +569,7 @@ def concatenate_star(paths: list, output: str | Path) -> None:
     name = particle_block_name(first, paths[0])
     columns = list(first[name].columns)
     with atomic_path(output) as tmp, open(tmp, "w") as handle:
-        handle.write(f"# version {star_version(paths[0])}\n\n")
+        handle.write("".join(line + "\n" for line in version_line(star_version(paths[0]))))
         for block, df in first.items():
             if block != name:
                 handle.write("\n".join(star_block_lines(block, df)) + "\n\n\n")

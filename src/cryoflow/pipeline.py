@@ -10,7 +10,7 @@ import pandas as pd
 from cryoflow.fileio import InputError
 from cryoflow.models import PosteriorEstimator
 from cryoflow.projection import AtomTemplates, VolumeTemplates
-from cryoflow.rasterize import read_map
+from cryoflow.rasterize import map_bead_sigma_A, read_map
 from cryoflow.simulator import Priors, Simulator, noise_filter
 from cryoflow.theta import range_of
 from cryoflow.training import TrainingConfig
@@ -88,7 +88,8 @@ def build_simulator(
     theta = ensemble["theta_A"]
     if (projection or sim_cfg["projection"]) == "volumes":
         volumes, voxel_size = load_volumes(volume_paths)
-        templates = VolumeTemplates(volumes, theta, voxel_size, sim_cfg["volume_oversample"], device=device)
+        templates = VolumeTemplates(volumes, theta, voxel_size, sim_cfg["volume_oversample"], device=device,
+                                    map_sigma_A=map_bead_sigma_A(sim_cfg["bead_sigma_A"]))  # fmt: skip
     else:
         templates = AtomTemplates(
             ensemble["coords_A"], theta, ensemble["weights"], sim_cfg["oversample"], device=device

@@ -22,40 +22,71 @@ import torch
 from cryoflow import simulator, starindex
 from cryoflow.fileio import InputError, atomic_path
 from cryoflow.logs import Progress
-from cryoflow.particles import ParticleSource
+from cryoflow.particles import IMAGE_NAME, ParticleSource
 
 log = logging.getLogger(__name__)
 
 
-def resampled_box(box_in: int, pixel_in_A: float, pixel_out_A: float) -> int:
-    """The even box closest to box_in · p_in / p_out: the size Fourier cropping resamples to."""
-    return max(2, 2 * int(round(box_in * pixel_in_A / pixel_out_A / 2)))
+PIXEL_TOLERANCE = 1e-3  # resampled pixel sizes land within 0.1 % of the training pixel size
+
+
+def resampling_plan(box_in: int, pixel_in_A: float, pixel_out_A: float) -> tuple[int, int]:
+    """(padded box M ≥ box_in, cropped box N', even) with M · p_in / N' within 0.1 % of ``pixel_out_A``.
+
+    Fourier cropping an M-pixel image to N' pixels gives pixels of M · p_in / N' exactly; padding in real
+    space first frees M from the particle box, so the training pixel size is met however the two pixel
+    sizes relate (0.89 Å × 30 px → 16 px would give 1.669 Å for 1.78; padded to 32 px it gives 1.78).
+    """
+    ratio = pixel_out_A / pixel_in_A
+    n_out = max(2, 2 * int(np.ceil(box_in / ratio / 2 - 1e-9)))
+    while True:
+        padded = int(round(n_out * ratio))
+        if padded >= box_in and abs(padded / n_out - ratio) <= PIXEL_TOLERANCE * ratio:
+            return padded, n_out
+        n_out += 2  # the rounding error shrinks as 1 / n_out: found by n_out · ratio ≈ 500 at the latest
+
+
+def pad_with_edge_mean(images: np.ndarray, box: int) -> np.ndarray:
+    """Centre (n, N, N) images in (n, box, box), the new border filled with each image's edge mean."""
+    n = images.shape[-1]
+    if n == box:
+        return images
+    edge = np.concatenate([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], axis=-1)
+    out = np.broadcast_to(edge.mean(axis=-1)[..., None, None], images.shape[:-2] + (box, box)).astype(np.float32)
+    start = box // 2 - n // 2
+    out[..., start : start + n, start : start + n] = images
+    return out
 
 
 def fourier_crop(images: np.ndarray, pixel_in_A: float, pixel_out_A: float) -> tuple[np.ndarray, float]:
-    """Resample (n, N, N) images to ``pixel_out_A`` by cropping (or zero-padding) their spectrum.
+    """Resample (n, N, N) images to ``pixel_out_A``: pad in real space, then crop (or zero-pad) the spectrum.
 
-    The new box N' is ``resampled_box``; the exact new pixel size N·p_in/N'
-    is returned with the images. Every spatial frequency both grids share
-    is copied from the half (rfft) spectrum, the rest is dropped or zero,
-    and values are scaled by (N'/N)² so that pixel values keep their
-    meaning (a band-limited image keeps its values at shared points).
+    ``resampling_plan`` picks the padded box M and the new box N'; the new pixel size M·p_in/N' (within
+    0.1 % of ``pixel_out_A``) is returned with the images. Every spatial frequency both grids share is
+    copied from the half (rfft) spectrum, the rest is dropped or zero, and values are scaled by (N'/M)²
+    so that pixel values keep their meaning (a band-limited image keeps its values at shared points).
     Single precision, in torch (threaded).
     """
-    n_in = images.shape[-1]
-    n_out = resampled_box(n_in, pixel_in_A, pixel_out_A)
-    if n_out == n_in:
-        return np.asarray(images, dtype=np.float32), pixel_in_A
-    spectrum = torch.fft.rfft2(torch.as_tensor(np.asarray(images, dtype=np.float32)))
+    padded, n_out = resampling_plan(images.shape[-1], pixel_in_A, pixel_out_A)
+    images = pad_with_edge_mean(np.asarray(images, dtype=np.float32), padded)
+    if n_out == padded:
+        return images, pixel_in_A
+    spectrum = torch.fft.rfft2(torch.as_tensor(images))
     rows_out = np.rint(np.fft.fftfreq(n_out) * n_out).astype(int)  # frequency of each output row
-    rows_in = set(np.rint(np.fft.fftfreq(n_in) * n_in).astype(int).tolist())
+    rows_in = set(np.rint(np.fft.fftfreq(padded) * padded).astype(int).tolist())
     shared = np.array([k in rows_in for k in rows_out])
-    columns = min(n_in, n_out) // 2 + 1
+    columns = min(padded, n_out) // 2 + 1
     new = torch.zeros(images.shape[:-2] + (n_out, n_out // 2 + 1), dtype=spectrum.dtype)
-    source_rows = torch.as_tensor(rows_out[shared] % n_in)
+    source_rows = torch.as_tensor(rows_out[shared] % padded)
     new[..., torch.as_tensor(np.flatnonzero(shared)), :columns] = spectrum[..., source_rows, :columns]
-    out = torch.fft.irfft2(new, s=(n_out, n_out)) * (n_out / n_in) ** 2
-    return out.numpy(), n_in * pixel_in_A / n_out
+    out = torch.fft.irfft2(new, s=(n_out, n_out)) * (n_out / padded) ** 2
+    return out.numpy(), padded * pixel_in_A / n_out
+
+
+def resampled_pixel_A(box_in: int, pixel_in_A: float, pixel_out_A: float) -> float:
+    """The pixel size ``fourier_crop`` lands on (within 0.1 % of ``pixel_out_A``)."""
+    padded, n_out = resampling_plan(box_in, pixel_in_A, pixel_out_A)
+    return padded * pixel_in_A / n_out
 
 
 def crop_or_pad(images: np.ndarray, box: int) -> np.ndarray:
@@ -185,23 +216,35 @@ def estimate_noise_spectra(
     for group in source.groups():
         rows = source.group_rows(group)
         pixel, box_in = source.pixel_size_A[rows[0]], source.box(rows[0])
-        n_out = resampled_box(box_in, pixel, pixel_size_A)
-        actual = box_in * pixel / n_out
+        padded, n_out = resampling_plan(box_in, pixel, pixel_size_A)
         log.info(
-            "optics group %s: %d particles, %d px at %.4g Å → Fourier box %d at %.4g Å → box %d",
-            group, len(rows), box_in, pixel, n_out, actual, box_px,
+            "optics group %s: %d particles, %d px at %.4g Å → padded to %d px → Fourier box %d at %.5g Å → box %d",
+            group, len(rows), box_in, pixel, padded, n_out, padded * pixel / n_out, box_px,
         )  # fmt: skip
-        if abs(actual - pixel_size_A) > 0.005 * pixel_size_A:
-            log.warning("optics group %s: resampled pixel size %.4g Å differs from the training %.4g Å by "
-                        "more than 0.5%%", group, actual, pixel_size_A)  # fmt: skip
         pick = np.asarray(picked[str(group)], dtype=np.int64)
-        observed = 0.0
+        observed, used = 0.0, 0
         for part in np.array_split(pick, max(1, int(np.ceil(len(pick) / chunk)))):
-            images = to_training_grid(source.read(part), pixel, pixel_size_A, box_px)
-            observed = observed + background_power(images, mask_radius_px) * len(part) / len(pick)
-        spectra[str(group)] = correct_mask_leakage(observed, box_px, mask_radius_px)
-        log.info("optics group %s: noise spectrum from %d particles", group, len(pick))
+            raw = source.read(part)
+            keep = ~blank_images(raw)  # a constant image holds no noise to measure
+            if keep.any():
+                images = to_training_grid(raw[keep], pixel, pixel_size_A, box_px)
+                observed = observed + background_power(images, mask_radius_px) * keep.sum()
+                used += int(keep.sum())
+        if used == 0:
+            raise InputError(f"{source.star_path}: optics group {group}: every image measured for the noise "
+                             "spectrum is blank (constant pixels)")  # fmt: skip
+        if used < len(pick):
+            log.warning("optics group %s: %d of %d images picked for the noise spectrum are blank (constant); "
+                        "left out", group, len(pick) - used, len(pick))  # fmt: skip
+        spectra[str(group)] = correct_mask_leakage(observed / used, box_px, mask_radius_px)
+        log.info("optics group %s: noise spectrum from %d particles", group, used)
     return spectra
+
+
+def blank_images(images: np.ndarray) -> np.ndarray:
+    """True for images whose pixels are all equal (empty extractions, zero-filled stacks)."""
+    flat = images.reshape(len(images), -1)
+    return np.all(flat == flat[:, :1], axis=1)
 
 
 def write_noise_spectra(path, spectra: dict, box_px: int, pixel_size_A: float) -> None:
@@ -271,15 +314,26 @@ class StackWriter:
 
 
 def training_grid_images(
-    source: ParticleSource, rows, box_px: int, pixel_size_A: float, noise_spectra: dict | None = None
+    source: ParticleSource,
+    rows,
+    box_px: int,
+    pixel_size_A: float,
+    noise_spectra: dict | None = None,
+    blank: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Particles ``rows`` on the training grid: resampled per optics group, whitened (unless None), normalized."""
+    """Particles ``rows`` on the training grid: resampled per optics group, whitened (unless None), normalized.
+
+    ``blank``, an array of len(rows) when given, is set True for the images whose pixels were all equal.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows), box_px, box_px), np.float32)
     for group in np.unique(source.group[rows]):
         where = np.flatnonzero(source.group[rows] == group)
         pixel = source.pixel_size_A[rows[where[0]]]
-        images = to_training_grid(source.read(rows[where]), pixel, pixel_size_A, box_px)
+        raw = source.read(rows[where])
+        if blank is not None:
+            blank[where] = blank_images(raw)
+        images = to_training_grid(raw, pixel, pixel_size_A, box_px)
         if noise_spectra is not None:
             if str(group) not in noise_spectra:
                 raise InputError(f"noise spectra: none for optics group {group} (rerun rule particle_noise)")
@@ -302,18 +356,29 @@ def preprocess(
 
     ``noise_spectra`` (per optics group) whitens; None skips whitening. Memory
     is bounded by ``chunk`` images; the output appears only when complete.
-    Returns the number of particles written.
+    Returns, per particle written, whether its image was blank (all pixels equal).
     """
     rows = np.arange(len(source)) if rows is None else np.asarray(rows, dtype=np.int64)
     progress = Progress(len(rows), label, unit="particles")
+    # the pixel size the header states: what resampling lands on (optics groups differ by < 0.1 %)
+    firsts = [source.group_rows(group)[0] for group in np.unique(source.group[rows])]
+    realized = [resampled_pixel_A(source.box(i), source.pixel_size_A[i], pixel_size_A) for i in firsts]
+    blank = np.zeros(len(rows), bool)
     with atomic_path(output_mrcs) as tmp:
-        writer = StackWriter(tmp, len(rows), box_px, pixel_size_A)
+        writer = StackWriter(tmp, len(rows), box_px, float(np.mean(realized)))
         try:
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
-                writer.write(training_grid_images(source, part, box_px, pixel_size_A, noise_spectra))
+                images = training_grid_images(source, part, box_px, pixel_size_A, noise_spectra,
+                                              blank[start : start + chunk])  # fmt: skip
+                writer.write(images)
                 progress.update(len(part))
         finally:
             writer.handle.close()
         writer.close()
-    return len(rows)
+    if blank.any():
+        first = int(rows[np.flatnonzero(blank)[0]])
+        log.warning("%s: %d blank (constant) images, the first particle %d (%s): they hold no signal",
+                    source.star_path, blank.sum(), source.first_row + first + 1,
+                    source.table[IMAGE_NAME].iloc[first])  # fmt: skip
+    return blank

@@ -285,8 +285,10 @@ class VolumeTemplates:
     T · M² (M/2 + 1) complex64 values, M = oversample · N.
     """
 
-    def __init__(self, volumes_zyx, theta_A, voxel_size_A: float, oversample: int = 3, device="cpu"):
+    def __init__(self, volumes_zyx, theta_A, voxel_size_A: float, oversample: int = 3, device="cpu",
+                 map_sigma_A: float | None = None):  # fmt: skip
         self.device = torch.device(device)
+        self.map_sigma_A = map_sigma_A
         volumes = torch.as_tensor(volumes_zyx, dtype=torch.float32, device=self.device)
         self.theta_A = torch.as_tensor(theta_A, dtype=torch.float32, device=self.device).contiguous()
         self.axes = grid_axes(self.theta_A)
@@ -300,9 +302,18 @@ class VolumeTemplates:
         return self._electrons
 
     def spectrum(self, theta, rotation, shift_A, box: int, pixel_size_A: float, bead_sigma_A=None) -> torch.Tensor:
-        """rfft2 (B, box, box//2+1) of the rotated, shifted projections at θ (the map's own blur only)."""
+        """rfft2 (B, box, box//2+1) of the rotated, shifted projections at θ.
+
+        The maps carry their beads' width ``map_sigma_A``; a per-image ``bead_sigma_A`` wider than that
+        blurs each image by the Gaussian that makes up the difference (σ² − σ_map²), so a bead-width
+        range works with maps rasterized at its low end.
+        """
         s_y, s_x = fourier_frequencies(box, pixel_size_A, device=self.device)
         sliced = slice_spectrum(self.spectra, rotation, s_y, s_x, self.voxel_size_A,
                                 *interpolation_weights(self.axes, theta))  # fmt: skip
         phase = shift_phase(s_y, s_x, shift_A) * centre_phase(box, self.device)
+        if bead_sigma_A is not None and self.map_sigma_A is not None:
+            sigma = torch.as_tensor(bead_sigma_A, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
+            extra = (sigma**2 - self.map_sigma_A**2).clamp_min(0.0)
+            phase = phase * torch.exp(-2.0 * math.pi**2 * extra * (s_y**2 + s_x**2))
         return sliced * phase * self.voxel_size_A**3

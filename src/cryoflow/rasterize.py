@@ -72,3 +72,9 @@ def read_map(path: str | Path) -> tuple[np.ndarray, float]:
     if not np.all(np.isfinite(data)):
         raise InputError(f"{path}: map contains NaN or inf")
     return data, voxel
+
+
+def map_bead_sigma_A(bead_sigma_A) -> float:
+    """The bead width template maps are rasterized with: the value, or the low end of a range (wider
+    beads are reached per image by extra blur, ``VolumeTemplates.spectrum``)."""
+    return float(bead_sigma_A) if isinstance(bead_sigma_A, (int, float)) else float(min(bead_sigma_A))

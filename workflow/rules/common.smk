@@ -1,6 +1,7 @@
 import copy
 import functools
 import glob
+import gzip
 import hashlib
 import json
 import os
@@ -60,6 +61,25 @@ def full_schema():
             "description": dataset[section]["description"],
         }
     return schema
+
+
+def strict_validator(schema):
+    """The schema's validator, with 'integer' meaning a whole number as written (32, not 32.0)."""
+    base = jsonschema.validators.validator_for(schema)
+    checker = base.TYPE_CHECKER.redefine(
+        "integer",
+        lambda _, value: isinstance(value, int) and not isinstance(value, bool),
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def looks_like_structure(path):
+    """True when a file holds ATOM/HETATM records (PDB) or an _atom_site loop (mmCIF)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", errors="replace") as handle:
+        return any(
+            line.startswith(("ATOM", "HETATM", "_atom_site.")) for line in handle
+        )
 
 
 def fill_defaults(schema, value, root):
@@ -203,7 +223,7 @@ def check_dataset(name, ds, cfg):
 def check_config(cfg):
     """Validate against the JSON schema (filling defaults), then check files and cross-key rules."""
     schema = full_schema()
-    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class = strict_validator(schema)
     errors = sorted(
         validator_class(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path)
     )
@@ -215,6 +235,10 @@ def check_config(cfg):
     if not PDB_ID.match(source) and not Path(source).is_file():
         raise ConfigError(
             f"structure.source: file {source!r} not found (and it is not a 4-character PDB id)"
+        )
+    if not PDB_ID.match(source) and not looks_like_structure(source):
+        raise ConfigError(
+            f"structure.source: {source!r} has no ATOM/HETATM records and no _atom_site loop: not a PDB or mmCIF file"
         )
     user = cfg["templates"]["ensemble"]
     if cfg["templates"]["method"] == "ensemble":

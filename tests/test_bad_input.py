@@ -1,0 +1,228 @@
+"""Nothing wrong gets through silently: each case here was read as garbage, accepted, or misreported once."""
+
+import json
+import os
+import shutil
+import struct
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+from workflow_helpers import snakemake, write_config
+
+from cryoflow import particles, preprocess
+from cryoflow.fileio import InputError, NpzWriter, write_json
+
+
+@pytest.fixture()
+def stack(tmp_path, data_dir):
+    path = tmp_path / "relion31.mrcs"
+    shutil.copy(data_dir / "relion31.mrcs", path)
+    return path
+
+
+def set_mode(path, mode: int):
+    with open(path, "r+b") as handle:
+        handle.seek(12)  # the header's MODE word
+        handle.write(struct.pack("<i", mode))
+
+
+@pytest.mark.parametrize("mode", [1, 0])
+def test_a_stack_whose_mode_word_disagrees_with_its_length_stops(stack, mode):
+    set_mode(stack, mode)
+    with pytest.raises(InputError, match=rf"relion31.mrcs: header mode {mode} .* fit|exactly .* mode 2 \(float32\)"):
+        particles.read_stack_header(stack)
+
+
+def test_a_truncated_stack_stops_and_a_longer_one_warns_with_both_sizes(stack, caplog):
+    data = stack.read_bytes()
+    stack.write_bytes(data[:-10])
+    with pytest.raises(InputError, match=rf"has {len(data) - 10} bytes but its header .* needs {len(data)}"):
+        particles.read_stack_header(stack)
+    stack.write_bytes(data + b"\0" * 100)
+    with caplog.at_level("WARNING"):
+        header = particles.read_stack_header(stack)
+    assert f"{len(data) + 100} bytes, 100 more than its header" in caplog.text and header.n_images == 5
+
+
+def test_a_star_row_with_a_missing_field_names_its_line(tmp_path, data_dir):
+    lines = (data_dir / "relion31.star").read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if "@relion31.mrcs" in line)
+    lines[row] = " ".join(lines[row].split()[:-1])
+    star = tmp_path / "short.star"
+    star.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"short.star, line {row + 1}: \d+ fields where data_particles has \d+"):
+        particles.load_particles(star)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_outputs_get_the_permissions_the_umask_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        particles.write_star(tmp_path / "a.star", {"particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs"]})})
+        with NpzWriter(tmp_path / "a.npz") as writer:
+            writer.append(x=np.zeros(3))
+            writer.close()
+        plain = tmp_path / "plain.txt"
+        plain.write_text("")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "a.star", "a.npz", "plain.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def gaussian_blob(box, pixel_A, sigma_A):
+    y, x = (np.mgrid[:box, :box] - box // 2) * pixel_A
+    return np.exp(-(x**2 + y**2) / (2 * sigma_A**2))[None].astype(np.float32)
+
+
+def width_A(image, pixel_A):
+    box = image.shape[-1]
+    y, x = (np.mgrid[:box, :box] - box // 2) * pixel_A
+    weights = image / image.sum()
+    return float(np.sqrt(np.sum(weights * (x**2 + y**2)) / 2))
+
+
+def test_resampling_lands_on_the_training_pixel_size_and_keeps_sizes_in_angstrom(tmp_path):
+    """0.89 Å × 30 px to 1.78 Å: a plain crop to 16 px gave 1.669 Å (6 % off); padding first gives 1.78."""
+    image = gaussian_blob(30, 0.89, 3.0)
+    out, pixel = preprocess.fourier_crop(image, 0.89, 1.78)
+    assert abs(pixel - 1.78) <= 1e-3 * 1.78 and out.shape[-1] == 16
+    assert width_A(out[0], pixel) == pytest.approx(3.0, rel=0.01)
+    for pixel_in, box_in, pixel_out in ((1.06, 200, 2.0), (0.83, 256, 1.5), (1.0, 97, 3.3)):
+        padded, n_out = preprocess.resampling_plan(box_in, pixel_in, pixel_out)
+        assert padded >= box_in and n_out % 2 == 0
+        assert abs(padded * pixel_in / n_out - pixel_out) <= 1e-3 * pixel_out
+    # the stack the particle stage writes states the pixel size its images really have
+    with mrcfile.new(tmp_path / "p.mrcs") as mrc:
+        mrc.set_data(np.repeat(image, 3, axis=0) + np.random.default_rng(0).normal(size=(3, 30, 30)).astype("f4"))
+        mrc.set_image_stack()
+    star = tmp_path / "p.star"
+    particles.write_star(star, {"particles": pd.DataFrame({"rlnImageName": [f"{i}@p.mrcs" for i in (1, 2, 3)],
+                                                           "rlnImagePixelSize": 0.89})})  # fmt: skip
+    source = particles.ParticleSource(particles.load_particles(star).table, star)
+    preprocess.preprocess(source, tmp_path / "out.mrcs", 16, 1.78)
+    with mrcfile.open(tmp_path / "out.mrcs") as mrc:
+        assert float(mrc.voxel_size.x) == pytest.approx(preprocess.resampled_pixel_A(30, 0.89, 1.78), rel=1e-5)
+
+
+def test_one_optics_group_serves_particles_without_an_optics_group_column(tmp_path):
+    star = tmp_path / "one.star"
+    particles.write_star(star, {
+        "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.25], "rlnVoltage": [300.0]}),
+        "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"]}),
+    })  # fmt: skip
+    table = particles.load_particles(star).table
+    assert table["pixel_size_A"].tolist() == [1.25, 1.25] and table["rlnVoltage"].tolist() == [300.0, 300.0]
+
+
+def test_a_non_numeric_pixel_size_names_the_file_the_particle_and_the_field(tmp_path):
+    star = tmp_path / "text.star"
+    particles.write_star(star, {"particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"],
+                                                           "rlnImagePixelSize": ["1.0", "one"]})})  # fmt: skip
+    with pytest.raises(InputError, match=r"text.star, particle 2: _rlnImagePixelSize 'one' is not a number"):
+        particles.load_particles(star)
+
+
+def test_a_volume_given_as_a_stack_warns_and_blank_images_are_counted_and_not_measured(tmp_path, caplog):
+    with mrcfile.new(tmp_path / "volume.mrc") as mrc:
+        mrc.set_data(np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32))
+    with caplog.at_level("WARNING"):
+        particles.read_stack_header(tmp_path / "volume.mrc")
+    assert "looks like a 3-D volume (space group 1, nz = nx = 16)" in caplog.text
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(40, 32, 32)).astype(np.float32)
+    images[[3, 17]] = 0.0  # two empty extractions
+    with mrcfile.new(tmp_path / "s.mrcs") as mrc:
+        mrc.set_data(images)
+        mrc.set_image_stack()
+    star = tmp_path / "s.star"
+    names = [f"{i + 1}@s.mrcs" for i in range(40)]
+    particles.write_star(star, {"particles": pd.DataFrame({"rlnImageName": names, "rlnImagePixelSize": 2.0})})
+    source = particles.ParticleSource(particles.load_particles(star).table, star)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        spectra = preprocess.estimate_noise_spectra(source, 32, 2.0, 20.0, noise_images=40, chunk=16, seed=0)
+        blank = preprocess.preprocess(source, tmp_path / "out.mrcs", 32, 2.0, spectra, chunk=16)
+    assert "2 of 40 images picked for the noise spectrum are blank" in caplog.text
+    assert "2 blank (constant) images, the first particle 4 (4@s.mrcs)" in caplog.text
+    assert np.flatnonzero(blank).tolist() == [3, 17]
+    # white noise measured without the blanks is flat and at its true level
+    power = spectra["1"][2:14]
+    assert np.abs(power / power.mean() - 1).max() < 0.25 and power.mean() == pytest.approx(32 * 32, rel=0.15)
+
+
+@pytest.mark.parametrize("header", ["# RELION; version 3.0.6", None, 50001])
+def test_star_files_are_written_back_with_the_version_they_came_with(tmp_path, header):
+    star = tmp_path / "in.star"
+    text = "data_\n\nloop_\n_rlnImageName #1\n_rlnDetectorPixelSize #2\n_rlnMagnification #3\n1@a.mrcs 14 100000\n"
+    first = "" if header is None else (header if isinstance(header, str) else f"# version {header}") + "\n\n"
+    star.write_text(first + text)
+    found = particles.load_particles(star)
+    particles.write_star(tmp_path / "out.star", particles.shard_blocks(found, [0]), found.version)
+    out = (tmp_path / "out.star").read_text()
+    assert out.startswith(first + "data_") if header is not None else out.startswith("data_")
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"image.box_px": 32.0}, "image.box_px: 32.0 is not of type 'integer'"),
+        ({"structure.source": "NOTES"}, "/NOTES' has no ATOM/HETATM records and no _atom_site loop"),
+        ({"datasets.demo.shards": 200}, "datasets.demo.shards: 200 shards but demo.n_particles is 96"),
+        ({"datasets.user.star": "STAR", "datasets.user.shards": 6}, "datasets.user.shards: 6 shards but"),
+    ],
+)
+def test_cheap_checks_stop_the_dry_run(tmp_path, data_dir, change, message):
+    (tmp_path / "NOTES").write_text("this is not a structure\n")
+    shutil.copy(data_dir / "relion31.mrcs", tmp_path)
+    star = tmp_path / "relion31.star"
+    star.write_text((data_dir / "relion31.star").read_text())
+    change = {k: str(tmp_path / v) if v in ("NOTES", "STAR") else v for k, v in change.items()}
+    change = {k: str(star) if v == str(tmp_path / "STAR") else v for k, v in change.items()}
+    result = snakemake(tmp_path, write_config(tmp_path, **change), "-n", "--cores", "1")
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_documented_alternative_forms_run_through_the_workflow(tmp_path, data_dir):
+    """Keys the docs give in more than one form, each in its other form, through the whole workflow:
+    a bead-width range with map projection (maps rasterized at its low end), poses near the template's,
+    mask radius and chains left to their defaults, heavy-atom beads, a constant learning rate, a
+    wall-time budget, CPU devices, and a user dataset with select, datadir and a pixel-size override."""
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "stacks").mkdir()
+    shutil.copy(data_dir / "relion31.mrcs", tmp_path / "stacks")
+    shutil.copy(data_dir / "relion31.star", tmp_path / "meta")
+    user = {"star": str(tmp_path / "meta" / "relion31.star"), "datadir": str(tmp_path / "stacks"),
+            "select": {"rlnClassNumber": [1]}, "pixel_size_A": 2.806}  # fmt: skip
+    changes = {
+        "simulator.bead_sigma_A": [3.0, 5.0],
+        "simulator.projection": "volumes",
+        "simulator.volume_oversample": 2,
+        "simulator.pose_max_angle_deg": 30.0,
+        "simulator.mask_radius_A": None,
+        "structure.chains": None,
+        "structure.beads": "heavy",
+        "train.lr_schedule": "constant",
+        "train.max_hours": 1.0,
+        "train.steps": 10,
+        "train.device": "cpu",
+        "inference.device": "cpu",
+        "datasets.demo": None,
+        "datasets.user": user,
+    }
+    result = snakemake(tmp_path, write_config(tmp_path, **changes), "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with mrcfile.open(tmp_path / "results/tiny/volumes/template_000.mrc") as mrc:
+        density, voxel = mrc.data, float(mrc.voxel_size.x)
+    ensemble = np.load(tmp_path / "results/tiny/templates/ensemble.npz")
+    assert ensemble["coords_A"].shape[1] > 3000  # heavy atoms of both chains of 4AKE: chains left out means all
+    assert density.sum() * voxel**3 == pytest.approx(ensemble["weights"].sum(), rel=0.02)
+    priors = json.loads((tmp_path / "results/tiny/model/priors.json").read_text())
+    assert priors["bead_sigma_range_A"] == [3.0, 5.0] and priors["mask_radius_A"] is None
+    summary = json.loads((tmp_path / "results/tiny/datasets/user/report/summary.json").read_text())
+    assert summary["n_particles"] == 5 and summary["n_blank_images"] == 0
