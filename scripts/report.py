@@ -34,6 +34,7 @@ if "cryoflowBlankImage" in particles:
     if summary["n_blank_images"]:
         log.warning("%d particles have blank (constant) images", summary["n_blank_images"])
 summary["model"] = validation["model"]
+summary.update({k: v for k, v in json.loads(open(snakemake.input.populations).read()).items() if k != "n_particles"})
 log.info("model %s (card sha256 %s)", summary["model"]["name"], summary["model"]["card_sha256"])
 log.info("MMD² %.4g (p = %.3g)", summary["mmd2"], summary["mmd_pvalue"])
 log.info("%s", summary["mmd_verdict"])

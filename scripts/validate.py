@@ -32,6 +32,23 @@ result = inference.posterior_batches(
     device=device,
     label="validate",
 )
+# sets at one fixed SNR each (Fig. 2C): θ, poses and CTFs from the prior, the SNR held
+fixed = {"snr": [], "theta_true": [], "samples": [], "mean": [], "std": []}
+for k, snr in enumerate(cfg["fixed_snr"]):
+    fixed_generator = torch.Generator(device=device).manual_seed(seed + 7919 * (k + 1))
+    with torch.no_grad():
+        theta_k = simulator.sample_theta(cfg["n_fixed_snr"], fixed_generator)
+        nuisance_k = simulator.sample_nuisance(cfg["n_fixed_snr"], fixed_generator)
+        nuisance_k["snr"] = torch.full_like(nuisance_k["snr"], float(snr))
+        images_k = simulator.simulate(theta_k, fixed_generator, nuisance_k).cpu().numpy()
+    post_k = inference.posterior_batches(model, inference.batched(images_k, cfg["batch_size"]), len(images_k),
+                                         grid_points=cfg["grid_points"], grid_points_2d=cfg["grid_points_2d"],
+                                         n_samples=cfg["n_samples"], seed=seed + k + 1, device=device,
+                                         label=f"validate at SNR {snr}")  # fmt: skip
+    for key, value in (("snr", np.full(len(images_k), snr)), ("theta_true", theta_k.cpu().numpy()),
+                       ("samples", post_k["samples"]), ("mean", post_k["mean"]), ("std", post_k["std"])):  # fmt: skip
+        fixed[key].append(value)
+fixed = {f"fixed_snr_{key}": np.concatenate(value) if value else np.zeros(0) for key, value in fixed.items()}
 # the beam direction in the template frame is Rᵀ e_z, the third row of the rotation
 beam = nuisance["rotation"][:, 2, :].cpu().numpy()
 ensemble = np.load(snakemake.input.ensemble)
@@ -47,6 +64,7 @@ with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
         view_angle_deg=view[:, 0] if len(axes) == 1 else view,
         images=images[:16],
         mean_image=images.mean(axis=0),
+        **fixed,
         **result,
     )
 log.info("validation: %d simulations", n)

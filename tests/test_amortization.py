@@ -16,7 +16,8 @@ SEED = 2025  # tests/config/tiny.yaml
 DEMO_STAR = Path("results/tiny/datasets/demo/demo/Extract/job007/particles.star")
 MODEL_CHAIN = {"train": 1, "validate": 1, "model_report": 1}
 DEMO_CHAIN = {"particle_noise": 1, "particles": 2, "whitening_check": 1, "infer": 2, "gather_posteriors": 1}
-DEMO_CHAIN["report"] = 1
+DEMO_CHAIN.update(populations=1, report=1)
+AFTER_GATHER = {"gather_posteriors": 1, "populations": 1, "report": 1}
 
 
 def planned(workdir, configfile) -> dict:
@@ -33,12 +34,13 @@ RERUNS = [
     ({"report.umap_neighbors": 6}, {"report": 1}),
     ({"datasets.demo.report": {"umap_neighbors": 6}}, {"report": 1}),
     ({"report.mmd_max_points": 50}, {"whitening_check": 1, "report": 1}),
-    ({"inference.n_samples": 40}, {"infer": 2, "gather_posteriors": 1, "report": 1}),
-    ({"datasets.demo.inference": {"grid_points": 48}}, {"infer": 2, "gather_posteriors": 1, "report": 1}),
-    ({"particles.whiten": False}, {"particles": 2, "infer": 2, "gather_posteriors": 1, "report": 1}),
-    ({"datasets.demo.shards": 3}, {"particles": 3, "infer": 3, "gather_posteriors": 1, "report": 1}),
+    ({"report.state_min_mass": 0.8}, {"populations": 1, "report": 1}),
+    ({"inference.n_samples": 40}, {"infer": 2, **AFTER_GATHER}),
+    ({"datasets.demo.inference": {"grid_points": 48}}, {"infer": 2, **AFTER_GATHER}),
+    ({"particles.whiten": False}, {"particles": 2, "infer": 2, **AFTER_GATHER}),
+    ({"datasets.demo.shards": 3}, {"particles": 3, "infer": 3, **AFTER_GATHER}),
     ({"validation.n_simulations": 50}, {"validate": 1, "model_report": 1, "report": 1}),
-    ({"train.steps": 30}, {**MODEL_CHAIN, "infer": 2, "gather_posteriors": 1, "whitening_check": 1, "report": 1}),
+    ({"train.steps": 30}, {**MODEL_CHAIN, "infer": 2, "whitening_check": 1, **AFTER_GATHER}),
     ({"datasets.demo.demo.n_particles": 80}, {"demo_particles": 1, **DEMO_CHAIN}),
     ({"simulator.snr_range": [0.1, 1.0]}, {"priors": 1, **MODEL_CHAIN, "demo_particles": 1, **DEMO_CHAIN}),
     ({"templates.n_templates": 7}, None),  # everything from the templates on
@@ -113,7 +115,7 @@ def test_new_datasets_reuse_the_model_and_a_fixed_stack_reruns_only_its_shard(ti
     second = snakemake(work, config, "--cores", "2")
     assert second.returncode == 0, second.stderr[-3000:]
     ran = job_stats(second.stdout + second.stderr)
-    assert ran == {"particles": 1, "infer": 1, "gather_posteriors": 1, "report": 1, "all": 1}, ran
+    assert ran == {"particles": 1, "infer": 1, **AFTER_GATHER, "all": 1}, ran
 
     moved = tmp_path / "elsewhere" / "Extract" / "job010"
     shutil.copytree(job, moved)

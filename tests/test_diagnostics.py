@@ -179,3 +179,25 @@ def test_each_coordinate_of_a_2d_grid_has_its_own_motion_axis():
     np.testing.assert_allclose(np.abs(axes[0]), [1.0, 0.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(np.abs(axes[1]), [0.0, 0.0, 1.0], atol=1e-6)
     assert len(diagnostics.motion_axes(coords[grid[:, 1] == 0.0], grid[grid[:, 1] == 0.0, 0])) == 1
+
+
+def test_fixed_snr_accuracy_is_the_68th_percentile_of_the_error():
+    """Posterior samples scattered by σ around the truth: the 68th percentile of |sample − truth| is that of
+    a half-normal, 0.994 σ; the mean's error is the mean's own scatter; the lower SNR is the wider."""
+    rng = np.random.default_rng(5)
+    parts = {"snr": [], "theta_true": [], "samples": [], "mean": [], "std": []}
+    for snr, sigma in ((0.1, 1.0), (0.01, 2.5)):
+        truth = rng.uniform(-5, 5, 20000)
+        mean = truth + rng.normal(size=truth.shape) * sigma
+        samples = mean[:, None] + rng.normal(size=(len(truth), 3)) * sigma
+        for key, value in (("snr", np.full(len(truth), snr)), ("theta_true", truth), ("samples", samples),
+                           ("mean", mean), ("std", np.full(len(truth), sigma))):  # fmt: skip
+            parts[key].append(value)
+    sim = {f"fixed_snr_{key}": np.concatenate(value) for key, value in parts.items()}
+    found = diagnostics.fixed_snr_accuracy(sim)
+    assert [entry["snr"] for entry in found] == [0.1, 0.01]
+    for entry, sigma in zip(found, (1.0, 2.5)):
+        # a sample lies σ√2 from the truth (mean's scatter and the posterior's), the mean σ from it
+        assert entry["p68_error_sample_A"] == pytest.approx(0.994 * sigma * np.sqrt(2), rel=0.03)
+        assert entry["p68_error_mean_A"] == pytest.approx(0.994 * sigma, rel=0.03)
+        assert entry["mean_std_A"] == sigma

@@ -12,10 +12,28 @@ import warnings
 import numpy as np
 import particle_fuzzer
 import pytest
-from cryodrgn.source import ImageSource
-from cryodrgn.starfile import Starfile
 
 from cryoflow import particles
+
+
+def import_cryodrgn():
+    """cryoDRGN's reader, imported without its logging set-up: importing the package calls
+    logging.config.dictConfig, which disables every logger created before it (cryoflow's among them,
+    silencing the warnings other tests check) and adds a root handler. Both are undone here."""
+    loggers = logging.root.manager.loggerDict
+    disabled = {name: log.disabled for name, log in loggers.items() if isinstance(log, logging.Logger)}
+    handlers, level = list(logging.root.handlers), logging.root.level
+    from cryodrgn.source import ImageSource
+    from cryodrgn.starfile import Starfile
+
+    for name, was in disabled.items():
+        loggers[name].disabled = was
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+    return ImageSource, Starfile
+
+
+ImageSource, Starfile = import_cryodrgn()
 
 CTF = ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage", "rlnSphericalAberration",
        "rlnAmplitudeContrast", "rlnPhaseShift"]  # fmt: skip

@@ -80,3 +80,16 @@ def test_noise_rows_take_each_group_alike_under_any_labels():
     assert all(groups[r] == g for g, rows in picked.items() for r in rows)
     relabelled = starindex.noise_rows(["x" if g == "1" else "y" for g in groups], 10, seed=4)
     assert sorted(picked.values()) == sorted(relabelled.values())
+
+
+def test_a_cryosparc_export_indexes_like_the_particle_stage_reads_it(tmp_path):
+    import particle_fuzzer
+
+    base = particle_fuzzer.make_dataset(tmp_path)
+    index = starindex.index_cs(base["folder"] / "p.cs")
+    found = particles.load_particles(base["folder"] / "p.cs")
+    assert index.stack_names == [n.split("@", 1)[1] for n in found.table["rlnImageName"]]
+    assert partition(index.groups) == partition(found.table["optics_group"])
+    (tmp_path / "bad.cs").write_bytes(b"not numpy")
+    with pytest.raises(InputError, match="bad.cs: not a cryoSPARC particle export"):
+        starindex.index_cs(tmp_path / "bad.cs")

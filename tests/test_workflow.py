@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
+import yaml
 from workflow_helpers import SNAKEMAKE, snakemake, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_STAGES = ["structure", "templates", "volumes", "priors", "train", "validate", "model_report"]
 DATASET_STAGES = ["demo_particles", "particle_noise", "particles", "infer", "gather_posteriors", "whitening_check"]
-DATASET_STAGES += ["report"]
+DATASET_STAGES += ["populations", "report"]
 STAGES = MODEL_STAGES + DATASET_STAGES
 SHARDED = {"particles", "infer"}  # one job, log and benchmark per shard
 MODEL_DIR = Path("results/tiny")
@@ -80,6 +81,16 @@ def test_tiny_end_to_end_outputs(tiny_run):
     assert summary["contrast_correlation"] > 0.3 and "contrast_warning" not in summary
     validation = json.loads((results / "report" / "validation.json").read_text())
     assert validation["sbc_ks_pvalue"] == summary["sbc_ks_pvalue"] and validation["n_simulations"] == 60
+    assert [entry["snr"] for entry in validation["fixed_snr"]] == [0.1, 0.01]
+    # the population estimate and its states: every particle of a state's STAR file is from the input
+    assert abs(sum(state["weight"] for state in summary["population"]) - 1) < 1e-6
+    states = pd.read_csv(dataset / "populations" / "states" / "states.tsv", sep="\t")
+    assert len(states) == len(summary["states"]) >= 1
+    first = starfile.read(dataset / "populations" / "states" / "state1.star", always_dict=True)["particles"]
+    assert len(first) == states["n_particles"][0] and set(first["rlnImageName"]) <= set(
+        starfile.read(dataset / "inference" / "posterior.star", always_dict=True)["particles"]["rlnImageName"]
+    )
+    assert all(entry["n"] == 50 and entry["p68_error_sample_A"] > 0 for entry in validation["fixed_snr"])
     assert 0.0 <= summary["sbc_ks_pvalue"] <= 1.0
     card = json.loads((results / "model" / "card.json").read_text())
     assert card["steps_run"] == 40 and card["packages"]["torch"].startswith("2.13")
@@ -316,3 +327,16 @@ def test_md_templates_run_through_the_workflow(tmp_path):
     assert ensemble["coords_A"].shape == (3, 30, 3) and np.all(np.diff(ensemble["theta_A"]) > 0)
     templates_log = (tmp_path / "logs" / "tiny" / "templates.log").read_text()
     assert "θ = distance between resnum 1 to 5 and resnum 25 to 30" in templates_log
+
+
+def test_the_production_preset_layers_on_a_config(tmp_path):
+    """config/production.yaml on top of the demo: the paper's network, the rest of the demo kept."""
+    configfile = write_config(tmp_path, "config/config.yaml", **{"model.name": "demo_production"})
+    result = snakemake(tmp_path, configfile, "-n", "--cores", "1", "--configfile", str(configfile),
+                       str(ROOT / "config" / "production.yaml"), "--printshellcmds")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "results/demo_production/model/posterior.pt" in result.stdout
+    preset = yaml.safe_load((ROOT / "config" / "production.yaml").read_text())
+    assert preset["train"]["embedding"] == {"latent_dim": 256, "width": 64}
+    assert preset["train"]["flow"]["hidden_features"] == [256] * 10 + [128, 64]
+    assert set(preset) <= {"train", "validation", "inference"}

@@ -219,16 +219,19 @@ def _binned_median(ax, x, y, bins, log=False, color="C3", label="median"):
     ax.legend()
 
 
-def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path) -> None:
+def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path, fixed_snr=()) -> None:
     """Held-out simulations: coverage, SBC, accuracy, and posterior width against SNR and view (Fig. 2B/C).
 
     ``coverage`` (L,) or (D, L), ``pits`` and ``ks_pvalues`` lists with one entry per θ coordinate; a
-    2-D θ draws each coordinate in its own colour.
+    2-D θ draws each coordinate in its own colour. ``fixed_snr``: ``diagnostics.fixed_snr_accuracy``'s
+    entries, drawn as the paper's 68th-percentile errors per fixed SNR.
     """
     coverage = np.atleast_2d(coverage)
     n_dims = len(coverage)
     per_dim = [{key: columns(sim[key], n_dims)[d] for key in ("theta_true", "mean", "std")} for d in range(n_dims)]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
+    plot_fixed_snr(axes[0, 3], fixed_snr, n_dims)
+    axes[1, 3].set_axis_off()
     ax = axes[0, 0]
     ax.plot([0, 1], [0, 1], color="grey", ls="--")
     for d in range(n_dims):
@@ -276,6 +279,49 @@ def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path) -> Non
             ax.set_xlabel("angle between beam and direction of motion [°]")
             ax.set_ylabel(text)
     _save(fig, path)
+
+
+def plot_populations(means: list, estimates: list, path) -> None:
+    """Per θ coordinate: the histogram of posterior means beside the deconvolved population p(θ) with its
+    bootstrap band, and the free-energy profile −ln p(θ) in kT."""
+    fig, axes = plt.subplots(len(estimates), 2, figsize=(11, 3.8 * len(estimates)), squeeze=False)
+    for d, (mean, est) in enumerate(zip(means, estimates)):
+        name = theta_label(d, len(estimates))
+        ax = axes[d, 0]
+        ax.hist(mean, bins=est["edges_A"], density=True, color="grey", alpha=0.5, label="posterior means")
+        ax.fill_between(est["theta_A"], est["low"], est["high"], color="C0", alpha=0.3, label="5–95 % bootstrap")
+        ax.plot(est["theta_A"], est["density"], color="C0", label="population p(θ)")
+        ax.set_xlabel(f"{name} [Å]")
+        ax.set_ylabel("density [1/Å]")
+        ax.legend(fontsize=8)
+        ax = axes[d, 1]
+        finite = np.isfinite(est["free_energy_kT"])
+        ax.plot(est["theta_A"][finite], est["free_energy_kT"][finite], marker=".", color="C3")
+        ax.set_xlabel(f"{name} [Å]")
+        ax.set_ylabel("free energy −ln p [kT]")
+    _save(fig, path)
+
+
+def plot_fixed_snr(ax, fixed_snr, n_dims: int) -> None:
+    """Grouped bars per fixed SNR: 68th percentile of |sample − truth| and |mean − truth|, mean σ."""
+    if not fixed_snr:
+        ax.set_axis_off()
+        return
+    keys = [("p68_error_sample_A", "68 % |sample − θ|"), ("p68_error_mean_A", "68 % |mean − θ|"),
+            ("mean_std_A", "mean σ")]  # fmt: skip
+    width = 0.8 / (len(keys) * n_dims)
+    for j, (key, text) in enumerate(keys):
+        for d in range(n_dims):
+            name = key if n_dims == 1 else f"{key}_theta{d + 1}"
+            offset = (j * n_dims + d) * width
+            values = [entry[name] for entry in fixed_snr]
+            label = text if n_dims == 1 else f"{text} ({theta_label(d, n_dims)})"
+            ax.bar(np.arange(len(fixed_snr)) + offset, values, width, label=label, color=f"C{j}",
+                   alpha=1.0 - 0.4 * d)  # fmt: skip
+    ax.set_xticks(np.arange(len(fixed_snr)) + 0.4 - width / 2, [f"SNR {e['snr']:g}" for e in fixed_snr])
+    ax.set_ylabel("Å")
+    ax.set_title("accuracy at fixed SNR (Fig. 2C)")
+    ax.legend(fontsize=8)
 
 
 def plot_examples(images, post: dict, indices, path) -> None:

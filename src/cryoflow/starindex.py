@@ -139,6 +139,26 @@ def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) 
     return DatasetIndex(path, [stacks[i] for i in keep], [groups[i] for i in keep])
 
 
+def index_cs(path: str | Path) -> DatasetIndex | None:
+    """Index a cryoSPARC ``.cs`` export, where numpy is at hand (None otherwise: its stacks go untracked).
+
+    The groups are ``ctf/exp_group_id`` (the particle stage's optics groups), or one group.
+    """
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    path = Path(path)
+    try:
+        records = np.load(path, allow_pickle=False)
+        stacks = [p.decode() if isinstance(p, bytes) else str(p) for p in records["blob/path"]]
+    except Exception as err:
+        raise InputError(f"{path}: not a cryoSPARC particle export with blob/path ({err})") from err
+    names = records.dtype.names or ()
+    groups = records["ctf/exp_group_id"].astype(int).astype(str) if "ctf/exp_group_id" in names else ["1"] * len(stacks)
+    return DatasetIndex(path, [s[1:] if s.startswith(">") else s for s in stacks], list(groups))
+
+
 def shard_rows(n: int, n_shards: int) -> list[range]:
     """Rows 0..n-1 in ``n_shards`` contiguous, near-equal shards (the first n mod n_shards one longer)."""
     size, extra = divmod(n, n_shards)

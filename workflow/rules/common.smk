@@ -374,10 +374,16 @@ def dataset_star(wildcards):
 def dataset_index(name):
     """The selected particles of a user dataset, their stacks and groups (None for a demo dataset)."""
     ds = DATASETS[name]
-    if ds["demo"] is not None or str(ds["star"]).endswith(".cs"):
+    if ds["demo"] is not None:
         return None
     try:
-        index = starindex.index_star(ds["star"], ds["select"], ds["pixel_size_A"])
+        if str(ds["star"]).endswith(".cs"):
+            # a .cs export's select columns exist only once converted: then its stacks go untracked
+            index = None if ds["select"] else starindex.index_cs(ds["star"])
+            if index is None:
+                return None
+        else:
+            index = starindex.index_star(ds["star"], ds["select"], ds["pixel_size_A"])
     except InputError as err:
         raise WorkflowError(f"datasets.{name}: {err}")
     if len(index) < ds["shards"]:

@@ -17,6 +17,7 @@ rule report:
         whitening=rules.whitening_check.output.npz,
         simulations=rules.validate.output.npz,
         validation=rules.model_report.output.summary,
+        populations=f"{D}/populations/populations.json",
         card=model_card(),
     output:
         summary=f"{D}/report/summary.json",
@@ -40,9 +41,52 @@ rule report:
         mem_mb=8000,
         runtime=60,
     params:
-        report=dataset_section("report"),
+        report=dataset_section(
+            "report",
+            "mmd_permutations",
+            "mmd_max_points",
+            "umap_neighbors",
+            "n_example_particles",
+        ),
         seed=config["seed"],
         model=MODEL,
         figures=list(REPORT_FIGURES),
     script:
         "../../scripts/report.py"
+
+
+rule populations:
+    input:
+        posterior=rules.gather_posteriors.output.npz,
+        star=rules.gather_posteriors.output.star,
+    output:
+        summary=f"{D}/populations/populations.json",
+        table=f"{D}/populations/population.tsv",
+        figure=report(
+            f"{D}/populations/populations.png",
+            caption="../report/figure.rst",
+            category="{dataset}",
+            labels={"figure": "populations"},
+        ),
+        states=directory(f"{D}/populations/states"),
+    log:
+        f"{DLOG}/populations.log",
+    benchmark:
+        f"{DBENCH}/populations.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        report=dataset_section(
+            "report",
+            "population_bins",
+            "population_bootstrap",
+            "states",
+            "state_min_mass",
+        ),
+        seed=config["seed"],
+    script:
+        "../../scripts/populations.py"

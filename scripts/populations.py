@@ -1,0 +1,66 @@
+"""Rule populations: p(θ) across one dataset's particles from their posteriors, and per-state STAR files."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryoflow import particles, populations, report, theta
+from cryoflow.fileio import atomic_path, write_json
+from cryoflow.logs import configure
+
+log = configure(snakemake.log[0])
+cfg = snakemake.params.report
+post = np.load(snakemake.input.posterior)
+theta_range = post["theta_grid_range_A"]
+n_dims = theta.dims(theta_range)
+samples = theta.columns(post["samples"], n_dims)
+means = theta.columns(post["mean"], n_dims)
+bounds = theta.bounds(theta_range)
+summary, estimates = {"n_particles": int(len(post["mean"]))}, []
+for d in range(n_dims):  # a 2-D θ: each coordinate's marginal (an approximation to the joint population)
+    estimate = populations.estimate(samples[d], bounds[d], cfg["population_bins"], cfg["population_bootstrap"],
+                                    snakemake.params.seed)  # fmt: skip
+    estimates.append(estimate)
+    states = populations.modes(estimate["weights"], estimate["edges_A"])
+    summary["population" + theta.suffix(d, n_dims)] = states
+    log.info("population%s: %s", theta.suffix(d, n_dims),
+             [{k: round(v, 3) for k, v in state.items()} for state in states])  # fmt: skip
+with atomic_path(snakemake.output.table) as tmp:
+    pd.DataFrame({
+        **({"coordinate": np.repeat(np.arange(1, n_dims + 1), len(estimates[0]["theta_A"]))} if n_dims > 1 else {}),
+        "theta_A": np.concatenate([e["theta_A"] for e in estimates]),
+        "density_per_A": np.concatenate([e["density"] for e in estimates]),
+        "density_low": np.concatenate([e["low"] for e in estimates]),
+        "density_high": np.concatenate([e["high"] for e in estimates]),
+        "free_energy_kT": np.concatenate([e["free_energy_kT"] for e in estimates]),
+    }).to_csv(tmp, sep="\t", index=False)  # fmt: skip
+report.plot_populations(means, estimates, snakemake.output.figure)
+
+# per-state particle subsets, for reconstruction in RELION or cryoSPARC (1-D θ)
+folder = Path(snakemake.output.states)
+folder.mkdir(parents=True, exist_ok=True)
+rows = []
+if n_dims == 1:
+    intervals = cfg["states"] or [[s["theta_low_A"], s["theta_high_A"]] for s in summary["population"]]
+    blocks = particles.read_star(snakemake.input.star)
+    name = particles.particle_block_name(blocks, snakemake.input.star)
+    version = particles.star_version(snakemake.input.star)
+    for k, (low, high) in enumerate(intervals, start=1):
+        keep = populations.mass_inside(samples[0], low, high) >= cfg["state_min_mass"]
+        subset = dict(blocks)
+        subset[name] = blocks[name][keep].reset_index(drop=True)
+        path = folder / f"state{k}.star"
+        particles.write_star(path, subset, version)
+        rows.append({"state": k, "theta_low_A": low, "theta_high_A": high, "n_particles": int(keep.sum()),
+                     "star": path.name})  # fmt: skip
+        log.info("state %d, θ in [%.2f, %.2f) Å: %d particles with ≥ %.0f %% of their posterior inside", k, low,
+                 high, keep.sum(), 100 * cfg["state_min_mass"])  # fmt: skip
+else:
+    log.info("per-state STAR files need a 1-D θ; none written")
+with atomic_path(folder / "states.tsv") as tmp:
+    pd.DataFrame(rows, columns=["state", "theta_low_A", "theta_high_A", "n_particles", "star"]).to_csv(
+        tmp, sep="\t", index=False
+    )
+summary["states"] = rows
+write_json(snakemake.output.summary, summary)
