@@ -35,6 +35,8 @@ if "cryoflowBlankImage" in particles:
         log.warning("%d particles have blank (constant) images", summary["n_blank_images"])
 summary["model"] = validation["model"]
 summary.update({k: v for k, v in json.loads(open(snakemake.input.populations).read()).items() if k != "n_particles"})
+summary.update(json.loads(open(snakemake.input.predictive).read()))
+log.info("%s", summary["ppc_verdict"])
 log.info("model %s (card sha256 %s)", summary["model"]["name"], summary["model"]["card_sha256"])
 log.info("MMD² %.4g (p = %.3g)", summary["mmd2"], summary["mmd_pvalue"])
 log.info("%s", summary["mmd_verdict"])

@@ -104,9 +104,9 @@ def test_whitening_verdict_says_what_to_do():
     ok = whitening_verdict({"mmd2": 0.001, "pvalue": 0.4}, {"mmd2": 0.2, "pvalue": 0.001})
     assert ok.startswith("Whitened particles are indistinguishable from simulations")
     helps = whitening_verdict({"mmd2": 0.05, "pvalue": 0.002}, {"mmd2": 0.3, "pvalue": 0.002})
-    assert "whitening lowers the mismatch (MMD² 0.05 whitened vs 0.3 raw)" in helps and "priors" in helps
+    assert "whitening lowers the mismatch (MMD² 0.05 whitened vs 0.3 raw)" in helps and "ppc_verdict" in helps
     no_help = whitening_verdict({"mmd2": 0.3, "pvalue": 0.002}, {"mmd2": 0.2, "pvalue": 0.002})
-    assert "whitening does not lower" in no_help and "not noise colour" in no_help
+    assert "whitening does not lower" in no_help and "not spread like the prior" in no_help
     same = whitening_verdict({"mmd2": 0.0277, "pvalue": 0.002}, {"mmd2": 0.0278, "pvalue": 0.002})
     assert "whitening does not lower" in same  # a 0.4 % change is not an improvement
 

@@ -18,6 +18,7 @@ rule report:
         simulations=rules.validate.output.npz,
         validation=rules.model_report.output.summary,
         populations=f"{D}/populations/populations.json",
+        predictive=f"{D}/report/predictive.json",
         card=model_card(),
     output:
         summary=f"{D}/report/summary.json",
@@ -90,3 +91,36 @@ rule populations:
         seed=config["seed"],
     script:
         "../../scripts/populations.py"
+
+
+rule predictive_check:
+    input:
+        unpack(simulator_inputs),
+        model=model_file(),
+        posterior=rules.gather_posteriors.output.npz,
+        star=rules.gather_posteriors.output.star,
+        stacks=lambda w: expand(
+            rules.particles.output.stack, dataset=w.dataset, shard=shard_ids(w.dataset)
+        ),
+        noise=rules.particle_noise.output.noise,
+    output:
+        summary=f"{D}/report/predictive.json",
+        npz=f"{D}/report/predictive.npz",
+    log:
+        f"{DLOG}/predictive_check.log",
+    benchmark:
+        f"{DBENCH}/predictive_check.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: all_cores()
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        **SIMULATOR,
+        report=dataset_section("report", "mmd_max_points", "mmd_permutations"),
+        inference=dataset_section("inference", "device", "batch_size"),
+        whiten=lambda w: DATASETS[w.dataset]["particles"]["whiten"],
+        seed=config["seed"],
+    script:
+        "../../scripts/predictive_check.py"

@@ -1,0 +1,55 @@
+"""Rule predictive_check: one dataset's particles against simulations at their own posterior θ and CTF."""
+
+import numpy as np
+import torch
+
+from cryoflow import inference, models, particles, pipeline, predictive, preprocess, report, starindex, training
+from cryoflow.fileio import atomic_path, write_json
+from cryoflow.logs import configure
+
+log = configure(snakemake.log[0])
+params = snakemake.params
+config = {"image": params.image, "simulator": params.simulator}
+torch.set_num_threads(snakemake.threads)
+device = training.select_device(params.inference["device"])
+model, _ = models.load_model(snakemake.input.model, device)
+simulator = pipeline.load_simulator(snakemake.input, config)  # on the CPU: small batches, numpy whitening
+post = np.load(snakemake.input.posterior)
+table = particles.particle_table(snakemake.input.star)
+rows = np.array(starindex.sample_rows(len(table), params.report["mmd_max_points"], params.seed))
+images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], rows)
+# each particle's own CTF, where its STAR row has one; the prior's otherwise
+columns = {"defocus_u_A": "rlnDefocusU", "defocus_v_A": "rlnDefocusV", "astigmatism_angle_deg": "rlnDefocusAngle",
+           "voltage_kV": "rlnVoltage", "cs_mm": "rlnSphericalAberration", "amplitude_contrast": "rlnAmplitudeContrast",
+           "phase_shift_deg": "rlnPhaseShift", "b_factor_A2": "rlnCtfBfactor"}  # fmt: skip
+ctf = {key: table[column].to_numpy(float)[rows] for key, column in columns.items() if column in table}
+missing = [column for key, column in columns.items() if key not in ctf][:6]
+if "defocus_u_A" not in ctf:
+    log.warning("%s: no per-particle defocus; the predictive images take the prior's CTF", snakemake.input.star)
+    ctf = None
+elif missing:
+    log.info("CTF columns absent (the prior's values are used): %s", missing)
+spectra = preprocess.read_noise_spectra(snakemake.input.noise)
+groups = table["optics_group"].astype(str).to_numpy()[rows]
+by_group = {g: predictive.PredictiveSimulator(simulator, spectra.get(g), params.whiten) for g in np.unique(groups)}
+
+
+def latents(batch: np.ndarray) -> np.ndarray:
+    return inference.posterior_batches(model, inference.batched(batch, params.inference["batch_size"]), len(batch),
+                                       grid_points=64, n_samples=1, device=device)["latent"]  # fmt: skip
+
+
+particle_latents = post["latent"][rows].astype(np.float32)
+result = predictive.check(by_group, images, groups, post["samples"][rows], particle_latents, post["theta_grid_range_A"],
+                          ctf, params.report["mmd_permutations"], params.seed, latents)  # fmt: skip
+log.info("posterior-predictive MMD² %.4g (p = %.3g); %d atypical particles", result["mmd2"], result["pvalue"],
+         result["n_atypical"])  # fmt: skip
+log.info("%s", result["verdict"])
+with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
+    np.savez(handle, rows=rows, atypical_pvalue=result["atypical_pvalues"], snr=result["snr"],
+             theta_A=result["theta_A"], latent_predicted=result["predicted_latent"].astype(np.float16))  # fmt: skip
+write_json(snakemake.output.summary, {
+    "ppc_mmd2": result["mmd2"], "ppc_pvalue": result["pvalue"], "ppc_bandwidth": result["bandwidth"],
+    "ppc_n_particles": int(len(rows)), "ppc_n_atypical": result["n_atypical"], "ppc_verdict": result["verdict"],
+    "ppc_ctf_from_star": ctf is not None, "ppc_median_snr": float(np.median(result["snr"])),
+})  # fmt: skip
