@@ -7,85 +7,38 @@ exports are turned into the same RELION-named table (``blob/idx`` is
 0-based, ``blob/path`` may start with ``>``). Stack paths stay data: they
 are resolved against the file system, never executed.
 
-Stacks are opened leniently (no ``MAP `` stamp, volume space group, voxel
-size 0, extended headers): the header gives mode, shape and data offset,
-and the images are read through a memory map that lives only for one
-chunk, so the resident memory never grows with the dataset.
+Images are read through a memory map that lives only for one chunk, so the
+resident memory never grows with the dataset. STAR files, cryoSPARC exports
+and MRC stack headers have modules of their own (``star``, ``cryosparc``,
+``mrcstack``); their functions are importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pandas as pd
-import starfile
 
-from cryoflow.fileio import InputError, atomic_path
-from cryoflow.starindex import loop_blocks, resolve_stack_path
+from cryoflow.cryosparc import CRYOSPARC_CTF, read_cryosparc  # noqa: F401 (the particle stage's one entry point)
+from cryoflow.fileio import InputError
+from cryoflow.mrcstack import MRC_MODES, StackHeader, iter_stack, read_stack_header  # noqa: F401
+from cryoflow.star import (  # noqa: F401
+    concatenate_star,
+    format_star_value,
+    particle_block_name,
+    read_star,
+    star_block_lines,
+    star_version,
+    version_line,
+    write_star,
+)
+from cryoflow.starindex import IMAGE_NAME, OPTICS_GROUP, resolve_stack_path
 
 log = logging.getLogger(__name__)
-
-IMAGE_NAME = "rlnImageName"
-OPTICS_GROUP = "rlnOpticsGroup"
-# MRC modes a particle stack may use, as their numpy types (little-endian as written by RELION and cryoSPARC)
-MRC_MODES = {0: "i1", 1: "<i2", 2: "<f4", 6: "<u2", 12: "<f2"}
-
-
-# ---------------------------------------------------------------- STAR files
-def read_star(path: str | Path) -> OrderedDict:
-    """All data blocks of a STAR file as an ordered dict of DataFrames."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: STAR file not found (config key datasets.<name>.star)")
-    loop_blocks(path)  # every row as many fields as its loop has columns, or an error naming the line
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as err:
-        raise InputError(f"{path}: could not parse STAR file: {err}") from err
-    return OrderedDict(
-        (name, df if isinstance(df, pd.DataFrame) else pd.DataFrame([df])) for name, df in blocks.items()
-    )
-
-
-def star_version(path: str | Path) -> int | str | None:
-    """What a STAR file says of its version, to be written back as it came in.
-
-    ``# version N`` (RELION 3.1: 30001, RELION 5: 50001) gives N; another version comment (a RELION 3.0
-    file's ``# RELION; version 3.0.6``) is kept as its line; a file without one gives None.
-    """
-    with open(path, errors="replace") as handle:
-        for _, line in zip(range(50), handle):
-            match = re.match(r"#\s*version\s+(\d+)\s*$", line)
-            if match:
-                return int(match.group(1))
-            if re.match(r"#.*\bversion\b", line, flags=re.IGNORECASE):
-                return line.rstrip("\n")
-    return None
-
-
-def version_line(version: int | str | None) -> list[str]:
-    """The header lines ``write_star`` starts a file with for ``star_version``'s answer."""
-    if version is None:
-        return []
-    return [f"# version {version}" if isinstance(version, int) else str(version), ""]
-
-
-def particle_block_name(blocks: OrderedDict, path) -> str:
-    """Name of the block holding the particles (``particles``, ``images`` or the only block with image names)."""
-    for name in ("particles", "images"):
-        if name in blocks and IMAGE_NAME in blocks[name].columns:
-            return name
-    candidates = [name for name, df in blocks.items() if IMAGE_NAME in df.columns]
-    if not candidates:
-        raise InputError(f"{path}: no data block has the column _{IMAGE_NAME}")
-    return candidates[0]
 
 
 def particle_table(
@@ -144,58 +97,6 @@ def optics_groups(table: pd.DataFrame) -> np.ndarray:
         return table[OPTICS_GROUP].astype(str).to_numpy()
     _, inverse = np.unique(table["pixel_size_A"].to_numpy(), return_inverse=True)
     return (inverse + 1).astype(str)
-
-
-# ------------------------------------------------------------ cryoSPARC .cs
-CRYOSPARC_CTF = {  # cryoSPARC field → (RELION column, factor)
-    "ctf/df1_A": ("rlnDefocusU", 1.0),
-    "ctf/df2_A": ("rlnDefocusV", 1.0),
-    "ctf/df_angle_rad": ("rlnDefocusAngle", 180.0 / np.pi),
-    "ctf/accel_kv": ("rlnVoltage", 1.0),
-    "ctf/cs_mm": ("rlnSphericalAberration", 1.0),
-    "ctf/amp_contrast": ("rlnAmplitudeContrast", 1.0),
-    "ctf/phase_shift_rad": ("rlnPhaseShift", 180.0 / np.pi),
-    "ctf/bfactor": ("rlnCtfBfactor", 1.0),
-}
-
-
-def read_cryosparc(path: str | Path) -> OrderedDict:
-    """A cryoSPARC particle export as RELION-style ``optics`` and ``particles`` blocks.
-
-    ``blob/path`` (a leading ``>`` dropped) and the 0-based ``blob/idx``
-    become a 1-based ``_rlnImageName``; ``blob/psize_A`` becomes the optics
-    group's ``_rlnImagePixelSize``; CTF fields get their RELION names and
-    units (degrees). Loaded without pickle: the file is data only.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: cryoSPARC file not found (config key datasets.<name>.star)")
-    try:
-        records = np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise InputError(f"{path}: not a cryoSPARC .cs array ({err})") from err
-    names = records.dtype.names or ()
-    missing = [f for f in ("blob/path", "blob/idx") if f not in names]
-    if missing:
-        raise InputError(f"{path}: field(s) {', '.join(missing)} missing (not a particle export)")
-    stacks = [p.decode() if isinstance(p, bytes) else str(p) for p in records["blob/path"]]
-    stacks = [s[1:] if s.startswith(">") else s for s in stacks]
-    table = pd.DataFrame({IMAGE_NAME: [f"{int(i) + 1:06d}@{s}" for i, s in zip(records["blob/idx"], stacks)]})
-    for field, (column, factor) in CRYOSPARC_CTF.items():
-        if field in names:
-            table[column] = records[field].astype(np.float64) * factor
-    group = records["ctf/exp_group_id"].astype(int) if "ctf/exp_group_id" in names else np.ones(len(records), int)
-    table[OPTICS_GROUP] = group
-    if "uid" in names:
-        table["cryosparcUid"] = records["uid"].astype(np.uint64).astype(str)
-    optics = pd.DataFrame({OPTICS_GROUP: np.unique(group)})
-    if "blob/psize_A" in names:
-        pixel = pd.Series(records["blob/psize_A"].astype(float)).groupby(group).first()
-        optics["rlnImagePixelSize"] = pixel.reindex(optics[OPTICS_GROUP]).to_numpy()
-    if "blob/shape" in names:
-        size = pd.Series(records["blob/shape"][:, -1].astype(int)).groupby(group).first()
-        optics["rlnImageSize"] = size.reindex(optics[OPTICS_GROUP]).to_numpy()
-    return OrderedDict([("optics", optics), ("particles", table)])
 
 
 def read_metadata(path: str | Path) -> OrderedDict:
@@ -289,7 +190,7 @@ def ctf_priors(table: pd.DataFrame, path) -> dict:
     return found
 
 
-# ---------------------------------------------------------------- MRC stacks
+# ---------------------------------------------------------------- images
 def parse_image_name(name: str, path="STAR file", row: int | None = None) -> tuple[int, str]:
     """``'12@Extract/job007/stack.mrcs'`` → (11, 'Extract/job007/stack.mrcs'): 0-based index and path.
 
@@ -308,86 +209,6 @@ def parse_image_name(name: str, path="STAR file", row: int | None = None) -> tup
     if index < 1:
         raise InputError(f"{where}: _{IMAGE_NAME} {name!r}: indices are 1-based")
     return index - 1, stack
-
-
-@dataclass(frozen=True)
-class StackHeader:
-    """Where the images of an MRC stack lie: data offset, dtype and the shape the file really holds."""
-
-    path: Path
-    offset: int
-    dtype: np.dtype
-    n_images: int
-    box: int
-    pixel_size_A: float
-
-
-def read_stack_header(path: Path) -> StackHeader:
-    """Parse an MRC header leniently and check it against the file's size.
-
-    Missing ``MAP `` stamps, volume space groups (ispg=1), voxel size 0 and
-    extended headers are accepted. The file must be as long as header +
-    extended header + nx·ny·nz values of the header's mode: shorter stops;
-    exactly the length of another mode stops (the mode word is wrong); any
-    other surplus is read past with a warning naming both sizes.
-    """
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
-                header = mrc.header.copy()
-                extended = int(mrc.header.nsymbt)
-        dtype = mrcfile.utils.data_dtype_from_header(header)
-    except Exception as err:
-        raise InputError(f"{path}: unreadable MRC header ({err})") from err
-    for warning in caught:
-        log.debug("%s: lenient read: %s", path, warning.message)
-    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
-    if nx <= 0 or ny <= 0 or nz <= 0:
-        raise InputError(f"{path}: unreadable MRC header (nx, ny, nz = {nx}, {ny}, {nz})")
-    if nx != ny:
-        raise InputError(f"{path}: images are {ny} × {nx} pixels; square particle images are needed")
-    offset = 1024 + extended
-    mode = int(header.mode)
-    expected = offset + nx * ny * nz * dtype.itemsize
-    size = path.stat().st_size
-    shape = f"mode {mode} ({dtype.name}), {nx} × {ny} × {nz}, {extended}-byte extended header"
-    if size < expected:
-        raise InputError(f"{path}: the file has {size} bytes but its header ({shape}) needs {expected}: truncated, "
-                         "or the header's mode or nz is wrong")  # fmt: skip
-    if size > expected:
-        for other, other_dtype in MRC_MODES.items():
-            if other != mode and offset + nx * ny * nz * np.dtype(other_dtype).itemsize == size:
-                raise InputError(
-                    f"{path}: header mode {mode} ({dtype.name}) but the file's {size} bytes are exactly "
-                    f"{nx} × {ny} × {nz} values of mode {other} ({np.dtype(other_dtype).name}): the header's "
-                    "mode word is wrong"
-                )
-        log.warning("%s: the file has %d bytes, %d more than its header (%s) needs (%d); reading the %d images "
-                    "the header describes", path, size, size - expected, shape, expected, nz)  # fmt: skip
-    if int(header.ispg) == 1 and nz == nx and nz > 1:
-        log.warning("%s: looks like a 3-D volume (space group 1, nz = nx = %d), not a particle stack; "
-                    "its sections are read as %d images", path, nx, nz)  # fmt: skip
-    mx = int(header.mx) or nx
-    pixel = float(header.cella.x) / mx if float(header.cella.x) > 0 else 0.0
-    return StackHeader(path, offset, dtype, nz, nx, pixel)
-
-
-def iter_stack(path: str | Path, batch_size: int):
-    """Yield an MRC stack's images in consecutive float32 batches, read with plain file reads.
-
-    Unlike a memory map kept open over a whole stack, whose touched pages
-    count as resident memory until it is closed, this holds one batch at a
-    time however large the stack.
-    """
-    header = read_stack_header(Path(path))
-    per_image = header.box * header.box
-    with open(path, "rb") as handle:
-        handle.seek(header.offset)
-        for start in range(0, header.n_images, batch_size):
-            count = min(batch_size, header.n_images - start)
-            data = np.fromfile(handle, dtype=header.dtype, count=count * per_image)
-            yield data.reshape(count, header.box, header.box).astype(np.float32, copy=False)
 
 
 class ParticleSource:
@@ -519,33 +340,6 @@ def open_dataset(star, source: dict) -> ParticleSource:
     return ParticleSource(found.table, star, source["datadir"], invert=source["contrast"] == "dark")
 
 
-# ------------------------------------------------------------ writing STAR
-def format_star_value(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.6f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.6e}"
-    text = str(value)
-    return f'"{text}"' if (not text or any(c.isspace() for c in text)) else text
-
-
-def star_block_lines(name: str, df: pd.DataFrame, header: bool = True) -> list[str]:
-    """Lines of one loop block: ``data_`` header and column names (when ``header``), then the rows."""
-    lines = []
-    if header:
-        lines = [f"data_{name}", "", "loop_"] + [f"_{c} #{i + 1}" for i, c in enumerate(df.columns)]
-    columns = [df[c].to_numpy() for c in df.columns]
-    return lines + [" ".join(format_star_value(col[r]) for col in columns) for r in range(len(df))]
-
-
-def write_star(path: str | Path, blocks: dict[str, pd.DataFrame], version: int | str | None = 30001) -> None:
-    """Write data blocks as a RELION loop-style STAR file, atomically, headed by the version ``star_version``
-    read from the input (``# version N``, another version line as it was, or none)."""
-    lines = version_line(version)
-    for name, df in blocks.items():
-        lines += star_block_lines(name, df) + ["", ""]
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines))
-
-
 def shard_blocks(particle_set: ParticleSet, rows: np.ndarray) -> OrderedDict:
     """The metadata blocks with the particle block replaced by the given rows of the (selected) table.
 
@@ -556,29 +350,3 @@ def shard_blocks(particle_set: ParticleSet, rows: np.ndarray) -> OrderedDict:
     blocks = OrderedDict(particle_set.blocks)
     blocks[particle_set.block_name] = particle_set.table.iloc[rows][list(original)].reset_index(drop=True)
     return blocks
-
-
-def concatenate_star(paths: list, output: str | Path) -> None:
-    """Join STAR files that share their blocks (shards of one dataset) into one, streaming shard by shard.
-
-    Every block but the particle block is taken from the first file; the
-    particle rows follow in the order of ``paths``. Only one shard is held in
-    memory at a time.
-    """
-    first = read_star(paths[0])
-    name = particle_block_name(first, paths[0])
-    columns = list(first[name].columns)
-    with atomic_path(output) as tmp, open(tmp, "w") as handle:
-        handle.write("".join(line + "\n" for line in version_line(star_version(paths[0]))))
-        for block, df in first.items():
-            if block != name:
-                handle.write("\n".join(star_block_lines(block, df)) + "\n\n\n")
-        handle.write("\n".join(star_block_lines(name, first[name].iloc[:0])) + "\n")
-        for i, path in enumerate(paths):
-            blocks = first if i == 0 else read_star(path)
-            table = blocks[particle_block_name(blocks, path)]
-            if list(table.columns) != columns:
-                raise InputError(f"{path}: columns differ from those of {paths[0]}")
-            if len(table):
-                handle.write("\n".join(star_block_lines(name, table, header=False)) + "\n")
-        handle.write("\n")
