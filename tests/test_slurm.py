@@ -30,6 +30,14 @@ def test_slurm_profile_is_the_plugins_and_asks_gpus_for_train_and_infer():
     assert profile["use-conda"] and profile["rerun-incomplete"]
     assert {"runtime", "mem_mb", "slurm_partition"} <= set(profile["default-resources"])
     assert profile["set-resources"]["train"]["slurm_partition"] == profile["set-resources"]["infer"]["slurm_partition"]
+    # every rule that takes a whole machine locally (threads: all_cores()) has its cores set on a cluster,
+    # where it would otherwise ask for more than a node may have and wait forever
+    whole_machine = set()
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in smk.read_text().split("\nrule ")[1:]:
+            if "threads: all_cores()" in block:
+                whole_machine.add(block.split(":", 1)[0].strip())
+    assert whole_machine and whole_machine <= set(profile["set-threads"]), whole_machine - set(profile["set-threads"])
     local = yaml.safe_load((ROOT / "profiles" / "local" / "config.yaml").read_text())
     assert local["cores"] == "all" and local["use-conda"]
 
