@@ -15,9 +15,9 @@ from cryoflow import particles, starindex
 SEED = 2025  # tests/config/tiny.yaml
 DEMO_STAR = Path("results/tiny/datasets/demo/demo/Extract/job007/particles.star")
 MODEL_CHAIN = {"train": 1, "validate": 1, "model_report": 1}
-DEMO_CHAIN = {"particle_noise": 1, "particles": 2, "whitening_check": 1, "infer": 2, "gather_posteriors": 1}
-DEMO_CHAIN.update(populations=1, report=1)
-AFTER_GATHER = {"gather_posteriors": 1, "populations": 1, "report": 1}
+# what follows the gathered posteriors: the population, the posterior-predictive check, the report
+AFTER_GATHER = {"gather_posteriors": 1, "populations": 1, "predictive_check": 1, "report": 1}
+DEMO_CHAIN = {"particle_noise": 1, "particles": 2, "whitening_check": 1, "infer": 2, **AFTER_GATHER}
 
 
 def planned(workdir, configfile) -> dict:
@@ -33,7 +33,7 @@ def planned(workdir, configfile) -> dict:
 RERUNS = [
     ({"report.umap_neighbors": 6}, {"report": 1}),
     ({"datasets.demo.report": {"umap_neighbors": 6}}, {"report": 1}),
-    ({"report.mmd_max_points": 50}, {"whitening_check": 1, "report": 1}),
+    ({"report.mmd_max_points": 50}, {"whitening_check": 1, "predictive_check": 1, "report": 1}),
     ({"report.state_min_mass": 0.8}, {"populations": 1, "report": 1}),
     ({"inference.n_samples": 40}, {"infer": 2, **AFTER_GATHER}),
     ({"datasets.demo.inference": {"grid_points": 48}}, {"infer": 2, **AFTER_GATHER}),
