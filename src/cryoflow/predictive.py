@@ -110,9 +110,11 @@ def population_draws(samples: np.ndarray, theta_range_A, seed: int, n_bins: int 
     per_coordinate = [samples] if samples.ndim == 2 else [samples[..., d] for d in range(samples.shape[-1])]
     weights = np.ones(samples.shape[:2])
     for values, (low, high) in zip(per_coordinate, ranges):
-        estimate = populations.estimate(values, (low, high), n_bins, n_bootstrap=10, seed=seed)
-        index = np.clip(np.searchsorted(estimate["edges_A"], values, side="right") - 1, 0, n_bins - 1)
-        weights = weights * (estimate["weights"][index] + 1e-12)
+        # the population's weights alone: no bootstrap band is needed here
+        edges = np.linspace(low, high, n_bins + 1)
+        population = populations.em_weights(populations.bin_likelihoods(values, edges))
+        index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
+        weights = weights * (population[index] + 1e-12)
     weights /= weights.sum(axis=1, keepdims=True)
     rng = np.random.default_rng(seed)
     pick = (weights.cumsum(axis=1) < rng.random((len(weights), 1))).sum(axis=1)
