@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/particles.smk"
 include: "workflow/rules/inference.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/micrographs.smk"
 
 
 rule all:

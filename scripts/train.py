@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from cryoflow.fileio import atomic_path, sha256_files, write_json
 from cryoflow.logs import configure, package_versions
 from cryoflow.report import plot_loss
 
+TRAINING_CODE = ("simulator.py", "projection.py", "ctf.py", "junk.py", "models.py", "training.py")
 log = configure(snakemake.log[0])
 params = snakemake.params
 config = {"image": params.image, "simulator": params.simulator}
@@ -29,8 +31,10 @@ ensemble_sha256 = sha256_files(snakemake.input.ensemble)
 inputs = snakemake.input
 input_sha256 = {key: sha256_files(getattr(inputs, key)) for key in ("maps", "noise") if key in inputs.keys()}
 run_config = {"seed": params.seed, "image": params.image, "simulator": params.simulator, "train": params.train}
+# the code that makes the training images and the loss: a checkpoint from other code is not resumed
+code_sha256 = sha256_files([Path(models.__file__).with_name(name) for name in TRAINING_CODE])
 fingerprint = hashlib.sha256(
-    json.dumps([run_config, priors, ensemble_sha256, input_sha256], sort_keys=True).encode()
+    json.dumps([run_config, priors, ensemble_sha256, input_sha256, code_sha256], sort_keys=True).encode()
 ).hexdigest()
 started = time.time()
 model, history, last_state = training.train(
@@ -50,7 +54,7 @@ card = {
     "config": {**params.card_config, "train": params.train},
     "template_recipe": params.recipe,
     "priors": priors,
-    "checksums_sha256": {"ensemble": ensemble_sha256, **input_sha256},
+    "checksums_sha256": {"ensemble": ensemble_sha256, **input_sha256, "training_code": code_sha256},
     "template_theta_A": np.asarray(ensemble["theta_A"], dtype=float).tolist(),
     "packages": package_versions(["torch", "zuko", "lampe", "numpy", "mrcfile", "starfile"]),
     "python": platform.python_version(),

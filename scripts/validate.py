@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+import cryoflow.junk
 from cryoflow import diagnostics, inference, models, pipeline, training
 from cryoflow.fileio import atomic_path
 from cryoflow.logs import configure
@@ -32,6 +33,22 @@ result = inference.posterior_batches(
     device=device,
     label="validate",
 )
+# junk-aware models: held-out images without a centred particle, scored by the particle output
+junk = {}
+if model.particle is not None:
+    junk_generator = torch.Generator(device=device).manual_seed(seed + 15485863)
+    with torch.no_grad():
+        rubbish, kind = cryoflow.junk.junk_images(simulator, n, junk_generator)
+        found = inference.posterior_batches(
+            model,
+            inference.batched(rubbish.cpu().numpy(), cfg["batch_size"]),
+            n,
+            grid_points=16,
+            n_samples=1,
+            device=device,
+            label="validate junk",
+        )
+    junk = {"junk_p_particle": found["p_particle"], "junk_kind": np.array(cryoflow.junk.KINDS)[kind.cpu().numpy()]}
 # sets at one fixed SNR each (Fig. 2C): θ, poses and CTFs from the prior, the SNR held
 fixed = {"snr": [], "theta_true": [], "samples": [], "mean": [], "std": []}
 for k, snr in enumerate(cfg["fixed_snr"]):
@@ -65,6 +82,7 @@ with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
         images=images[:16],
         mean_image=images.mean(axis=0),
         **fixed,
+        **junk,
         **result,
     )
 log.info("validation: %d simulations", n)

@@ -32,6 +32,17 @@ def test_ensemble_is_ordered_with_reference_at_zero(adk_ca):
     assert ens.theta_A[0] == pytest.approx(-5.0, rel=0.01) and ens.theta_A[-1] == pytest.approx(5.0, rel=0.01)
 
 
+def test_one_mode_twice_gives_its_two_directions(adk_ca):
+    """modes [1, 1]: θ < 0 moves against mode 1, θ > 0 along it, so mirrored templates differ (the hsp90 example)."""
+    ens = templates.normal_mode_ensemble(adk_ca, 7, (1, 1), 4.0)
+    ref = ens.coords[3]
+    assert np.all(ens.mode[ens.theta_A != 0] == 1)
+    minus, plus = ens.coords[0] - ref, ens.coords[-1] - ref
+    np.testing.assert_allclose(minus, -plus, atol=1e-9)  # the same displacement, opposite sign
+    assert templates.kabsch_rmsd(ens.coords[0], ens.coords[-1]) > 7.0  # ≈ 2 × 4 Å apart, not one structure twice
+    assert ens.theta_A[0] == pytest.approx(-4.0, rel=0.01) and ens.theta_A[-1] == pytest.approx(4.0, rel=0.01)
+
+
 def test_first_normal_mode_of_open_adk_closes_towards_1ake(adk_ca, data_dir):
     """The textbook check: the lowest ANM mode of open ADK (4AKE) moves it towards closed ADK (1AKE)."""
     closed = structure.select_atoms(structure.load_structure(data_dir / "1ake_chainA.pdb"), ["A"], "CA").getCoords()

@@ -210,9 +210,27 @@ def validation_summary(sim: dict, seed: int = 0) -> tuple[dict, np.ndarray]:
         )
         numbers.update({key + suffix(d, n_dims): value for key, value in found.items()})
     numbers["fixed_snr"] = fixed_snr_accuracy(sim)
+    if "junk_p_particle" in sim:
+        numbers["particle_output"] = particle_output_accuracy(sim["p_particle"], sim["junk_p_particle"],
+                                                              sim["junk_kind"])  # fmt: skip
     numbers["coverage_error_max"] = max(numbers["coverage_error_max" + suffix(d, n_dims)] for d in range(n_dims))
     numbers["sbc_ks_pvalue"] = min(numbers["sbc_ks_pvalue" + suffix(d, n_dims)] for d in range(n_dims))
     return numbers, coverage[0] if n_dims == 1 else np.stack(coverage)
+
+
+def particle_output_accuracy(p_particles: np.ndarray, p_junk: np.ndarray, junk_kind: np.ndarray) -> dict:
+    """How a junk-aware model's particle output separates held-out particles from held-out junk: the area
+    under the ROC curve, and the share on the right side of 0.5 for particles and for each kind of junk
+    (``junk_kind``: the kind's name per image)."""
+    p_particles, p_junk = np.asarray(p_particles, float), np.asarray(p_junk, float)
+    ranks = np.argsort(np.argsort(np.concatenate([p_particles, p_junk]))) + 1.0
+    auc = (ranks[: len(p_particles)].sum() - len(p_particles) * (len(p_particles) + 1) / 2) / (
+        len(p_particles) * len(p_junk)
+    )
+    out = {"auc": round(float(auc), 4), "particles_above_half": round(float(np.mean(p_particles >= 0.5)), 4)}
+    for name in sorted(set(np.asarray(junk_kind).tolist())):
+        out[f"{name}_below_half"] = round(float(np.mean(p_junk[np.asarray(junk_kind) == name] < 0.5)), 4)
+    return out
 
 
 def fixed_snr_accuracy(sim: dict) -> list[dict]:
@@ -293,6 +311,9 @@ def summarize(
         summary["mmd_verdict"] = whitening_verdict(tests["whitened"], tests["raw"])
     if "edge_mass" in post:
         summary["n_edge_posteriors"] = int(np.sum(post["edge_mass"] > EDGE_MASS_ATYPICAL))
+    if "p_particle" in post:  # junk-aware models: particles the model does not take for a centred particle
+        summary["median_p_particle"] = float(np.median(post["p_particle"]))
+        summary["n_p_particle_below_half"] = int(np.sum(post["p_particle"] < 0.5))
     if "shard_seconds" in post:
         summary["inference_seconds"] = float(np.sum(post["shard_seconds"]))
         summary["inference_particles_per_s"] = float(len(post["mean"]) / max(summary["inference_seconds"], 1e-9))

@@ -140,6 +140,8 @@ def posterior_stream(
         else:
             summary = summarize_grid_posterior_2d(log_density, axes, n_samples, rng)
         summary["latent"] = latent.float().cpu().numpy()
+        if model.particle is not None:
+            summary["p_particle"] = torch.sigmoid(model.particle_logit(latent)).cpu().numpy()
         progress.update(len(images))
         yield summary
 
@@ -173,6 +175,9 @@ STAR_COLUMNS = {
 }
 
 
+PARTICLE_COLUMN = "cryoflowParticleProbability"
+
+
 def star_columns(summary: dict, theta_dim: int) -> dict[str, np.ndarray]:
     """The STAR columns of a posterior summary: ``STAR_COLUMNS`` for 1-D θ; for 2-D θ one column per
     coordinate (``cryoflowTheta1MeanAngst``, ``cryoflowTheta2MeanAngst``, …) and one edge mass."""
@@ -184,6 +189,8 @@ def star_columns(summary: dict, theta_dim: int) -> dict[str, np.ndarray]:
         else:
             for d in range(theta_dim):
                 out[column.replace("cryoflowTheta", f"cryoflowTheta{d + 1}", 1)] = value[:, d]
+    if "p_particle" in summary:  # junk-aware models: the probability that the image holds a centred particle
+        out[PARTICLE_COLUMN] = np.asarray(summary["p_particle"])
     return out
 
 

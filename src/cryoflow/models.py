@@ -91,6 +91,7 @@ class PosteriorEstimator(nn.Module):
         blocks=(2, 2, 2, 2),
         transforms: int = 5,
         hidden_features=(256,) * 10 + (128, 64),
+        particle_head: bool = False,
     ):
         super().__init__()
         ranges = bounds(theta_range_A)
@@ -103,6 +104,8 @@ class PosteriorEstimator(nn.Module):
             "transforms": int(transforms),
             "hidden_features": [int(h) for h in hidden_features],
         }
+        if particle_head:  # left out otherwise, so model files written before it existed load unchanged
+            self.architecture["particle_head"] = True
         centre, scale = 0.5 * (ranges[:, 0] + ranges[:, 1]), 0.5 * (ranges[:, 1] - ranges[:, 0])
         if self.theta_dim == 1:  # scalars, as in 1-D model files written before 2-D θ existed
             centre, scale = centre[0], scale[0]
@@ -112,6 +115,14 @@ class PosteriorEstimator(nn.Module):
         self.npe = NPE(
             self.theta_dim, latent_dim, build=zuko.flows.NSF, transforms=transforms, hidden_features=hidden_features
         )
+        # junk-aware models (train.junk_fraction > 0): the logit that the image holds a centred particle
+        self.particle = nn.Linear(latent_dim, 1) if particle_head else None
+
+    def particle_logit(self, latent: torch.Tensor) -> torch.Tensor:
+        """log-odds (B,) that each image holds a centred particle; a model without the head raises."""
+        if self.particle is None:
+            raise ValueError("this model was trained without train.junk_fraction: it has no particle output")
+        return self.particle(latent.float())[:, 0]
 
     def standardize(self, theta: torch.Tensor) -> torch.Tensor:
         """u (…, D) from θ (…,) for 1-D or (…, 2) for 2-D, in Å."""
@@ -178,6 +189,7 @@ def load_model(path: str | Path, device="cpu") -> tuple[PosteriorEstimator, dict
         blocks=tuple(arch["blocks"]),
         transforms=arch["transforms"],
         hidden_features=tuple(arch["hidden_features"]),
+        particle_head=bool(arch.get("particle_head", False)),
     )
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload["metadata"]

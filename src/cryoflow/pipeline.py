@@ -137,10 +137,12 @@ def build_model(ensemble: dict, train_cfg: dict) -> PosteriorEstimator:
         width=train_cfg["embedding"]["width"],
         transforms=train_cfg["flow"]["transforms"],
         hidden_features=tuple(train_cfg["flow"]["hidden_features"]),
+        particle_head=train_cfg["junk_fraction"] > 0,
     )
 
 
 def training_config(train_cfg: dict, seed: int) -> TrainingConfig:
     keys = ("steps", "batch_size", "learning_rate", "weight_decay", "clip_grad_norm", "lr_schedule",
-            "validation_size", "validate_every", "checkpoint_every", "max_hours", "mixed_precision")  # fmt: skip
+            "validation_size", "validate_every", "checkpoint_every", "max_hours", "mixed_precision",
+            "junk_fraction")  # fmt: skip
     return TrainingConfig(seed=seed, **{k: train_cfg[k] for k in keys})

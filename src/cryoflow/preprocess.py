@@ -71,16 +71,23 @@ def fourier_crop(images: np.ndarray, pixel_in_A: float, pixel_out_A: float) -> t
     images = pad_with_edge_mean(np.asarray(images, dtype=np.float32), padded)
     if n_out == padded:
         return images, pixel_in_A
-    spectrum = torch.fft.rfft2(torch.as_tensor(images))
-    rows_out = np.rint(np.fft.fftfreq(n_out) * n_out).astype(int)  # frequency of each output row
-    rows_in = set(np.rint(np.fft.fftfreq(padded) * padded).astype(int).tolist())
-    shared = np.array([k in rows_in for k in rows_out])
-    columns = min(padded, n_out) // 2 + 1
-    new = torch.zeros(images.shape[:-2] + (n_out, n_out // 2 + 1), dtype=spectrum.dtype)
-    source_rows = torch.as_tensor(rows_out[shared] % padded)
-    new[..., torch.as_tensor(np.flatnonzero(shared)), :columns] = spectrum[..., source_rows, :columns]
-    out = torch.fft.irfft2(new, s=(n_out, n_out)) * (n_out / padded) ** 2
+    spectrum = resize_spectrum(torch.fft.rfft2(torch.as_tensor(images)), (padded, padded), (n_out, n_out))
+    out = torch.fft.irfft2(spectrum, s=(n_out, n_out)) * (n_out / padded) ** 2
     return out.numpy(), padded * pixel_in_A / n_out
+
+
+def resize_spectrum(spectrum: torch.Tensor, shape_in: tuple[int, int], shape_out: tuple[int, int]) -> torch.Tensor:
+    """An rfft2 spectrum (…, ny, nx//2+1) of a (ny, nx) grid on a (my, mx) grid: every frequency both grids
+    share is copied, the others are dropped (crop) or zero (pad)."""
+    (ny, nx), (my, mx) = shape_in, shape_out
+    rows_out = np.rint(np.fft.fftfreq(my) * my).astype(int)  # frequency of each output row
+    rows_in = set(np.rint(np.fft.fftfreq(ny) * ny).astype(int).tolist())
+    shared = np.array([k in rows_in for k in rows_out])
+    columns = min(nx, mx) // 2 + 1
+    new = torch.zeros(spectrum.shape[:-2] + (my, mx // 2 + 1), dtype=spectrum.dtype)
+    source_rows = torch.as_tensor(rows_out[shared] % ny)
+    new[..., torch.as_tensor(np.flatnonzero(shared)), :columns] = spectrum[..., source_rows, :columns]
+    return new
 
 
 def resampled_pixel_A(box_in: int, pixel_in_A: float, pixel_out_A: float) -> float:

@@ -187,7 +187,9 @@ def noise_rows(groups: list, per_group: int, seed: int) -> dict[str, list[int]]:
     return {group: sorted(rows) for group, rows in picked.items()}
 
 
-def resolve_stack_path(stack: str, star_path: str | Path, datadir: str | Path | None = None) -> Path:
+def resolve_stack_path(
+    stack: str, star_path: str | Path, datadir: str | Path | None = None, field: str = IMAGE_NAME
+) -> Path:
     """Find a stack named in a STAR file the way RELION job folders need.
 
     Tried in order: ``datadir``/path and ``datadir``/basename (when given), the
@@ -208,5 +210,28 @@ def resolve_stack_path(stack: str, star_path: str | Path, datadir: str | Path | 
         if candidate.is_file():
             return candidate
     raise InputError(
-        f"{star_path}: stack {stack!r} in _{IMAGE_NAME} not found (tried {len(candidates)} places; set datadir)"
+        f"{star_path}: {'stack' if field == IMAGE_NAME else 'file'} {stack!r} in _{field} not found (tried "
+        f"{len(candidates)} places; set datadir)"
     )
+
+
+MICROGRAPH_NAME = "rlnMicrographName"
+
+
+def micrograph_block(path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the loop that names micrographs (``data_micrographs`` of a RELION CTF job)."""
+    blocks = loop_blocks(path)
+    for name in ("micrographs", *blocks):
+        if name in blocks and MICROGRAPH_NAME in blocks[name][0]:
+            return blocks[name]
+    raise InputError(f"{path}: no data block has the column _{MICROGRAPH_NAME}")
+
+
+def index_micrographs(path: str | Path, datadir: str | Path | None = None) -> list[tuple[str, Path]]:
+    """(name as written, resolved file) of every micrograph a micrograph STAR file names, in file order."""
+    columns, rows = micrograph_block(path)
+    column = columns.index(MICROGRAPH_NAME)
+    if not rows:
+        raise InputError(f"{path}: no micrographs in its _{MICROGRAPH_NAME} loop")
+    names = [row[column] for row in rows]
+    return [(name, resolve_stack_path(name, path, datadir, MICROGRAPH_NAME)) for name in names]

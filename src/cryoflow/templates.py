@@ -177,7 +177,9 @@ def normal_mode_ensemble(
 
     ``modes`` are 1-based indices among the non-trivial modes; the first is
     used for the negative side (γ = -1), the second for the positive side.
-    The ANM is built on CA atoms; other atoms follow their residue's CA.
+    The same mode twice gives both directions of that one mode: the negative
+    side moves against the eigenvector. The ANM is built on CA atoms; other
+    atoms follow their residue's CA.
     """
     check_modes(modes)
     ref = atoms.getCoords().astype(np.float64)
@@ -187,7 +189,8 @@ def normal_mode_ensemble(
     coords, theta, mode_of = [], [], []
     for amplitude, side in zip(amplitudes, sides):
         mode = 0 if side == 0 else (modes[0] if side < 0 else modes[1])
-        xyz = ref if side == 0 else ref + amplitude * np.sqrt(n_atoms) * vectors[mode - 1]
+        direction = -1.0 if side < 0 and modes[0] == modes[1] else 1.0
+        xyz = ref if side == 0 else ref + direction * amplitude * np.sqrt(n_atoms) * vectors[mode - 1]
         coords.append(xyz)
         theta.append(side * kabsch_rmsd(xyz, ref))
         mode_of.append(mode)

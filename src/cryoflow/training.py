@@ -6,7 +6,9 @@ clipping. A fixed, seeded validation set is scored every ``validate_every``
 steps; the estimator with the lowest validation loss is returned, with the
 last state. The budget is ``steps``, or less when ``max_hours`` of wall time
 run out first. On CUDA the image embedding runs under bfloat16 autocast
-(``mixed_precision``); the flow stays in float32.
+(``mixed_precision``); the flow stays in float32. With ``junk_fraction`` > 0
+part of each batch holds no centred particle (``cryoflow.junk``): the flow
+learns from the particles only, the model's particle output from all.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from cryoflow import junk
 from cryoflow.fileio import atomic_path
 from cryoflow.logs import Progress
 from cryoflow.models import PosteriorEstimator
@@ -43,6 +46,7 @@ class TrainingConfig:
     checkpoint_every: int
     max_hours: float | None
     mixed_precision: bool
+    junk_fraction: float
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
@@ -146,15 +150,28 @@ def train(
     if autocast:
         log.info("mixed precision: bfloat16 autocast for the embedding")
     deadline = time.monotonic() + 3600.0 * config.max_hours if config.max_hours else float("inf")
+    n_junk = junk.junk_batch_size(config.batch_size, config.junk_fraction) if model.particle is not None else 0
+    is_particle = (torch.arange(config.batch_size, device=device) < config.batch_size - n_junk).float()
+    running_particle = 0.0
+    if n_junk:
+        log.info("junk-aware: %d of %d images per batch hold no centred particle (%s)", n_junk, config.batch_size,
+                 ", ".join(junk.KINDS))  # fmt: skip
     for step in range(start, config.steps + 1):
         t0 = time.perf_counter()
         with torch.no_grad():
-            theta, images = simulator.sample(config.batch_size, generator)
+            theta, images = simulator.sample(config.batch_size - n_junk, generator)
+            if n_junk:
+                images = torch.cat([images, junk.junk_images(simulator, n_junk, generator)[0]])
         t_images += time.perf_counter() - t0
         n_images += config.batch_size
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             latent = model.embedding(images)
-        loss = -model.log_prob_latent(theta, latent).mean()
+        loss = -model.log_prob_latent(theta, latent[: len(theta)]).mean()
+        if n_junk:  # the flow learns from particles only; the particle output from all
+            logit = model.particle_logit(latent)
+            particle_loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, is_particle)
+            loss = loss + particle_loss
+            running_particle += particle_loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
@@ -174,6 +191,10 @@ def train(
                 "sim_images_per_s": n_images / max(t_images, 1e-9),
                 "steps_per_s": progress.rate,
             }
+            if n_junk:  # mean binary cross-entropy of the particle output; the flow's loss stays train_loss's part
+                row["particle_bce"] = running_particle / n_running
+                row["train_loss"] -= row["particle_bce"]
+                running_particle = 0.0
             history.append(row)
             running, n_running = 0.0, 0
             if val_loss < best_loss:

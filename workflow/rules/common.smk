@@ -1,6 +1,7 @@
 """Paths of the model's and the datasets' artefacts, and the input functions that tie rules to them."""
 
 import functools
+import glob
 from pathlib import Path
 
 from cryoflow import starindex
@@ -19,6 +20,17 @@ DBENCH = f"{MBENCH}/datasets/{{dataset}}"
 # a demo dataset is written as a RELION project: its Extract job's STAR file and stack folder
 DEMO_STAR = f"{D}/demo/Extract/job007/particles.star"
 DEMO_STACKS = f"{D}/demo/Extract/job007/Movies"
+# micrograph sets evaluated with the model ({mset} is a wildcard)
+MICROGRAPH_SETS = {
+    name: micrograph_settings(config, name) for name in config["micrographs"]
+}
+G = f"{M}/micrographs/{{mset}}"
+GLOG = f"{MLOG}/micrographs/{{mset}}"
+GBENCH = f"{MBENCH}/micrographs/{{mset}}"
+# a demo micrograph set is written as a RELION project: its CTF job's STAR file and micrograph folder
+MDEMO_STAR = f"{G}/demo/CtfFind/job003/micrographs_ctf.star"
+MDEMO_MICROGRAPHS = f"{G}/demo/MotionCorr/job002/Micrographs"
+MDEMO_TRUTH = f"{G}/demo/truth.tsv"
 # a 2-D θ grid has n_templates per axis
 N_TEMPLATES = config["templates"]["n_templates"] ** config["templates"]["theta_dims"]
 TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
@@ -200,6 +212,67 @@ def dataset_section(section, *keys):
     return settings
 
 
+# ------------------------------------------------------- the micrograph sets
+def micrograph_star(wildcards):
+    """The micrograph STAR file of a set (the demo's or the user's); none for a glob of files."""
+    ms = MICROGRAPH_SETS[wildcards.mset]
+    if ms["demo"] is not None:
+        return [MDEMO_STAR.format(mset=wildcards.mset)]
+    return [ms["star"]] if ms["star"] else []
+
+
+@functools.cache
+def micrograph_files(name):
+    """Every micrograph file of a user set, in input order (resolved once per run); None for a demo."""
+    ms = MICROGRAPH_SETS[name]
+    if ms["demo"] is not None:
+        return None
+    try:
+        if ms["star"]:
+            files = [
+                str(p)
+                for _, p in starindex.index_micrographs(ms["star"], ms["datadir"])
+            ]
+        else:
+            files = sorted(glob.glob(ms["files"]))
+    except InputError as err:
+        raise WorkflowError(f"micrographs.{name}: {err}")
+    if len(files) < ms["shards"]:
+        raise WorkflowError(
+            f"micrographs.{name}.shards: {ms['shards']} shards but the set has {len(files)} micrographs"
+        )
+    return files
+
+
+def micrograph_shard_ids(name):
+    return [f"{i:03d}" for i in range(MICROGRAPH_SETS[name]["shards"])]
+
+
+def shard_micrographs(wildcards):
+    """The micrographs one pick job reads: its share of the set, or the demo's folder."""
+    files = micrograph_files(wildcards.mset)
+    if files is None:
+        return [MDEMO_MICROGRAPHS.format(mset=wildcards.mset)]
+    rows = starindex.shard_rows(len(files), MICROGRAPH_SETS[wildcards.mset]["shards"])
+    return [files[i] for i in rows[int(wildcards.shard)]]
+
+
+def micrograph_truth(wildcards):
+    if MICROGRAPH_SETS[wildcards.mset]["demo"] is None:
+        return []
+    return [MDEMO_TRUTH.format(mset=wildcards.mset)]
+
+
+def micrograph_params(wildcards):
+    """What the pick and report jobs read of a set's settings (not the demo's simulation settings)."""
+    ms = MICROGRAPH_SETS[wildcards.mset]
+    keys = ("datadir", "pixel_size_A", "contrast", "shards", "files", "defocus_A", "voltage_kV", "cs_mm",
+            "amplitude_contrast", "picking")  # fmt: skip
+    out = {key: ms[key] for key in keys}
+    out["match_radius_A"] = ms["demo"]["match_radius_A"] if ms["demo"] else None
+    return out
+
+
 def final_outputs():
     outputs = [
         f"{M}/report/validation.json",
@@ -208,4 +281,5 @@ def final_outputs():
         expand(f"{M}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
     ]
     outputs += expand(f"{D}/report/summary.json", dataset=list(DATASETS))
+    outputs += expand(f"{G}/report/summary.json", mset=list(MICROGRAPH_SETS))
     return outputs

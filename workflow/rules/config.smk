@@ -32,6 +32,8 @@ PDB_ID = re.compile(
 )
 # sections a dataset may override for itself; the top-level ones hold the shared defaults
 DATASET_SECTIONS = ("particles", "inference", "report")
+# and what a micrograph set may override
+MICROGRAPH_SECTIONS = ("picking",)
 
 
 class ConfigError(Exception):
@@ -59,6 +61,12 @@ def full_schema():
         dataset[section] = {
             **without_defaults(schema["properties"][section]),
             "description": dataset[section]["description"],
+        }
+    micrograph_set = schema["properties"]["micrographs"]["additionalProperties"]
+    for section in MICROGRAPH_SECTIONS:
+        micrograph_set["properties"][section] = {
+            **without_defaults(schema["properties"][section]),
+            "description": micrograph_set["properties"][section]["description"],
         }
     return schema
 
@@ -208,16 +216,46 @@ def check_dataset(name, ds, cfg):
             raise ConfigError(
                 f"{where}.shards: {ds['shards']} shards but demo.n_particles is {ds['demo']['n_particles']}"
             )
-        two_d = cfg["templates"]["theta_dims"] == 2
-        for i, state in enumerate(ds["demo"]["populations"]):
-            if isinstance(state["theta_A"], list) != two_d:
-                raise ConfigError(
-                    f"{where}.demo.populations.{i}.theta_A: give "
-                    + ("[θ1, θ2]" if two_d else "one number")
-                    + f" when templates.theta_dims is {cfg['templates']['theta_dims']}"
-                )
+        check_populations(f"{where}.demo", ds["demo"]["populations"], cfg)
     elif not Path(ds["star"]).is_file():
         raise ConfigError(f"{where}.star: file {ds['star']!r} not found")
+
+
+def check_populations(where, populations, cfg):
+    two_d = cfg["templates"]["theta_dims"] == 2
+    for i, state in enumerate(populations):
+        if isinstance(state["theta_A"], list) != two_d:
+            raise ConfigError(
+                f"{where}.populations.{i}.theta_A: give "
+                + ("[θ1, θ2]" if two_d else "one number")
+                + f" when templates.theta_dims is {cfg['templates']['theta_dims']}"
+            )
+
+
+def check_micrograph_set(name, ms, cfg):
+    where = f"micrographs.{name}"
+    given = [key for key in ("star", "files", "demo") if ms[key] is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            f"{where}: give one of star (a CTF job's micrograph STAR file), files (a glob of MRC "
+            f"micrographs) or demo (synthetic); given: {', '.join(given) or 'none'}"
+        )
+    if ms["star"] is not None and not Path(ms["star"]).is_file():
+        raise ConfigError(f"{where}.star: file {ms['star']!r} not found")
+    if ms["files"] is not None:
+        if not glob.glob(ms["files"]):
+            raise ConfigError(f"{where}.files: no file matches {ms['files']!r}")
+        for key in ("defocus_A", "pixel_size_A"):
+            if ms[key] is None:
+                raise ConfigError(
+                    f"{where}.{key}: needed with files (there is no STAR file to give it)"
+                )
+    if ms["demo"] is not None:
+        if ms["demo"]["n_micrographs"] < ms["shards"]:
+            raise ConfigError(
+                f"{where}.shards: {ms['shards']} shards but demo.n_micrographs is {ms['demo']['n_micrographs']}"
+            )
+        check_populations(f"{where}.demo", ms["demo"]["populations"], cfg)
 
 
 def check_config(cfg):
@@ -257,6 +295,8 @@ def check_config(cfg):
         )
     for name, ds in cfg["datasets"].items():
         check_dataset(name, ds, cfg)
+    for name, ms in cfg["micrographs"].items():
+        check_micrograph_set(name, ms, cfg)
     chosen = cfg["simulator"]["priors_from_dataset"]
     if chosen is not None and chosen not in cfg["datasets"]:
         raise ConfigError(
@@ -276,6 +316,15 @@ def dataset_settings(cfg, name):
     out = {k: v for k, v in ds.items() if k not in DATASET_SECTIONS}
     for section in DATASET_SECTIONS:
         out[section] = merged(cfg[section], ds.get(section))
+    return out
+
+
+def micrograph_settings(cfg, name):
+    """One micrograph set's effective settings: its own keys, and picking with its overrides."""
+    ms = cfg["micrographs"][name]
+    out = {k: v for k, v in ms.items() if k not in MICROGRAPH_SECTIONS}
+    for section in MICROGRAPH_SECTIONS:
+        out[section] = merged(cfg[section], ms.get(section))
     return out
 
 
