@@ -20,8 +20,7 @@ shards = [json.loads(Path(path).read_text()) for path in snakemake.input.stats]
 stats = [m for shard in shards for m in shard["micrographs"]]
 maps_dirs = {m["stem"]: Path(folder) for shard, folder in zip(shards, snakemake.input.maps)
              for m in shard["micrographs"]}  # fmt: skip
-tables = [pd.read_csv(path, sep="\t") for path in snakemake.input.tables if Path(path).stat().st_size > 1]
-table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["rlnMicrographName"])
+table = candidates.read_candidate_tables(snakemake.input.tables)
 write_star(snakemake.output.candidates, {"particles": table})
 listing = pd.DataFrame({"rlnMicrographName": [m["micrograph"] for m in stats],
                         "rlnMicrographCoordinates": [str(maps_dirs[m["stem"]] / f"{m['stem']}_pick.star")

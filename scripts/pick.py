@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +73,7 @@ try:
     candidates.write_candidate_table(snakemake.output.table, table)
     write_json(snakemake.output.stats, {"score": kind, "threshold": cfg["threshold"],
                                         "min_distance_A": min_distance_A, "device": str(device),
-                                        "finished": time.time(), "micrographs": stats})  # fmt: skip
+                                        "micrographs": stats})  # fmt: skip
     shutil.rmtree(maps_dir, ignore_errors=True)
     tmp_dir.rename(maps_dir)
 except BaseException:

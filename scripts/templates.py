@@ -27,6 +27,15 @@ if cfg["method"] == "nma":
     log.info("normal modes of %d CA (%s Hessian) in %.1f s; peak memory %.0f MiB", n_ca,
              "sparse" if n_ca > templates.SPARSE_FROM_CA else "dense", time.perf_counter() - start,
              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
+    for mode in sorted(set(nma["modes"])):
+        kappa = ensemble.collectivity[mode]
+        log.info("mode %d: collectivity %.3f", mode, kappa)
+        if kappa < templates.LOCALIZED:
+            collective = [m for m, k in ensemble.collectivity.items() if k >= templates.LOCALIZED]
+            log.warning("mode %d moves a few beads only (collectivity %.3f < %.1f): the templates barely differ in "
+                        "projection and the model cannot learn θ; collective modes among 1-%d: %s "
+                        "(templates.nma.modes)", mode, kappa, templates.LOCALIZED, max(nma["modes"]),
+                        collective or "none, ask for higher modes")  # fmt: skip
 else:
     if cfg["method"] == "md":  # the trajectory of rule md, its prepared structure as topology
         frames, labels = templates.load_frames(atoms, trajectory=snakemake.input.trajectory,

@@ -205,3 +205,14 @@ def test_two_modes_on_a_grid(adk_ca):
     assert list(rows[0]) == ["template", "displacement_A", "theta1_A", "theta2_A"]
     with pytest.raises(InputError, match="two different modes"):
         templates.normal_mode_grid(adk_ca, 3, (2, 2), 4.0)
+
+
+def test_collectivity_tells_a_collective_mode_from_a_localized_one(adk_ca):
+    n = 100
+    uniform = np.tile(np.array([1.0, 0.0, 0.0]), (n, 1))[None]
+    one_bead = np.zeros((1, n, 3))
+    one_bead[0, 7] = [0.0, 1.0, 0.0]
+    assert templates.collectivity(uniform)[0] == pytest.approx(1.0)
+    assert templates.collectivity(one_bead)[0] == pytest.approx(1.0 / n)
+    ens = templates.normal_mode_ensemble(adk_ca, 5, (1, 2), 4.0)
+    assert set(ens.collectivity) == {1, 2} and min(ens.collectivity.values()) > templates.LOCALIZED  # ADK's hinges

@@ -1,6 +1,6 @@
 """Candidates on a micrograph's maps: the score, its local maxima, their micrograph coordinates, matching.
 
-Numpy only (the report env has no torch). Map pixel (row, col) is the
+No torch (the report env has none). Map pixel (row, col) is the
 window centred at origin + (col, row) · map pixel in Å of the micrograph
 frame; micrograph coordinates are 0-based pixel centres, as
 ``_rlnCoordinateX/Y``.
@@ -11,7 +11,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mrcfile
 import numpy as np
+import pandas as pd
+
+from cryoflow.fileio import atomic_path
+from cryoflow.star import write_star
 
 SCORES = ("p_particle", "sharp_typical")  # p_particle needs a junk-aware model
 
@@ -140,10 +145,6 @@ def candidate_rows(micrograph: str, cells, result: dict, micrograph_pixel_A: flo
 def write_map(path, values: np.ndarray, result: dict) -> list:
     """A map (rows, cols) as a 2-D MRC image whose pixel is the stride and origin the first window's centre
     (Å, micrograph frame); a map with a θ axis (rows, cols, 2) as one file per coordinate. Returns the paths."""
-    import mrcfile
-
-    from cryoflow.fileio import atomic_path
-
     path = Path(path)
     values = np.asarray(values, np.float32)
     planes = [values] if values.ndim == 2 else [values[..., d] for d in range(values.shape[-1])]
@@ -160,8 +161,6 @@ def write_map(path, values: np.ndarray, result: dict) -> list:
 
 def read_map(path) -> tuple[np.ndarray, float, tuple[float, float]]:
     """A map written by ``write_map``: values, pixel (Å) and origin (x, y) in Å."""
-    import mrcfile
-
     with mrcfile.open(path, permissive=True) as mrc:
         return (np.asarray(mrc.data, np.float32), float(mrc.voxel_size.x),
                 (float(mrc.header.origin.x), float(mrc.header.origin.y)))  # fmt: skip
@@ -170,18 +169,16 @@ def read_map(path) -> tuple[np.ndarray, float, tuple[float, float]]:
 def write_coordinates(path, rows: list[dict]) -> None:
     """A RELION coordinate STAR file of one micrograph (``data_`` block, ``_rlnCoordinateX/Y`` …): what
     RELION's Extract job reads, listed in the set's coordinates.star."""
-    import pandas as pd
-
-    from cryoflow.star import write_star
-
     columns = [c for c in (rows[0] if rows else {"rlnCoordinateX": 0, "rlnCoordinateY": 0}) if c != "rlnMicrographName"]
     write_star(path, {"": pd.DataFrame([{c: row[c] for c in columns} for row in rows], columns=columns)})
 
 
 def write_candidate_table(path, rows: list[dict]) -> None:
-    import pandas as pd
-
-    from cryoflow.fileio import atomic_path
-
     with atomic_path(path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False)
+
+
+def read_candidate_tables(paths) -> pd.DataFrame:
+    """The candidate tables of a set's shards, joined in order (an empty table when none has a candidate)."""
+    tables = [pd.read_csv(path, sep="\t") for path in paths if Path(path).stat().st_size > 1]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["rlnMicrographName"])

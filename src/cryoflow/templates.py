@@ -109,6 +109,7 @@ class Ensemble:
     theta_A: np.ndarray
     mode: np.ndarray  # 1-based mode index per template, 0 for the reference (and on a 2-D grid)
     displacement_A: np.ndarray  # RMSD of the applied displacement before superposition
+    collectivity: dict | None = None  # normal modes: {1-based mode: collectivity} of the modes computed
 
     def table_rows(self) -> list[dict]:
         """One row per template: index, mode and θ (``theta_A``), or θ₁ and θ₂ (``theta1_A``, ``theta2_A``) on a
@@ -160,6 +161,18 @@ def atom_modes(atoms: prody.AtomGroup, n_modes: int, cutoff_A: float, spring_con
     return extend_to_atoms(ca_vectors, np.array([ca_index[k] for k in residue_keys]))
 
 
+LOCALIZED = 0.1  # a mode with a lower collectivity moves a few beads only
+
+
+def collectivity(vectors: np.ndarray) -> np.ndarray:
+    """Collectivity κ (Brüschweiler 1995) of modes (M, N, 3): exp(−Σ uᵢ² ln uᵢ²) / N with uᵢ² each bead's
+    share of the mode's squared displacement; 1 when every bead moves alike, 1/N when one bead moves."""
+    u2 = (vectors**2).sum(axis=2)
+    u2 = u2 / u2.sum(axis=1, keepdims=True)
+    entropy = -(u2 * np.log(np.where(u2 > 0, u2, 1.0))).sum(axis=1)
+    return np.exp(entropy) / vectors.shape[1]
+
+
 def check_modes(modes) -> None:
     if len(modes) != 2 or min(modes) < 1:
         raise InputError(f"templates.nma.modes must be two 1-based mode numbers, got {list(modes)}")
@@ -199,6 +212,7 @@ def normal_mode_ensemble(
         theta_A=np.asarray(theta),
         mode=np.asarray(mode_of, dtype=int),
         displacement_A=amplitudes,
+        collectivity=dict(enumerate(collectivity(vectors).round(4).tolist(), start=1)),
     )
 
 
@@ -234,6 +248,7 @@ def normal_mode_grid(
         theta_A=np.stack([t1.ravel(), t2.ravel()], axis=1),
         mode=np.zeros(len(coords), dtype=int),
         displacement_A=np.array([kabsch_rmsd(xyz, ref) for xyz in coords]),
+        collectivity=dict(enumerate(collectivity(vectors).round(4).tolist(), start=1)),
     )
 
 
