@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cryoflow import inference, picking, training  # noqa: E402
+from cryoflow import inference, picking, predictive, training  # noqa: E402
 from cryoflow.models import PosteriorEstimator  # noqa: E402
 
 SIZES = {
@@ -72,7 +72,7 @@ def main():
         model = PosteriorEstimator((-10.0, 10.0), latent_dim=size["latent_dim"], width=size["width"],
                                    transforms=size["transforms"], hidden_features=size["hidden"],
                                    particle_head=True).to(device)  # fmt: skip
-        reference = picking.LatentReference(rng.normal(size=(1000, size["latent_dim"])))
+        reference = predictive.LatentReference(rng.normal(size=(1000, size["latent_dim"])))
         start = time.perf_counter()
         image, pixel = picking.resample_micrograph(micrograph, MICROGRAPH_PIXEL_A, size["pixel_A"])
         image = image - image.mean()

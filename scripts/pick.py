@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoflow import candidates, micrographs, models, picking, starindex, training
+from cryoflow import candidates, micrographs, models, picking, predictive, starindex, training
 from cryoflow.fileio import atomic_path, write_json
 from cryoflow.logs import configure
 
@@ -28,7 +28,7 @@ model, _ = models.load_model(snakemake.input.model, device)
 card = json.loads(Path(snakemake.input.card).read_text())
 low, high = card["priors"]["defocus_range_A"]
 reference = np.load(snakemake.input.reference)["latent"]
-reference = picking.LatentReference(reference, cfg["neighbours"])
+reference = predictive.LatentReference(reference, cfg["neighbours"])
 kind = candidates.score_kind(cfg["score"], model.particle is not None)
 min_distance_A = cfg["min_distance_A"] or snakemake.params.mask_radius_A or 0.4 * box * train_pixel
 log.info("shard %d: %d of %d micrographs; score %s ≥ %.3g, candidates ≥ %.0f Å apart", shard, len(mine), len(every),

@@ -105,7 +105,7 @@ def test_a_junk_aware_model_saves_and_loads_its_particle_output(tmp_path, junk_a
 def test_a_junk_aware_model_finds_the_particles_of_a_micrograph(junk_aware):
     """Shell particles pasted at known places in a 768 Å micrograph with white noise: the windows' p_particle
     peaks pick them (precision and recall ≥ 0.8), and windows on particles give posterior means that follow θ."""
-    from cryoflow import candidates, micrograph_demo, picking
+    from cryoflow import candidates, micrograph_demo, picking, predictive
 
     model, _, sim = junk_aware
     rng = np.random.default_rng(3)
@@ -123,7 +123,7 @@ def test_a_junk_aware_model_finds_the_particles_of_a_micrograph(junk_aware):
         micrograph_demo.paste(canvas, image, x, y)
         truth.append((x, y))
     micrograph = (canvas + rng.normal(scale=np.sqrt(variance), size=canvas.shape)).astype(np.float32)
-    reference = picking.LatentReference(inference.posterior_batches(
+    reference = predictive.LatentReference(inference.posterior_batches(
         model, [sim.sample(300, generator)[1].numpy()], 300, grid_points=32, n_samples=1)["latent"])  # fmt: skip
     options = {"batch_size": 256, "grid_points": 64, "grid_points_2d": 8, "score": "p_particle", "typical_p": 0.0}
     result = picking.evaluate_micrograph(model, micrograph, 3.0, 3.0, 32, 3, reference, options)

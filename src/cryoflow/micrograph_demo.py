@@ -28,7 +28,7 @@ import torch
 
 from cryoflow import junk
 from cryoflow.ctf import ctf, fourier_frequencies
-from cryoflow.demo import sample_mixture
+from cryoflow.demo import coloured_noise, sample_mixture
 from cryoflow.fileio import atomic_path
 from cryoflow.simulator import Simulator, masked_variance
 from cryoflow.star import write_star
@@ -117,7 +117,8 @@ def make_micrographs(simulator: Simulator, out_dir: str | Path, settings: dict, 
         e = (np.array(empty) / pixel).astype(int)
         patch[e[1] : e[1] + (e[3] - e[1]) // 2, e[0] : e[2]] = 1.0
         canvas += _ctf_image((texture * patch)[None], simulator, defocus, b_factor, size)[0] * np.sqrt(0.5 * noise_var)
-        noise = _coloured_field(size, pixel, settings["noise_colour_strength"], settings["noise_corner_A"], generator)
+        noise = coloured_noise(1, size, pixel, settings["noise_colour_strength"], settings["noise_corner_A"],
+                               generator)[0].numpy()  # fmt: skip
         micrograph = -(canvas + noise * np.sqrt(noise_var)).astype(np.float32)  # protein dark, as recorded
         with atomic_path(out_dir / name) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(micrograph)
@@ -155,11 +156,3 @@ def _smooth_field(size: int, pixel_A: float, length_A: float, generator) -> np.n
     field = torch.fft.irfft2(torch.fft.rfft2(white) / (1.0 + (torch.sqrt(s_x**2 + s_y**2) * length_A) ** 2),
                              s=(size, size))  # fmt: skip
     return (field / field.std()).numpy()
-
-
-def _coloured_field(size: int, pixel_A: float, strength: float, corner_A: float, generator) -> np.ndarray:
-    """Unit-variance noise with power ∝ 1 + strength / (1 + (s · corner_A)²), as the demo particles'."""
-    s_y, s_x = fourier_frequencies(size, pixel_A)
-    shape = torch.sqrt(1.0 + strength / (1.0 + (torch.sqrt(s_x**2 + s_y**2) * corner_A) ** 2))
-    noise = torch.fft.irfft2(torch.fft.rfft2(torch.randn(size, size, generator=generator)) * shape, s=(size, size))
-    return (noise / noise.std()).numpy()

@@ -23,7 +23,7 @@ import torch
 
 from cryoflow import inference, preprocess
 from cryoflow.candidates import score_kind, window_score
-from cryoflow.predictive import knn_distance
+from cryoflow.predictive import LatentReference
 
 
 def resample_micrograph(image: np.ndarray, pixel_in_A: float, pixel_out_A: float) -> tuple[np.ndarray, float]:
@@ -86,20 +86,6 @@ def window_batches(image: np.ndarray, box: int, stride: int, noise_power: np.nda
         if noise_power is not None:
             batch = preprocess.whiten(batch, noise_power)
         yield preprocess.normalize(batch)
-
-
-class LatentReference:
-    """Latents of held-out simulations: the k-NN distance of a window's latent among them, as a p-value."""
-
-    def __init__(self, latents: np.ndarray, k: int = 10):
-        self.latents = np.asarray(latents, np.float64)
-        self.k = min(k, len(self.latents) - 1)
-        self.null = np.sort(knn_distance(self.latents, self.latents, self.k, exclude_self=True))
-
-    def pvalues(self, latents: np.ndarray) -> np.ndarray:
-        observed = knn_distance(np.asarray(latents, np.float64), self.latents, self.k)
-        exceed = len(self.null) - np.searchsorted(self.null, observed, side="left")
-        return (exceed + 1) / (len(self.null) + 1)
 
 
 MAP_KEYS = ("theta_mean", "theta_std", "edge_mass", "atypicality_p", "score")

@@ -131,15 +131,25 @@ def knn_distance(points: np.ndarray, reference: np.ndarray, k: int, exclude_self
     return np.sort(d, axis=1)[:, :k].mean(axis=1)
 
 
+class LatentReference:
+    """A reference set of latents and the null distribution of its leave-one-out k-NN distances: the p-value
+    of other latents' k-NN distance among it (small: unlike anything in the reference)."""
+
+    def __init__(self, latents: np.ndarray, k: int = 10):
+        self.latents = np.asarray(latents, np.float64)
+        self.k = min(k, len(self.latents) - 1)
+        self.null = np.sort(knn_distance(self.latents, self.latents, self.k, exclude_self=True))
+
+    def pvalues(self, latents: np.ndarray) -> np.ndarray:
+        observed = knn_distance(np.asarray(latents, np.float64), self.latents, self.k)
+        exceed = len(self.null) - np.searchsorted(self.null, observed, side="left")
+        return (exceed + 1) / (len(self.null) + 1)
+
+
 def atypicality_pvalues(particles: np.ndarray, predicted: np.ndarray, k: int = 10) -> np.ndarray:
     """Per particle, the share of predictive images at least as far from the predictive set (k-NN distance,
     leave-one-out) as the particle is: small for a particle the simulator does not explain."""
-    particles, predicted = np.asarray(particles, float), np.asarray(predicted, float)
-    k = min(k, len(predicted) - 1)
-    reference = np.sort(knn_distance(predicted, predicted, k, exclude_self=True))
-    observed = knn_distance(particles, predicted, k)
-    exceed = len(reference) - np.searchsorted(reference, observed, side="left")
-    return (exceed + 1) / (len(reference) + 1)
+    return LatentReference(predicted, k).pvalues(particles)
 
 
 ALPHA = 0.01
