@@ -5,11 +5,15 @@ like the prior?" (a 70/30 mixture at low SNR does not). The predictive check ask
 matters: for each particle, simulate one image at θ drawn from **its own posterior**, with **its own
 CTF** (from its STAR row), through the same preprocessing its image went through (whitened by the
 measured noise spectrum, or coloured noise when particles are not whitened), at an SNR matched to its
-own; then compare those images' latents with the particles' (MMD with a permutation p-value), and
-flag particles whose latent lies farther from the predictive images than predictive images lie from
-each other (a k-nearest-neighbour distance and its empirical p-value). When the simulator is right
-the two sets are draws from one distribution; a wrong bead width, defocus, contrast or a state
-outside the ensemble makes them differ.
+own; then compare those images with the particles two ways, each by MMD with a permutation p-value:
+their latents (what the network sees) and their power spectra (the shape of each image's radial
+power over a few frequency shells: what the resolution envelope and the CTF make, which a small
+network's latent may hardly register). The check's p-value is the smaller of the two, doubled
+(Bonferroni). It also flags particles whose latent lies farther from the predictive images than
+predictive images lie from each other (a k-nearest-neighbour distance and its empirical p-value).
+When the simulator is right the two sets are draws from one distribution; a wrong bead width,
+defocus, contrast or a state outside the ensemble makes them differ (bead width and defocus mostly
+in the spectra, contrast and missing states in the latents).
 
 The SNR is matched per particle through an estimator applied alike to particles and to simulations:
 the variance outside the simulator's mask is taken as noise, the excess inside as signal; its bias
@@ -121,6 +125,41 @@ def population_draws(samples: np.ndarray, theta_range_A, seed: int, n_bins: int 
     return samples[np.arange(len(samples)), np.minimum(pick, samples.shape[1] - 1)]
 
 
+SPECTRAL_SHELLS = 16
+
+
+def spectral_profiles(images: np.ndarray, n_shells: int = SPECTRAL_SHELLS) -> np.ndarray:
+    """Per image, the log mean power |F|² in ``n_shells`` equal-width frequency shells from the first
+    Fourier pixel to Nyquist, less its mean over the shells: the spectrum's shape, free of the image's
+    scale. (n, box, box) -> (n, n_shells)."""
+    images = np.asarray(images, dtype=np.float64)
+    box = images.shape[-1]
+    radius = radial_index(box)
+    shell = np.floor((radius - 1) * n_shells / (box // 2)).astype(np.int64)  # radius 1..box/2 -> 0..n_shells-1
+    inside = (radius >= 1) & (radius <= box // 2)
+    counts = np.bincount(shell[inside], minlength=n_shells)
+    power = np.abs(np.fft.rfft2(images)) ** 2
+    sums = np.stack([np.bincount(shell[inside], weights=row[inside], minlength=n_shells) for row in power])
+    profiles = np.log(sums / counts + 1e-30)
+    return profiles - profiles.mean(axis=1, keepdims=True)
+
+
+def spectral_test(particles: np.ndarray, predicted: np.ndarray, n_permutations: int, seed: int) -> dict:
+    """MMD test of the particles' spectral profiles against the predictive images', each shell scaled by
+    the pooled standard deviation (so that no shell's spread dominates the kernel)."""
+    from cryoflow.diagnostics import mmd_test
+
+    x, y = spectral_profiles(particles), spectral_profiles(predicted)
+    pooled = np.concatenate([x, y])
+    mean, scale = pooled.mean(axis=0), pooled.std(axis=0) + 1e-12
+    return mmd_test((x - mean) / scale, (y - mean) / scale, n_permutations, seed, max_points=len(pooled))
+
+
+def combined_pvalue(*pvalues: float) -> float:
+    """Bonferroni: the smallest p-value times the number of tests, at most 1."""
+    return float(min(1.0, len(pvalues) * min(pvalues)))
+
+
 def knn_distance(points: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
     """Mean distance of each point to its k nearest neighbours in ``reference``."""
     d = np.sqrt(np.maximum(
@@ -155,18 +194,23 @@ def atypicality_pvalues(particles: np.ndarray, predicted: np.ndarray, k: int = 1
 ALPHA = 0.01
 
 
-def verdict(test: dict, n_atypical: int, n: int) -> str:
-    """Plain words on a predictive check's MMD test and its atypical particles."""
-    if test["pvalue"] >= ALPHA:
-        text = (f"Particles and their posterior-predictive simulations are indistinguishable (MMD p = "
-                f"{test['pvalue']:.3g}): the simulator, at each particle's own CTF and posterior θ, explains these "
-                "images.")  # fmt: skip
+def verdict(latent: dict, spectrum: dict, n_atypical: int, n: int) -> str:
+    """Plain words on a predictive check's two MMD tests (latents, spectra) and its atypical particles."""
+    pvalue = combined_pvalue(latent["pvalue"], spectrum["pvalue"])
+    tests = f"p = {pvalue:.3g}; latents p = {latent['pvalue']:.3g}, power spectra p = {spectrum['pvalue']:.3g}"
+    if pvalue >= ALPHA:
+        text = (f"Particles and their posterior-predictive simulations are indistinguishable ({tests}): the "
+                "simulator, at each particle's own CTF and posterior θ, explains these images.")  # fmt: skip
     else:
-        text = (f"Particles differ from their posterior-predictive simulations (MMD p = {test['pvalue']:.3g}): "
-                "something the simulator does differently from the microscope is not absorbed by θ. In tests this "
-                "catches a wrong bead width (map resolution), defocus values that do not match the images, "
-                "particles of opposite contrast (set the dataset's contrast), and states outside the template "
-                "ensemble (widen the ensemble).")  # fmt: skip
+        text = (f"Particles differ from their posterior-predictive simulations ({tests}): something the simulator "
+                "does differently from the microscope is not absorbed by θ.")  # fmt: skip
+        if spectrum["pvalue"] * 2 < ALPHA:
+            text += (" Their power spectra differ: the resolution envelope (bead width, B-factor prior) or the CTF "
+                     "(defocus values that do not match the images) is wrong.")  # fmt: skip
+        if latent["pvalue"] * 2 < ALPHA:
+            text += (" Their latents differ: in tests this catches particles of opposite contrast (set the dataset's "
+                     "contrast), states outside the template ensemble (widen the ensemble), and large envelope or "
+                     "defocus errors.")  # fmt: skip
     expected = ALPHA * n
     return text + (f" {n_atypical} of {n} particles are atypical at p < {ALPHA} ({expected:.0f} expected by chance).")
 
@@ -178,8 +222,8 @@ def check(predictive_by_group: dict, images: np.ndarray, groups, samples: np.nda
     ``predictive_by_group``: a ``PredictiveSimulator`` per optics group label in ``groups``;
     ``samples``/``latents``: the particles' posterior samples and latents; ``ctf``: per-particle CTF
     arrays under the simulator's nuisance names (None: the prior's); ``latent_fn(images) -> latents``
-    embeds images with the model. Returns the MMD test, per-particle atypicality p-values, the SNRs
-    used and a verdict.
+    embeds images with the model. Returns the two MMD tests (latents, spectra) and their combined
+    p-value, per-particle atypicality p-values, the SNRs used and a verdict.
     """
     from cryoflow.diagnostics import mmd_test
 
@@ -198,8 +242,11 @@ def check(predictive_by_group: dict, images: np.ndarray, groups, samples: np.nda
         predicted[rows] = pps.images(theta[rows], pps.nuisance(len(rows), part, generator), snr[rows], generator)
     predicted_latents = latent_fn(predicted)
     test = mmd_test(predicted_latents, latents, n_permutations, seed, max_points=n)
+    spectrum = spectral_test(images, predicted, n_permutations, seed)
     pvalues = atypicality_pvalues(latents, predicted_latents)
     n_atypical = int(np.sum(pvalues < ALPHA))
-    return {"mmd2": test["mmd2"], "pvalue": test["pvalue"], "bandwidth": test["bandwidth"], "atypical_pvalues": pvalues,
+    return {"mmd2": test["mmd2"], "latent_pvalue": test["pvalue"], "bandwidth": test["bandwidth"],
+            "spectrum_mmd2": spectrum["mmd2"], "spectrum_pvalue": spectrum["pvalue"],
+            "pvalue": combined_pvalue(test["pvalue"], spectrum["pvalue"]), "atypical_pvalues": pvalues,
             "n_atypical": n_atypical, "snr": snr, "theta_A": theta, "predicted_latent": predicted_latents,
-            "verdict": verdict(test, n_atypical, n)}  # fmt: skip
+            "verdict": verdict(test, spectrum, n_atypical, n)}  # fmt: skip
