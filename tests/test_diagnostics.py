@@ -10,6 +10,25 @@ def test_median_heuristic_matches_brute_force():
     assert diagnostics.median_heuristic(x) == pytest.approx(brute, rel=1e-9)
 
 
+def test_permuted_mmd_by_matrix_products_equals_the_pairwise_sums():
+    """Each label column's MMD² from one matrix product equals the unbiased estimator written out pair by pair."""
+    rng = np.random.default_rng(7)
+    pooled = rng.normal(size=(23, 3))
+    k = np.exp(-diagnostics.squared_distances(pooled, pooled) / 2.0)
+    labels = np.zeros((23, 5))
+    for column in range(5):
+        labels[rng.permutation(23)[:9], column] = 1.0
+    k_offdiag = k.copy()
+    np.fill_diagonal(k_offdiag, 0.0)
+    fast = diagnostics._mmd2_of_labels(k_offdiag, labels, 9)
+    for column in range(5):
+        x, y = np.flatnonzero(labels[:, column]), np.flatnonzero(labels[:, column] == 0)
+        xx = sum(k[i, j] for i in x for j in x if i != j) / (9 * 8)
+        yy = sum(k[i, j] for i in y for j in y if i != j) / (14 * 13)
+        xy = sum(k[i, j] for i in x for j in y) / (9 * 14)
+        assert fast[column] == pytest.approx(xx + yy - 2 * xy, rel=1e-10, abs=1e-12)
+
+
 def test_mmd_does_not_reject_same_distribution():
     rng = np.random.default_rng(1)
     result = diagnostics.mmd_test(rng.normal(size=(300, 8)), rng.normal(size=(300, 8)), 200, seed=2)
