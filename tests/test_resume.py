@@ -31,9 +31,8 @@ theta_A = torch.linspace(-4, 4, 5)
 templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
 priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), bead_sigma_range_A=(3.0, 3.0))
 sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(40), oversample=1), 32, 3.0, priors)
-# width 8, not 4: with one thread, oneDNN's convolutions of 4 channels crash this training (free(): invalid
-# next size) on some AVX2-only CPUs (torch 2.13.0+cpu); with two threads, or mkldnn off, they run
-model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=8, transforms=1, hidden_features=(16,))
+# 4 channels on one thread: channels-last would abort this process on AVX2-only CPUs (models.memory_format)
+model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,))
 config = training.TrainingConfig(**settings)
 model, history, _ = training.train(model, sim, config, checkpoint=checkpoint or None, fingerprint=fingerprint)
 torch.save(model.state_dict(), out)

@@ -15,7 +15,7 @@ import torch
 from cryoflow.diagnostics import edge_cells
 from cryoflow.fileio import NpzWriter
 from cryoflow.logs import Progress
-from cryoflow.models import PosteriorEstimator
+from cryoflow.models import PosteriorEstimator, memory_format
 from cryoflow.theta import bounds
 
 QUANTILES = (0.05, 0.5, 0.95)
@@ -126,7 +126,7 @@ def posterior_stream(
     number of particles; progress (particles/s, ETA) goes to the log.
     """
     model.eval().to(device)
-    model.embedding.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU alike
+    model.embedding.to(memory_format=memory_format(model, device))
     axes, grid = posterior_grid(model.architecture["theta_range_A"], grid_points, grid_points_2d)
     grid_t = torch.as_tensor(grid, dtype=torch.float32, device=device)
     rng = np.random.default_rng(seed)

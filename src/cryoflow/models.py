@@ -161,6 +161,18 @@ class PosteriorEstimator(nn.Module):
         return (torch.cat(parts) - self.log_jacobian()).T
 
 
+CHANNELS_LAST_MIN_WIDTH = 8
+
+
+def memory_format(model: PosteriorEstimator, device) -> torch.memory_format:
+    """Channels-last for the convolutions (~20 % faster on CPU through oneDNN, and what tensor cores want),
+    except for networks narrower than 8 channels on a CPU: on one thread of an AVX2-only CPU (torch
+    2.13.0+cpu) oneDNN's channels-last backward of a 4-channel stage corrupts the heap and the process
+    aborts (free(): invalid next size)."""
+    narrow = torch.device(device).type == "cpu" and model.architecture["width"] < CHANNELS_LAST_MIN_WIDTH
+    return torch.contiguous_format if narrow else torch.channels_last
+
+
 def save_model(path: str | Path, model: PosteriorEstimator, metadata: dict) -> None:
     """Save weights, architecture and metadata (tensors and plain values only)."""
     payload = {
