@@ -4,6 +4,9 @@ Assemblies are made of copies of adenylate kinase (1AKE chain A, 214 CA)
 packed on a 42 Å grid with seeded random orientations, so that copies touch
 within the 15 Å cutoff; 19 copies give 4 066 CA, about the 4 080 CA of 24-mer
 apoferritin. Each size runs in a fresh process that reports its own peak RSS.
+A second table times building the sparse ANM Hessian alone, ProDy's
+``ANM.buildHessian`` against ``templates.anm_hessian``, on the same
+assemblies and on apoferritin itself (4V1W, 4 080 CA), in this process.
 
     python bench/templates.py [--copies 1 5 19] [--dense-max-ca 1100]
 """
@@ -53,6 +56,28 @@ def child(n_copies: int, dense: bool) -> None:
     print(json.dumps({"ca": len(coords), "seconds": seconds, "peak_rss_MiB": peak}))
 
 
+def hessian_table(sizes: list[int]) -> None:
+    """Seconds to build the sparse Hessian, ProDy vs cryoflow, and the largest difference of their entries."""
+    import prody
+
+    prody.confProDy(verbosity="none")
+    apoferritin = structure.load_structure(ROOT / "resources" / "structures" / "4v1w.cif").select("name CA")
+    cases = [(f"{n * 214} CA ({n} ADK)", assembly(n)) for n in sizes]
+    cases.append(("4080 CA (4V1W)", apoferritin.getCoords().astype(np.float64)))
+    print("\nsparse ANM Hessian, cutoff 15 Å, built in this process")
+    print(f"{'structure':>18} {'ProDy s':>8} {'cryoflow s':>11} {'speed-up':>9} {'max |difference|':>17}")
+    for name, coords in cases:
+        start = time.perf_counter()
+        anm = prody.ANM("bench")
+        anm.buildHessian(coords, cutoff=15.0, gamma=1.0, sparse=True)
+        prody_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ours = templates.anm_hessian(coords, 15.0, 1.0)
+        ours_s = time.perf_counter() - start
+        difference = abs(ours - anm.getHessian()).max()
+        print(f"{name:>18} {prody_s:>8.2f} {ours_s:>11.3f} {prody_s / ours_s:>8.0f}× {difference:>17.1e}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, nargs="+", default=[1, 5, 19])
@@ -72,6 +97,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", str(copies), solver]
             row = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
             print(f"{row['ca']:>6} {solver:>7} {row['seconds']:>8.1f} {row['peak_rss_MiB']:>13.0f}", flush=True)
+    hessian_table(args.copies)
 
 
 if __name__ == "__main__":

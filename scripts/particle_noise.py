@@ -15,7 +15,7 @@ spectra = preprocess.estimate_noise_spectra(
     source,
     image["box_px"],
     image["pixel_size_A"],
-    cfg["mask_radius_A"] or 0.4 * image["box_px"] * image["pixel_size_A"],
+    preprocess.noise_mask_radius_A(cfg["mask_radius_A"], image),
     noise_images=cfg["noise_images"],
     chunk=cfg["chunk_size"],
     seed=snakemake.params.seed,

@@ -31,7 +31,12 @@ elif missing:
     log.info("CTF columns absent (the prior's values are used): %s", missing)
 spectra = preprocess.read_noise_spectra(snakemake.input.noise)
 groups = table["optics_group"].astype(str).to_numpy()[rows]
-by_group = {g: predictive.PredictiveSimulator(simulator, spectra.get(g), params.whiten) for g in np.unique(groups)}
+# the predictive images' noise spectrum is measured outside the radius the particles' was
+noise_radius_A = preprocess.noise_mask_radius_A(params.particles["mask_radius_A"], params.image)
+noise_radius_px = noise_radius_A / simulator.pixel_size_A
+whiten = params.particles["whiten"]
+by_group = {g: predictive.PredictiveSimulator(simulator, spectra.get(g), whiten, noise_radius_px)
+            for g in np.unique(groups)}  # fmt: skip
 
 
 def latents(batch: np.ndarray) -> np.ndarray:
@@ -45,6 +50,9 @@ result = predictive.check(by_group, images, groups, post["samples"][rows], parti
 log.info("posterior-predictive: latents MMD² %.4g (p = %.3g), spectra MMD² %.4g (p = %.3g); %d atypical particles",
          result["mmd2"], result["latent_pvalue"], result["spectrum_mmd2"], result["spectrum_pvalue"],
          result["n_atypical"])  # fmt: skip
+for group, bias in result["noise_estimate_bias"].items():
+    log.info("optics group %s: the predictive noise spectrum that the particles' estimator measures as theirs varies "
+             "%.3g-fold over frequency against it (1: no signal in the background)", group, bias)  # fmt: skip
 log.info("%s", result["verdict"])
 with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
     np.savez(handle, rows=rows, atypical_pvalue=result["atypical_pvalues"], snr=result["snr"],
@@ -54,5 +62,6 @@ write_json(snakemake.output.summary, {
     "ppc_spectrum_mmd2": result["spectrum_mmd2"], "ppc_spectrum_pvalue": result["spectrum_pvalue"],
     "ppc_bandwidth": result["bandwidth"],
     "ppc_n_particles": int(len(rows)), "ppc_n_atypical": result["n_atypical"], "ppc_verdict": result["verdict"],
-    "ppc_ctf_from_star": ctf is not None, "ppc_median_snr": float(np.median(result["snr"])),
+    "ppc_ctf_from_star": ctf is not None,
+    "ppc_noise_estimate_bias": result["noise_estimate_bias"], "ppc_median_snr": float(np.median(result["snr"])),
 })  # fmt: skip

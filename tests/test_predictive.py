@@ -140,3 +140,50 @@ def test_the_spectral_test_tells_a_blurred_set_from_a_sharp_one_and_not_two_shar
     different = predictive.spectral_test(rng.normal(size=(150, 32, 32)), blurred, 200, 0)
     assert same["pvalue"] > 0.05 and different["pvalue"] < 0.01
     assert predictive.combined_pvalue(0.004975, 0.5) < 0.01 and predictive.combined_pvalue(0.6, 0.9) == 1.0
+
+
+def test_verdict_names_the_test_that_rejects_after_the_bonferroni_factor():
+    spectra_only = predictive.verdict({"pvalue": 0.3}, {"pvalue": 0.002}, 0, 100)
+    assert "power spectra differ" in spectra_only and "latents differ" not in spectra_only
+    latents_only = predictive.verdict({"pvalue": 0.002}, {"pvalue": 0.3}, 0, 100)
+    assert "latents differ" in latents_only and "power spectra differ" not in latents_only
+    # 0.007 alone is below 1 %, but not once doubled for two tests
+    assert "indistinguishable" in predictive.verdict({"pvalue": 0.007}, {"pvalue": 0.5}, 0, 100)
+    assert predictive.adjusted_pvalues(0.007, 0.5) == [0.014, 1.0]
+
+
+def test_predictive_noise_reproduces_the_particles_signal_biased_noise_estimate():
+    """Signal outside the mask (high defocus, strong signal) inflates the particles' background power at low
+    frequencies; predictive noise coloured to make the same estimate gives the same whitened spectra."""
+    from cryoflow.ctf import fourier_frequencies
+    from cryoflow.preprocess import estimate_noise_power, whiten
+    from cryoflow.simulator import add_noise, normalize
+
+    simulator = toy_simulator(snr_range=(1.0, 3.0))
+    generator = torch.Generator().manual_seed(3)
+    n, radius_px = 600, 10.0  # the background: outside 30 Å of a 96 Å box
+    theta = simulator.sample_theta(n, generator)
+    nuisance = simulator.sample_nuisance(n, generator)
+    nuisance["defocus_u_A"] = nuisance["defocus_v_A"] = torch.full((n,), 30000.0)  # delocalized signal
+    s_y, s_x = fourier_frequencies(32, 3.0)
+    true_power = 1.0 + 3.0 / (1.0 + (torch.sqrt(s_x**2 + s_y**2) * 30.0) ** 2)
+    with torch.no_grad():
+        noise = torch.fft.irfft2(torch.fft.rfft2(torch.randn(n, 32, 32, generator=generator)) * true_power.sqrt(),
+                                 s=(32, 32))  # fmt: skip
+        raw = add_noise(simulator.noiseless(theta, nuisance), nuisance["snr"], simulator.mask, noise / noise.std())
+    measured = estimate_noise_power(raw.numpy(), radius_px)
+    particles = normalize(torch.as_tensor(whiten(raw.numpy(), measured))).numpy()
+    radial_true = 1.0 + 3.0 / (1.0 + (np.arange(17) / 96.0 * 30.0) ** 2)  # at radius r px: s = r / (32 · 3 Å)
+    assert measured[1] / measured[12] > 1.05 * radial_true[1] / radial_true[12]  # the bias is there
+
+    ctf = {key: nuisance[key].numpy() for key in CTF_KEYS}
+    pps = predictive.PredictiveSimulator(simulator, measured, whitened=True, noise_mask_radius_px=radius_px)
+    before = predictive.spectral_test(particles, pps.images(theta, pps.nuisance(n, ctf, generator),
+                                                            nuisance["snr"], generator), 200, 0)  # fmt: skip
+    shape = pps.match_noise_estimate(theta, pps.nuisance(n, ctf, generator), nuisance["snr"], generator)
+    after = predictive.spectral_test(particles, pps.images(theta, pps.nuisance(n, ctf, generator),
+                                                           nuisance["snr"], generator), 200, 0)  # fmt: skip
+    assert before["pvalue"] < 0.01 and after["pvalue"] > 0.05
+    assert shape[:8].min() < 0.9 and shape[-8:].mean() > 1.0  # less noise than measured at low frequency
+    unmatched = predictive.PredictiveSimulator(simulator, measured, whitened=True)
+    assert unmatched.match_noise_estimate(theta, nuisance, nuisance["snr"], generator) is None

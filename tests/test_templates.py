@@ -79,18 +79,34 @@ def test_template_counts_and_errors(adk_ca):
 def test_sparse_shift_invert_modes_match_dense_diagonalization(adk_ca):
     import prody
 
-    from cryoflow.templates import lowest_modes_sparse
+    from cryoflow.templates import anm_hessian, lowest_modes_sparse
 
     coords = adk_ca.getCoords().astype(float)
     dense = prody.ANM("dense")
     dense.buildHessian(coords, cutoff=15.0)
     dense.calcModes(n_modes=4, zeros=False)
-    sparse = prody.ANM("sparse")
-    sparse.buildHessian(coords, cutoff=15.0, sparse=True)
-    values, vectors = lowest_modes_sparse(sparse.getHessian(), 4)
+    values, vectors = lowest_modes_sparse(anm_hessian(coords, 15.0, 1.0), 4)
     np.testing.assert_allclose(values, dense.getEigvals(), rtol=1e-6)
     overlaps = np.abs(np.sum(vectors * dense.getEigvecs(), axis=0))
     np.testing.assert_allclose(overlaps, 1.0, atol=1e-6)
+
+
+def test_anm_hessian_equals_prodys_with_pairs_at_the_cutoff_included(adk_ca):
+    import prody
+
+    coords = adk_ca.getCoords().astype(float)
+    for cutoff, gamma in ((15.0, 1.0), (9.0, 2.5)):
+        reference = prody.ANM("reference")
+        reference.buildHessian(coords, cutoff=cutoff, gamma=gamma, sparse=True)
+        difference = templates.anm_hessian(coords, cutoff, gamma) - reference.getHessian()
+        assert abs(difference).max() < 1e-10
+    # two beads exactly one cutoff apart are springs; a hair further they are not
+    pair = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 10.0]])
+    assert templates.anm_hessian(pair, 10.0, 1.0)[2, 5] == -1.0
+    assert templates.anm_hessian(pair, 9.999, 1.0).count_nonzero() == 0
+    # rows sum to zero: a rigid translation costs no energy
+    row_sums = np.asarray(templates.anm_hessian(coords, 15.0, 1.0).sum(axis=1)).ravel()
+    np.testing.assert_allclose(row_sums, 0.0, atol=1e-12)
 
 
 def test_assembly_with_long_chain_ids_selects_and_writes_pdb(tmp_path, adk_ca):

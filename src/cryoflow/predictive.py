@@ -17,7 +17,11 @@ in the spectra, contrast and missing states in the latents).
 
 The SNR is matched per particle through an estimator applied alike to particles and to simulations:
 the variance outside the simulator's mask is taken as noise, the excess inside as signal; its bias
-(signal leaking outside the mask) is removed by a calibration on simulations of known SNR.
+(signal leaking outside the mask) is removed by a calibration on simulations of known SNR. The noise
+spectrum is matched the same way: where signal reaches the background (a large particle in a small
+box), the particles' measured spectrum is too high at low frequencies and their whitened noise is not
+white, so the predictive noise is coloured such that the same estimator, applied to predictive images,
+measures the particles' spectrum; both sets are then whitened by it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 
 from cryoflow import populations
 from cryoflow import simulator as sim_module
-from cryoflow.preprocess import radial_index, whiten
+from cryoflow.preprocess import estimate_noise_power, radial_index, whiten
 from cryoflow.theta import bounds
 
 
@@ -42,21 +46,26 @@ def estimated_snr(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
 class PredictiveSimulator:
     """Images of given θ and CTFs, preprocessed as the dataset's particles were.
 
-    ``noise_power``: the dataset's radial noise spectrum on the training grid (one optics group);
-    with ``whitened`` the simulated signal is whitened by it and the noise is white (as whitened
-    particles are); without, the noise is coloured by it and the signal left as it is.
+    ``noise_power``: the dataset's radial noise spectrum on the training grid (one optics group); the
+    simulated signal gets noise coloured by it (by a corrected spectrum after ``match_noise_estimate``)
+    and, with ``whitened``, the images are whitened by it, as the particles were.
     """
 
-    def __init__(self, simulator, noise_power: np.ndarray | None, whitened: bool):
+    def __init__(self, simulator, noise_power: np.ndarray | None, whitened: bool,
+                 noise_mask_radius_px: float | None = None):  # fmt: skip
         self.sim = simulator
         self.noise_power = None if noise_power is None else np.asarray(noise_power, dtype=float)
         self.whitened = whitened
+        self.noise_mask_radius_px = noise_mask_radius_px
         self.mask = simulator.mask.cpu().numpy().astype(bool)
         self.colour = None
-        if self.noise_power is not None and not whitened:
-            radius = torch.as_tensor(radial_index(simulator.box))
-            amplitude = np.sqrt(np.maximum(self.noise_power, 1e-12 * self.noise_power.max()))
-            self.colour = torch.as_tensor(amplitude / np.sqrt(np.mean(amplitude**2)), dtype=torch.float32)[radius]
+        if self.noise_power is not None:
+            self.set_noise_colour(self.noise_power)
+
+    def set_noise_colour(self, power: np.ndarray) -> None:
+        """Colour the images' noise by the radial power spectrum ``power`` (its shape; unit variance)."""
+        amplitude = np.sqrt(np.maximum(power, 1e-12 * power.max()))[radial_index(self.sim.box)]
+        self.colour = torch.as_tensor(amplitude / np.sqrt(np.mean(amplitude**2)), dtype=torch.float32)  # per pixel
 
     def nuisance(self, n: int, ctf: dict | None, generator) -> dict:
         """The prior's pose, shift, bead width and B-factor, with the particles' CTF where given."""
@@ -65,19 +74,49 @@ class PredictiveSimulator:
             nuisance[key] = torch.as_tensor(values, dtype=torch.float32, device=self.sim.device)
         return nuisance
 
-    def images(self, theta, nuisance: dict, snr, generator) -> np.ndarray:
-        """Normalized images at ``snr`` (per image) for ``theta``, preprocessed like the particles."""
+    def raw_images(self, theta, nuisance: dict, snr, generator) -> np.ndarray:
+        """Images before whitening and normalization: signal plus noise of the current colour."""
         with torch.no_grad():
             theta = torch.as_tensor(theta, dtype=torch.float32, device=self.sim.device)
             signal = self.sim.noiseless(theta, nuisance)
-            if self.whitened and self.noise_power is not None:
-                signal = torch.as_tensor(whiten(signal.cpu().numpy(), self.noise_power), device=self.sim.device)
             noise = torch.randn(signal.shape, generator=generator, device=self.sim.device)
             if self.colour is not None:
                 noise = torch.fft.irfft2(torch.fft.rfft2(noise) * self.colour.to(noise.device), s=signal.shape[-2:])
             snr = torch.as_tensor(snr, dtype=torch.float32, device=self.sim.device)
-            images = sim_module.add_noise(signal, snr, self.sim.mask, noise)
-            return sim_module.normalize(images).cpu().numpy()
+            return sim_module.add_noise(signal, snr, self.sim.mask, noise).cpu().numpy()
+
+    def images(self, theta, nuisance: dict, snr, generator) -> np.ndarray:
+        """Normalized images at ``snr`` (per image) for ``theta``, preprocessed like the particles."""
+        images = self.raw_images(theta, nuisance, snr, generator)
+        if self.whitened and self.noise_power is not None:
+            images = whiten(images, self.noise_power)
+        return sim_module.normalize(torch.as_tensor(images)).numpy()
+
+    def match_noise_estimate(self, theta, nuisance: dict, snr, generator, iterations: int = 3) -> np.ndarray | None:
+        """Colour the noise so that the spectrum estimated from predictive images at the particles' ``theta``
+        and ``snr`` (as the particles' was, from the background outside ``noise_mask_radius_px``) equals
+        ``noise_power``, the particles' estimate (a fixed-point iteration).
+
+        Signal outside the mask (a large particle in a small box, CTF delocalization at high defocus)
+        raises the particles' background power at low frequencies, so ``noise_power`` overstates their
+        noise there and their whitened noise is not quite white; predictive images whose noise makes the
+        same estimate carry the same bias, so the check compares like with like. Returns the noise
+        spectrum used over ``noise_power`` (shape only: mean 1 over frequencies), or None where there is
+        no spectrum or no radius to match.
+        """
+        if self.noise_power is None or self.noise_mask_radius_px is None:
+            return None
+        floor = 1e-12 * self.noise_power.max()
+        target = np.maximum(self.noise_power, floor)
+        power = target.copy()
+        for _ in range(iterations):
+            estimate = estimate_noise_power(self.raw_images(theta, nuisance, snr, generator), self.noise_mask_radius_px)
+            power = power * target / np.maximum(estimate, floor)
+            power[0] = power[1]  # the mean is not noise
+            power /= power[1:].mean() / target[1:].mean()  # keep the overall scale: shape only
+            self.set_noise_colour(power)
+        ratio = power[1:] / target[1:]
+        return ratio / ratio.mean()
 
     def snr_calibration(self, theta, nuisance: dict, generator, n_levels: int = 25):
         """(true, estimated) SNRs of simulations at known, log-spaced SNRs from 0.003 to 30."""
@@ -155,9 +194,14 @@ def spectral_test(particles: np.ndarray, predicted: np.ndarray, n_permutations: 
     return mmd_test((x - mean) / scale, (y - mean) / scale, n_permutations, seed, max_points=len(pooled))
 
 
+def adjusted_pvalues(*pvalues: float) -> list[float]:
+    """Bonferroni: each p-value times the number of tests, at most 1."""
+    return [float(min(1.0, len(pvalues) * p)) for p in pvalues]
+
+
 def combined_pvalue(*pvalues: float) -> float:
-    """Bonferroni: the smallest p-value times the number of tests, at most 1."""
-    return float(min(1.0, len(pvalues) * min(pvalues)))
+    """The p-value of "at least one test rejects": the smallest Bonferroni-adjusted one."""
+    return min(adjusted_pvalues(*pvalues))
 
 
 def knn_distance(points: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
@@ -196,7 +240,8 @@ ALPHA = 0.01
 
 def verdict(latent: dict, spectrum: dict, n_atypical: int, n: int) -> str:
     """Plain words on a predictive check's two MMD tests (latents, spectra) and its atypical particles."""
-    pvalue = combined_pvalue(latent["pvalue"], spectrum["pvalue"])
+    latent_adjusted, spectrum_adjusted = adjusted_pvalues(latent["pvalue"], spectrum["pvalue"])
+    pvalue = min(latent_adjusted, spectrum_adjusted)
     tests = f"p = {pvalue:.3g}; latents p = {latent['pvalue']:.3g}, power spectra p = {spectrum['pvalue']:.3g}"
     if pvalue >= ALPHA:
         text = (f"Particles and their posterior-predictive simulations are indistinguishable ({tests}): the "
@@ -204,10 +249,10 @@ def verdict(latent: dict, spectrum: dict, n_atypical: int, n: int) -> str:
     else:
         text = (f"Particles differ from their posterior-predictive simulations ({tests}): something the simulator "
                 "does differently from the microscope is not absorbed by θ.")  # fmt: skip
-        if spectrum["pvalue"] * 2 < ALPHA:
+        if spectrum_adjusted < ALPHA:
             text += (" Their power spectra differ: the resolution envelope (bead width, B-factor prior) or the CTF "
                      "(defocus values that do not match the images) is wrong.")  # fmt: skip
-        if latent["pvalue"] * 2 < ALPHA:
+        if latent_adjusted < ALPHA:
             text += (" Their latents differ: in tests this catches particles of opposite contrast (set the dataset's "
                      "contrast), states outside the template ensemble (widen the ensemble), and large envelope or "
                      "defocus errors.")  # fmt: skip
@@ -223,7 +268,10 @@ def check(predictive_by_group: dict, images: np.ndarray, groups, samples: np.nda
     ``samples``/``latents``: the particles' posterior samples and latents; ``ctf``: per-particle CTF
     arrays under the simulator's nuisance names (None: the prior's); ``latent_fn(images) -> latents``
     embeds images with the model. Returns the two MMD tests (latents, spectra) and their combined
-    p-value, per-particle atypicality p-values, the SNRs used and a verdict.
+    p-value, per-particle atypicality p-values, the SNRs used, per optics group the largest over the
+    smallest ratio of the predictive noise spectrum to the particles' measured one
+    (``noise_estimate_bias``: 1 when no signal reaches the background; see
+    ``PredictiveSimulator.match_noise_estimate``) and a verdict.
     """
     from cryoflow.diagnostics import mmd_test
 
@@ -233,12 +281,18 @@ def check(predictive_by_group: dict, images: np.ndarray, groups, samples: np.nda
     predicted = np.empty_like(images)
     snr = np.empty(n)
     groups = np.asarray(groups).astype(str)
+    noise_bias = {}
     for group in np.unique(groups):
         rows = np.flatnonzero(groups == group)
         pps = predictive_by_group[group]
         part = None if ctf is None else {key: np.asarray(values)[rows] for key, values in ctf.items()}
         calibration = pps.snr_calibration(theta[rows], pps.nuisance(len(rows), part, generator), generator)
         snr[rows] = calibrated_snr(estimated_snr(images[rows], pps.mask), calibration)
+        bias = pps.match_noise_estimate(theta[rows], pps.nuisance(len(rows), part, generator), snr[rows], generator)
+        if bias is not None:  # the noise changed: match the SNRs again
+            noise_bias[group] = float(bias.max() / bias.min())
+            calibration = pps.snr_calibration(theta[rows], pps.nuisance(len(rows), part, generator), generator)
+            snr[rows] = calibrated_snr(estimated_snr(images[rows], pps.mask), calibration)
         predicted[rows] = pps.images(theta[rows], pps.nuisance(len(rows), part, generator), snr[rows], generator)
     predicted_latents = latent_fn(predicted)
     test = mmd_test(predicted_latents, latents, n_permutations, seed, max_points=n)
@@ -249,4 +303,4 @@ def check(predictive_by_group: dict, images: np.ndarray, groups, samples: np.nda
             "spectrum_mmd2": spectrum["mmd2"], "spectrum_pvalue": spectrum["pvalue"],
             "pvalue": combined_pvalue(test["pvalue"], spectrum["pvalue"]), "atypical_pvalues": pvalues,
             "n_atypical": n_atypical, "snr": snr, "theta_A": theta, "predicted_latent": predicted_latents,
-            "verdict": verdict(test, spectrum, n_atypical, n)}  # fmt: skip
+            "noise_estimate_bias": noise_bias, "verdict": verdict(test, spectrum, n_atypical, n)}  # fmt: skip

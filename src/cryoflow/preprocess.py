@@ -152,6 +152,12 @@ def masked_power(noise_power: np.ndarray, window: np.ndarray) -> np.ndarray:
     return np.bincount(radius.ravel(), half.ravel()) / np.bincount(radius.ravel())
 
 
+def noise_mask_radius_A(mask_radius_A: float | None, image: dict) -> float:
+    """The radius outside which particle backgrounds are measured: ``particles.mask_radius_A``, or 40 %
+    of the training box (``image``: ``box_px``, ``pixel_size_A``)."""
+    return mask_radius_A or 0.4 * image["box_px"] * image["pixel_size_A"]
+
+
 def background_power(images: np.ndarray, mask_radius_px: float) -> np.ndarray:
     """Mean radial power of the images' backgrounds: outside the mask, mean-subtracted, disc zeroed.
 

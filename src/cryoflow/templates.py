@@ -70,6 +70,32 @@ def lowest_modes_sparse(hessian, n_modes: int) -> tuple[np.ndarray, np.ndarray]:
     return values[order], vectors[:, order]
 
 
+def anm_hessian(coords: np.ndarray, cutoff_A: float, spring_constant: float):
+    """The ANM Hessian (3N, 3N) as a sparse matrix: for each pair of beads within ``cutoff_A`` (inclusive),
+    the off-diagonal 3×3 block −γ·r rᵀ/|r|² (r the pair's separation) and its negative added to both
+    diagonal blocks. ProDy's ``ANM.buildHessian`` makes the same matrix with a Python loop over beads
+    (81 s for apoferritin's 4 080 CA on 2 cores); here the pairs come from a k-d tree at once.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.spatial import cKDTree
+
+    coords = np.asarray(coords, dtype=np.float64)
+    n = len(coords)
+    pairs = cKDTree(coords).query_pairs(cutoff_A, output_type="ndarray")
+    i, j = pairs[:, 0], pairs[:, 1]
+    r = coords[j] - coords[i]
+    blocks = -spring_constant * r[:, :, None] * r[:, None, :] / np.sum(r * r, axis=1)[:, None, None]
+    diagonal = np.zeros((n, 3, 3))
+    np.add.at(diagonal, i, -blocks)
+    np.add.at(diagonal, j, -blocks)
+    beads = np.concatenate([i, j, np.arange(n)]), np.concatenate([j, i, np.arange(n)])
+    values = np.concatenate([blocks, blocks, diagonal])
+    axis = np.arange(3)
+    rows = (3 * beads[0][:, None, None] + axis[None, :, None]).repeat(3, axis=2)
+    cols = (3 * beads[1][:, None, None] + axis[None, None, :]).repeat(3, axis=1)
+    return coo_matrix((values.ravel(), (rows.ravel(), cols.ravel())), shape=(3 * n, 3 * n)).tocsc()
+
+
 def anm_modes(ca_coords: np.ndarray, n_modes: int, cutoff_A: float, spring_constant: float) -> np.ndarray:
     """Lowest ``n_modes`` non-trivial ANM modes as unit vectors of shape (n_modes, N, 3).
 
@@ -78,12 +104,11 @@ def anm_modes(ca_coords: np.ndarray, n_modes: int, cutoff_A: float, spring_const
     positive, which makes the ensemble reproducible across LAPACK builds.
     """
     coords = np.asarray(ca_coords, dtype=np.float64)
-    anm = prody.ANM("reference")
-    sparse = len(coords) > SPARSE_FROM_CA
-    anm.buildHessian(coords, cutoff=cutoff_A, gamma=spring_constant, sparse=sparse)
-    if sparse:
-        _, eigenvectors = lowest_modes_sparse(anm.getHessian(), n_modes)
+    if len(coords) > SPARSE_FROM_CA:
+        _, eigenvectors = lowest_modes_sparse(anm_hessian(coords, cutoff_A, spring_constant), n_modes)
     else:
+        anm = prody.ANM("reference")
+        anm.buildHessian(coords, cutoff=cutoff_A, gamma=spring_constant)
         anm.calcModes(n_modes=n_modes, zeros=False)
         eigenvectors = anm.getEigvecs()
     vectors = np.ascontiguousarray(eigenvectors.T).reshape(n_modes, -1, 3)

@@ -120,7 +120,7 @@ rule predictive_check:
         **SIMULATOR,
         report=dataset_section("report", "mmd_max_points", "mmd_permutations"),
         inference=dataset_section("inference", "device", "batch_size"),
-        whiten=lambda w: DATASETS[w.dataset]["particles"]["whiten"],
+        particles=dataset_section("particles", "whiten", "mask_radius_A"),
         seed=config["seed"],
     script:
         "../../scripts/predictive_check.py"
