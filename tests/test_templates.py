@@ -104,6 +104,10 @@ def test_anm_hessian_equals_prodys_with_pairs_at_the_cutoff_included(adk_ca):
     pair = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 10.0]])
     assert templates.anm_hessian(pair, 10.0, 1.0)[2, 5] == -1.0
     assert templates.anm_hessian(pair, 9.999, 1.0).count_nonzero() == 0
+    # a CA on top of another (overlapping copies) has no spring direction: one clear error, not NaN modes
+    doubled = adk_ca.copy() + adk_ca.copy()
+    with pytest.raises(InputError, match=r"the CA of residues A\d+ and A\d+ sit at the same position \(214 such"):
+        templates.atom_modes(doubled, 2, 15.0, 1.0)
     # rows sum to zero: a rigid translation costs no energy
     row_sums = np.asarray(templates.anm_hessian(coords, 15.0, 1.0).sum(axis=1)).ravel()
     np.testing.assert_allclose(row_sums, 0.0, atol=1e-12)

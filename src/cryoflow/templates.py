@@ -175,6 +175,14 @@ def atom_modes(atoms: prody.AtomGroup, n_modes: int, cutoff_A: float, spring_con
     is_ca = atoms.getNames() == "CA"
     if is_ca.sum() < 3:
         raise InputError("structure: fewer than 3 CA atoms, cannot build a normal-mode model")
+    from scipy.spatial import cKDTree
+
+    overlapping = cKDTree(ref[is_ca]).query_pairs(1e-3, output_type="ndarray")
+    if len(overlapping):  # a spring of zero length has no direction: the Hessian would be NaN
+        label = [f"{c}{r}" for c, r in zip(atoms.getChids()[is_ca], atoms.getResnums()[is_ca])]
+        first, second = overlapping[0]
+        raise InputError(f"structure: the CA of residues {label[first]} and {label[second]} sit at the same position "
+                         f"({len(overlapping)} such pairs: overlapping copies?); select one copy")  # fmt: skip
     ca_vectors = anm_modes(ref[is_ca], n_modes, cutoff_A, spring_constant)
     if is_ca.all():
         return ca_vectors
