@@ -22,6 +22,13 @@ columns = {}
 n_images = particles.read_stack_header(Path(snakemake.input.stack)).n_images
 if len(table) != n_images:
     raise InputError(f"{snakemake.input.star}: {len(table)} particles but {snakemake.input.stack} has {n_images}")
+ctf = None
+if model.ctf_context is not None:  # a CTF-conditioned model: each particle's own CTF from its STAR row
+    ctf, _ = particles.star_ctf(table, np.arange(len(table)))
+    if ctf is None:
+        raise InputError(f"{snakemake.input.star}: no _rlnDefocusU column, which the CTF-conditioned model "
+                         "(train.condition_on_ctf) needs")  # fmt: skip
+    models.check_ctf_in_prior(model, ctf, snakemake.input.star)
 with NpzWriter(snakemake.output.npz) as writer:
     for summary in inference.posterior_stream(
         model,
@@ -33,6 +40,7 @@ with NpzWriter(snakemake.output.npz) as writer:
         seed=snakemake.params.seed + int(snakemake.wildcards.shard),
         device=device,
         label=f"shard {snakemake.wildcards.shard}",
+        ctf=ctf,
     ):
         summary["latent"] = summary["latent"].astype(np.float16)  # halves the archive; ample for UMAP and MMD
         writer.append(**summary)

@@ -41,6 +41,8 @@ tmp_dir.mkdir(parents=True)
 table, stats = [], []
 try:
     for number, ((index, m), header) in enumerate(zip(mine, headers)):
+        ctf = picking.micrograph_ctf(m)
+        models.check_ctf_in_prior(model, {k: np.array([v]) for k, v in ctf.items()}, str(m.path))
         if not low <= m.defocus_A <= high:
             log.warning("%s: defocus %.0f Å is outside the model's prior (%.0f–%.0f Å)", m.path, m.defocus_A, low, high)
         data = micrographs.read(m.path, header)
@@ -48,7 +50,7 @@ try:
             data = -data
         result = picking.evaluate_micrograph(
             model, data, m.pixel_size_A, train_pixel, box, cfg["stride_px"], reference, cfg, device=device,
-            whiten=cfg["whiten"], seed=snakemake.params.seed + index, label=Path(m.name).name,
+            whiten=cfg["whiten"], seed=snakemake.params.seed + index, label=Path(m.name).name, ctf=ctf,
         )  # fmt: skip
         stem = f"{index:05d}_{Path(m.name).stem}"
         for key, values in result["maps"].items():
@@ -60,7 +62,7 @@ try:
         table += picked
         if number == 0:  # example windows of the shard's first micrograph, for the report's figure
             examples = picking.example_windows(model, result, cells[: cfg["figure_windows"]], box, cfg["stride_px"],
-                                               cfg["grid_points"], device)  # fmt: skip
+                                               cfg["grid_points"], device, ctf)  # fmt: skip
             with atomic_path(tmp_dir / "examples.npz") as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, **examples)
         stats.append({"index": index, "micrograph": m.name, "path": str(m.path), "stem": stem,

@@ -19,16 +19,11 @@ table = particles.particle_table(snakemake.input.star)
 rows = np.array(starindex.sample_rows(len(table), params.report["mmd_max_points"], params.seed))
 images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], rows)
 # each particle's own CTF, where its STAR row has one; the prior's otherwise
-columns = {"defocus_u_A": "rlnDefocusU", "defocus_v_A": "rlnDefocusV", "astigmatism_angle_deg": "rlnDefocusAngle",
-           "voltage_kV": "rlnVoltage", "cs_mm": "rlnSphericalAberration", "amplitude_contrast": "rlnAmplitudeContrast",
-           "phase_shift_deg": "rlnPhaseShift", "b_factor_A2": "rlnCtfBfactor"}  # fmt: skip
-ctf = {key: table[column].to_numpy(float)[rows] for key, column in columns.items() if column in table}
-missing = [column for key, column in columns.items() if key not in ctf][:6]
-if "defocus_u_A" not in ctf:
+ctf, missing = particles.star_ctf(table, rows)
+if ctf is None:
     log.warning("%s: no per-particle defocus; the predictive images take the prior's CTF", snakemake.input.star)
-    ctf = None
 elif missing:
-    log.info("CTF columns absent (the prior's values are used): %s", missing)
+    log.info("CTF columns absent (the prior's values are used): %s", missing[:6])
 spectra = preprocess.read_noise_spectra(snakemake.input.noise)
 groups = table["optics_group"].astype(str).to_numpy()[rows]
 # the predictive images' noise spectrum is measured outside the radius the particles' was
@@ -40,8 +35,7 @@ by_group = {g: predictive.PredictiveSimulator(simulator, spectra.get(g), whiten,
 
 
 def latents(batch: np.ndarray) -> np.ndarray:
-    return inference.posterior_batches(model, inference.batched(batch, params.inference["batch_size"]), len(batch),
-                                       grid_points=64, n_samples=1, device=device)["latent"]  # fmt: skip
+    return inference.latents(model, batch, params.inference["batch_size"], device)
 
 
 particle_latents = post["latent"][rows].astype(np.float32)

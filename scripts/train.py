@@ -25,7 +25,7 @@ device = training.select_device(params.train["device"])
 ensemble = pipeline.load_ensemble(snakemake.input.ensemble)
 simulator = pipeline.load_simulator(snakemake.input, config, device=device)
 priors = dataclasses.asdict(simulator.priors)  # as read from priors.json by load_simulator
-model = pipeline.build_model(ensemble, params.train)
+model = pipeline.build_model(ensemble, params.train, simulator.priors)
 log.info("estimator: %d parameters", models.count_parameters(model))
 ensemble_sha256 = sha256_files(snakemake.input.ensemble)
 inputs = snakemake.input

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 import cryoflow.junk
-from cryoflow import diagnostics, inference, models, pipeline, training
+from cryoflow import diagnostics, heldout, inference, models, pipeline, training
 from cryoflow.fileio import atomic_path
 from cryoflow.logs import configure
 
@@ -17,11 +17,8 @@ device = training.select_device(cfg["device"])
 model, _ = models.load_model(snakemake.input.model, device)
 simulator = pipeline.load_simulator(snakemake.input, config, device=device)
 n = cfg["n_simulations"]
-generator = torch.Generator(device=device).manual_seed(seed + 104729)
-with torch.no_grad():
-    theta = simulator.sample_theta(n, generator)
-    nuisance = simulator.sample_nuisance(n, generator)
-    images = simulator.simulate(theta, generator, nuisance).cpu().numpy()
+theta, nuisance, images = heldout.calibration_set(simulator, n, seed)
+images = images.cpu().numpy()
 result = inference.posterior_batches(
     model,
     inference.batched(images, cfg["batch_size"]),
@@ -32,13 +29,13 @@ result = inference.posterior_batches(
     seed=seed,
     device=device,
     label="validate",
+    ctf=nuisance,
 )
 # junk-aware models: held-out images without a centred particle, scored by the particle output
 junk = {}
 if model.particle is not None:
-    junk_generator = torch.Generator(device=device).manual_seed(seed + 15485863)
     with torch.no_grad():
-        rubbish, kind = cryoflow.junk.junk_images(simulator, n, junk_generator)
+        rubbish, kind = cryoflow.junk.junk_images(simulator, n, heldout.junk_generator(simulator, seed))
         found = inference.posterior_batches(
             model,
             inference.batched(rubbish.cpu().numpy(), cfg["batch_size"]),
@@ -47,21 +44,18 @@ if model.particle is not None:
             n_samples=1,
             device=device,
             label="validate junk",
+            ctf=nuisance,  # CTF-conditioned models: any CTF of the prior (only p_particle is read)
         )
     junk = {"junk_p_particle": found["p_particle"], "junk_kind": np.array(cryoflow.junk.KINDS)[kind.cpu().numpy()]}
 # sets at one fixed SNR each (Fig. 2C): θ, poses and CTFs from the prior, the SNR held
 fixed = {"snr": [], "theta_true": [], "samples": [], "mean": [], "std": []}
 for k, snr in enumerate(cfg["fixed_snr"]):
-    fixed_generator = torch.Generator(device=device).manual_seed(seed + 7919 * (k + 1))
-    with torch.no_grad():
-        theta_k = simulator.sample_theta(cfg["n_fixed_snr"], fixed_generator)
-        nuisance_k = simulator.sample_nuisance(cfg["n_fixed_snr"], fixed_generator)
-        nuisance_k["snr"] = torch.full_like(nuisance_k["snr"], float(snr))
-        images_k = simulator.simulate(theta_k, fixed_generator, nuisance_k).cpu().numpy()
+    theta_k, nuisance_k, images_k = heldout.fixed_snr_set(simulator, snr, k, cfg["n_fixed_snr"], seed)
+    images_k = images_k.cpu().numpy()
     post_k = inference.posterior_batches(model, inference.batched(images_k, cfg["batch_size"]), len(images_k),
                                          grid_points=cfg["grid_points"], grid_points_2d=cfg["grid_points_2d"],
                                          n_samples=cfg["n_samples"], seed=seed + k + 1, device=device,
-                                         label=f"validate at SNR {snr}")  # fmt: skip
+                                         label=f"validate at SNR {snr}", ctf=nuisance_k)  # fmt: skip
     for key, value in (("snr", np.full(len(images_k), snr)), ("theta_true", theta_k.cpu().numpy()),
                        ("samples", post_k["samples"]), ("mean", post_k["mean"]), ("std", post_k["std"])):  # fmt: skip
         fixed[key].append(value)

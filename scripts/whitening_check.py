@@ -17,10 +17,12 @@ source = particles.open_dataset(star, snakemake.params.source)
 rows = np.array(starindex.sample_rows(len(source), snakemake.params.n_particles, snakemake.params.seed))
 spectra = preprocess.read_noise_spectra(snakemake.input.noise)
 result = {"rows": rows}
+ctf = particles.star_ctf(source.table, rows)[0] if model.ctf_context is not None else None
 for label, noise in (("whitened", spectra), ("raw", None)):
     images = preprocess.training_grid_images(source, rows, image["box_px"], image["pixel_size_A"], noise)
     batches = inference.batched(images, snakemake.params.inference["batch_size"])
-    post = inference.posterior_batches(model, batches, len(images), grid_points=256, n_samples=1, device=device)
+    post = inference.posterior_batches(model, batches, len(images), grid_points=256, n_samples=1, device=device,
+                                       ctf=ctf)  # fmt: skip
     result[f"latent_{label}"] = post["latent"]
     result[f"mean_{label}"], result[f"std_{label}"] = post["mean"], post["std"]
     log.info("%s: %d particles, median posterior σ %.2f Å", label, len(rows), np.median(post["std"]))

@@ -14,9 +14,10 @@ from cryoflow import particles, starindex
 
 SEED = 2025  # tests/config/tiny.yaml
 DEMO_STAR = Path("results/tiny/datasets/demo/demo/Extract/job007/particles.star")
-MODEL_CHAIN = {"train": 1, "validate": 1, "model_report": 1}
-# what follows the gathered posteriors: the population, the posterior-predictive check, the report
-AFTER_GATHER = {"gather_posteriors": 1, "populations": 1, "predictive_check": 1, "report": 1}
+MODEL_CHAIN = {"train": 1, "validate": 1, "likelihood_reference": 1, "model_report": 1}
+# what follows the gathered posteriors: the population, the posterior-predictive check, the explicit likelihood's
+# agreement, the report
+AFTER_GATHER = {"gather_posteriors": 1, "populations": 1, "predictive_check": 1, "likelihood_agreement": 1, "report": 1}
 DEMO_CHAIN = {"particle_noise": 1, "particles": 2, "whitening_check": 1, "infer": 2, **AFTER_GATHER}
 
 
@@ -40,6 +41,8 @@ RERUNS = [
     ({"particles.whiten": False}, {"particles": 2, "infer": 2, **AFTER_GATHER}),
     ({"datasets.demo.shards": 3}, {"particles": 3, "infer": 3, **AFTER_GATHER}),
     ({"validation.n_simulations": 50}, {"validate": 1, "model_report": 1, "report": 1}),
+    ({"validation.likelihood.refine_levels": 1}, {"likelihood_reference": 1, "model_report": 1, "report": 1}),
+    ({"report.likelihood.n_images": 3}, {"likelihood_agreement": 1}),
     ({"train.steps": 30}, {**MODEL_CHAIN, "infer": 2, "whitening_check": 1, **AFTER_GATHER}),
     ({"datasets.demo.demo.n_particles": 80}, {"demo_particles": 1, **DEMO_CHAIN}),
     ({"simulator.snr_range": [0.1, 1.0]}, {"priors": 1, **MODEL_CHAIN, "demo_particles": 1, **DEMO_CHAIN}),

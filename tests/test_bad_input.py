@@ -173,14 +173,27 @@ def test_star_files_are_written_back_with_the_version_they_came_with(tmp_path, h
         ({"structure.source": "NOTES"}, "/NOTES' has no ATOM/HETATM records and no _atom_site loop"),
         ({"datasets.demo.shards": 200}, "datasets.demo.shards: 200 shards but demo.n_particles is 96"),
         ({"datasets.user.star": "STAR", "datasets.user.shards": 6}, "datasets.user.shards: 6 shards but"),
+        # the explicit likelihood (on in the tiny config): 1-D θ only, memory estimated first, defocus needed
+        ({"templates.theta_dims": 2, "datasets.demo": None}, "validation.likelihood: the explicit likelihood is "
+                                                             "implemented for a 1-D θ"),
+        ({"validation.likelihood.max_memory_gb": 0.001}, "validation.likelihood.max_memory_gb: the marginalized "
+                                                          "grids need about"),
+        ({"simulator.astigmatism_max_A": 200.0}, "validation.likelihood.nuisance: marginalized sums defocus only"),
+        ({"datasets.user.star": "NODF"}, "datasets.user.report.likelihood.nuisance: ctf_known needs each particle's "
+                                         "defocus, and"),
+        ({"datasets.user.star": "NODF", "datasets.user.report": {"likelihood": None}, "train.condition_on_ctf": True},
+         "train.condition_on_ctf: the model needs each particle's defocus"),
     ],
-)
+)  # fmt: skip
 def test_cheap_checks_stop_the_dry_run(tmp_path, data_dir, change, message):
     (tmp_path / "NOTES").write_text("this is not a structure\n")
+    rows = "".join(f"{i}@relion31.mrcs 14 100000\n" for i in (1, 2))
+    (tmp_path / "NODF").write_text("data_\n\nloop_\n_rlnImageName #1\n_rlnDetectorPixelSize #2\n_rlnMagnification #3\n"
+                                   + rows)  # fmt: skip
     shutil.copy(data_dir / "relion31.mrcs", tmp_path)
     star = tmp_path / "relion31.star"
     star.write_text((data_dir / "relion31.star").read_text())
-    change = {k: str(tmp_path / v) if v in ("NOTES", "STAR") else v for k, v in change.items()}
+    change = {k: str(tmp_path / v) if v in ("NOTES", "STAR", "NODF") else v for k, v in change.items()}
     change = {k: str(star) if v == str(tmp_path / "STAR") else v for k, v in change.items()}
     result = snakemake(tmp_path, write_config(tmp_path, **change), "-n", "--cores", "1")
     assert result.returncode != 0 and message in result.stdout + result.stderr
@@ -192,7 +205,8 @@ def test_documented_alternative_forms_run_through_the_workflow(tmp_path, data_di
     """Keys the docs give in more than one form, each in its other form, through the whole workflow:
     a bead-width range with map projection (maps rasterized at its low end), poses near the template's,
     mask radius and chains left to their defaults, heavy-atom beads, a constant learning rate, a
-    wall-time budget, CPU devices, and a user dataset with select, datadir and a pixel-size override."""
+    wall-time budget, CPU devices, a CTF-conditioned estimator, and a user dataset with select, datadir and a
+    pixel-size override (its explicit likelihood with maps and a bead-width range)."""
     (tmp_path / "meta").mkdir()
     (tmp_path / "stacks").mkdir()
     shutil.copy(data_dir / "relion31.mrcs", tmp_path / "stacks")
@@ -211,6 +225,7 @@ def test_documented_alternative_forms_run_through_the_workflow(tmp_path, data_di
         "train.max_hours": 1.0,
         "train.steps": 10,
         "train.device": "cpu",
+        "train.condition_on_ctf": True,
         "inference.device": "cpu",
         "datasets.demo": None,
         "datasets.user": user,
@@ -226,3 +241,7 @@ def test_documented_alternative_forms_run_through_the_workflow(tmp_path, data_di
     assert priors["bead_sigma_range_A"] == [3.0, 5.0] and priors["mask_radius_A"] is None
     summary = json.loads((tmp_path / "results/tiny/datasets/user/report/summary.json").read_text())
     assert summary["n_particles"] == 5 and summary["n_blank_images"] == 0
+    # train.condition_on_ctf: the model reads each particle's defocus from its STAR row
+    card = json.loads((tmp_path / "results/tiny/model/card.json").read_text())
+    assert card["architecture"]["ctf_context"]["features"] == ["defocus_A"]
+    assert (tmp_path / "results/tiny/datasets/user/report/likelihood.json").is_file()

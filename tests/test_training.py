@@ -101,3 +101,31 @@ def test_2d_theta_is_learned_per_coordinate_and_posteriors_cover_the_truth():
         acc = diagnostics.accuracy(post["mean"][:, d], post["q05"][:, d], post["q95"][:, d], theta[:, d].numpy())
         assert acc["pearson_r"] > 0.9, (d, acc)
         assert 0.75 <= acc["coverage_90"] <= 0.99, (d, acc)
+
+
+def test_a_ctf_conditioned_estimator_trains_and_covers_the_truth_given_each_images_defocus():
+    """train.condition_on_ctf: the shell problem with a wide defocus prior; the flow gets each image's defocus,
+    and its posteriors, given the defocus at inference, cover the truth."""
+    torch.manual_seed(0)
+    n = 80
+    unit = torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
+    theta_A = torch.linspace(-4, 4, 5)
+    templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
+    priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), defocus_range_A=(5000, 25000),
+                    bead_sigma_range_A=(3.0, 3.0))  # fmt: skip
+    sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(n), oversample=1), 32, 3.0, priors)
+    model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=16, width=8, transforms=2, hidden_features=(32, 32),
+                                      ctf_context=models.ctf_context_from_priors(priors))  # fmt: skip
+    config = train_settings(steps=200, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100)
+    model, history, _ = training.train(model, sim, config)
+    assert min(row["val_loss"] for row in history) < models.uniform_prior_loss((-4.0, 4.0)) - 0.5
+    generator = torch.Generator().manual_seed(123)
+    theta = sim.sample_theta(300, generator)
+    nuisance = sim.sample_nuisance(300, generator)
+    images = sim.simulate(theta, generator, nuisance).numpy()
+    post = inference.posterior_batches(model, inference.batched(images, 100), 300, grid_points=200, n_samples=100,
+                                       ctf=nuisance)  # fmt: skip
+    acc = diagnostics.accuracy(post["mean"], post["q05"], post["q95"], theta.numpy())
+    assert acc["pearson_r"] > 0.7 and 0.8 <= acc["coverage_90"] <= 0.98
+    with pytest.raises(ValueError, match="condition_on_ctf"):
+        inference.posterior_batches(model, [images[:4]], 4, grid_points=32, n_samples=1)

@@ -15,9 +15,10 @@ import yaml
 from workflow_helpers import SNAKEMAKE, snakemake, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_STAGES = ["structure", "templates", "volumes", "priors", "train", "validate", "model_report"]
+MODEL_STAGES = ["structure", "templates", "volumes", "priors", "train", "validate", "likelihood_reference"]
+MODEL_STAGES += ["model_report"]
 DATASET_STAGES = ["demo_particles", "particle_noise", "particles", "infer", "gather_posteriors", "whitening_check"]
-DATASET_STAGES += ["populations", "report"]
+DATASET_STAGES += ["populations", "likelihood_agreement", "report"]
 STAGES = MODEL_STAGES + DATASET_STAGES
 SHARDED = {"particles", "infer"}  # one job, log and benchmark per shard
 MODEL_DIR = Path("results/tiny")
@@ -91,6 +92,22 @@ def test_tiny_end_to_end_outputs(tiny_run):
         starfile.read(dataset / "inference" / "posterior.star", always_dict=True)["particles"]["rlnImageName"]
     )
     assert all(entry["n"] == 50 and entry["p68_error_sample_A"] > 0 for entry in validation["fixed_snr"])
+    # the explicit-likelihood reference on the first 4 images of each fixed-SNR set, both nuisance modes
+    reference = validation["likelihood_reference"]
+    assert [(e["nuisance"], e["snr"], e["n"]) for e in reference] == [
+        (mode, snr, 4) for mode in ("marginalized", "ctf_known") for snr in (0.1, 0.01)
+    ]
+    for entry in reference:
+        assert entry["exact_mean_std_A"] > 0 and entry["median_kl_exact_to_estimator"] >= 0
+        assert entry["p68_ratio_estimator_to_exact"] > 0 and np.isfinite(entry["median_std_ratio"])
+    exact = np.load(results / "validation" / "likelihood.npz")
+    assert exact["log_likelihood"].shape == (16, 5) and np.all(np.isfinite(exact["log_likelihood"]))
+    fixed = np.load(results / "validation" / "simulations.npz")
+    # the same images as the validation's fixed-SNR sets: the first 4 of each, at the same θ
+    np.testing.assert_allclose(exact["theta_true"][:4], fixed["fixed_snr_theta_true"][:4])
+    np.testing.assert_allclose(exact["theta_true"][4:8], fixed["fixed_snr_theta_true"][50:54])
+    agreement = json.loads((dataset / "report" / "likelihood.json").read_text())
+    assert agreement["n_particles"] == 4 and agreement["likelihood_agreement"]["ctf_known"]["n"] == 4
     assert 0.0 <= summary["sbc_ks_pvalue"] <= 1.0
     card = json.loads((results / "model" / "card.json").read_text())
     assert card["steps_run"] == 40 and card["packages"]["torch"].startswith("2.13")

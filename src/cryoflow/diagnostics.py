@@ -332,3 +332,36 @@ def summarize(
         summary["inference_particles_per_s"] = float(len(post["mean"]) / max(summary["inference_seconds"], 1e-9))
         summary["inference_device"] = ", ".join(sorted({str(d) for d in post["shard_device"]}))
     return summary
+
+
+def _p68(values) -> float:
+    return float(np.percentile(np.abs(values), 68))
+
+
+def likelihood_comparison(ref: dict) -> list[dict]:
+    """Per mode and SNR: the Fig. 2C metrics of the exact posterior and of the estimator on the same images."""
+    out = []
+    for mode in dict.fromkeys(ref["mode"].tolist()):
+        for snr in sorted(set(ref["snr"][ref["mode"] == mode].tolist()), reverse=True):
+            rows = (ref["mode"] == mode) & (ref["snr"] == snr)
+            truth = ref["theta_true"][rows]
+            entry = {"nuisance": mode, "snr": float(snr), "n": int(rows.sum())}
+            for name in ("exact", "estimator"):
+                entry[f"{name}_p68_error_sample_A"] = _p68(ref[f"{name}_samples"][rows][:, 0] - truth)
+                entry[f"{name}_p68_error_mean_A"] = _p68(ref[f"{name}_mean"][rows] - truth)
+                entry[f"{name}_mean_std_A"] = float(np.mean(ref[f"{name}_std"][rows]))
+            entry["median_kl_exact_to_estimator"] = float(np.median(ref["kl_exact_to_estimator"][rows]))
+            entry["median_std_ratio"] = float(np.median(ref["estimator_std"][rows] / ref["exact_std"][rows]))
+            entry["p68_ratio_estimator_to_exact"] = entry["estimator_p68_error_sample_A"] / max(
+                entry["exact_p68_error_sample_A"], 1e-12)  # fmt: skip
+            out.append(entry)
+    return out
+
+
+def likelihood_agreement(ref: dict) -> dict:
+    """Particles: how often the exact and the estimated 90 % intervals do not overlap, and the median KL."""
+    disjoint = (ref["exact_q95"] < ref["estimator_q05"]) | (ref["estimator_q95"] < ref["exact_q05"])
+    return {"n": int(len(disjoint)), "n_disjoint_90": int(disjoint.sum()),
+            "fraction_disjoint_90": float(disjoint.mean()) if len(disjoint) else 0.0,
+            "median_kl_exact_to_estimator": float(np.median(ref["kl_exact_to_estimator"])),
+            "median_std_ratio": float(np.median(ref["estimator_std"] / ref["exact_std"]))}  # fmt: skip

@@ -19,6 +19,7 @@ from cryoflow.models import PosteriorEstimator, memory_format
 from cryoflow.theta import bounds
 
 QUANTILES = (0.05, 0.5, 0.95)
+CTF_KEYS = ("defocus_u_A", "defocus_v_A", "phase_shift_deg")  # what a CTF-conditioned model reads
 
 
 def theta_grid(theta_range_A, grid_points: int) -> np.ndarray:
@@ -119,11 +120,14 @@ def posterior_stream(
     device="cpu",
     label: str = "infer",
     grid_points_2d: int = 32,
+    ctf: dict | None = None,
 ):
     """Yield posterior summaries and latents batch by batch for the images of ``image_batches``.
 
     Nothing is kept between batches, so memory does not grow with the
     number of particles; progress (particles/s, ETA) goes to the log.
+    ``ctf``: per-image CTF values of all ``n_images`` in the simulator's keys
+    (``defocus_u_A`` …), in the batches' order, for a CTF-conditioned model.
     """
     model.eval().to(device)
     model.embedding.to(memory_format=memory_format(model, device))
@@ -131,10 +135,16 @@ def posterior_stream(
     grid_t = torch.as_tensor(grid, dtype=torch.float32, device=device)
     rng = np.random.default_rng(seed)
     progress = Progress(n_images, label, unit="particles")
+    offset = 0
     for batch in image_batches:
         images = torch.as_tensor(np.array(batch, dtype=np.float32), device=device)  # a writable copy
         latent = model.embedding(images)
-        log_density = model.log_prob_grid(latent, grid_t).double().cpu().numpy()
+        features = None
+        if model.ctf_context is not None and ctf is not None:
+            features = model.ctf_features({key: value[offset : offset + len(images)] for key, value in ctf.items()
+                                           if key in CTF_KEYS})  # fmt: skip
+        offset += len(images)
+        log_density = model.log_prob_grid(latent, grid_t, ctf=features).double().cpu().numpy()
         if len(axes) == 1:
             summary = summarize_grid_posterior(log_density, grid, n_samples, rng)
         else:
@@ -155,6 +165,16 @@ def posterior_batches(model: PosteriorEstimator, image_batches, n_images: int, *
     if not parts:
         raise ValueError("no images to run inference on")
     return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+@torch.no_grad()
+def latents(model: PosteriorEstimator, images: np.ndarray, batch_size: int = 256, device="cpu") -> np.ndarray:
+    """The embedding's latents (n, L) of images (n, box, box), in batches."""
+    model.eval().to(device)
+    model.embedding.to(memory_format=memory_format(model, device))
+    out = [model.embedding(torch.as_tensor(np.array(batch, dtype=np.float32), device=device)).float().cpu().numpy()
+           for batch in batched(images, batch_size)]  # fmt: skip
+    return np.concatenate(out) if out else np.zeros((0, model.architecture["latent_dim"]), np.float32)
 
 
 def batched(array, batch_size: int):

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import zuko
 from lampe.inference import NPE
@@ -92,6 +93,7 @@ class PosteriorEstimator(nn.Module):
         transforms: int = 5,
         hidden_features=(256,) * 10 + (128, 64),
         particle_head: bool = False,
+        ctf_context: dict | None = None,
     ):
         super().__init__()
         ranges = bounds(theta_range_A)
@@ -106,6 +108,16 @@ class PosteriorEstimator(nn.Module):
         }
         if particle_head:  # left out otherwise, so model files written before it existed load unchanged
             self.architecture["particle_head"] = True
+        # train.condition_on_ctf: each image's CTF (its features scaled to [-1, 1] over the prior) joins the latent
+        # as the flow's context; left out otherwise, as particle_head is
+        self.ctf_context = None if ctf_context is None else {
+            "features": list(ctf_context["features"]),
+            "low": [float(v) for v in ctf_context["low"]],
+            "high": [float(v) for v in ctf_context["high"]],
+        }  # fmt: skip
+        if self.ctf_context is not None:
+            self.architecture["ctf_context"] = self.ctf_context
+        n_context = latent_dim + (0 if self.ctf_context is None else len(self.ctf_context["features"]))
         centre, scale = 0.5 * (ranges[:, 0] + ranges[:, 1]), 0.5 * (ranges[:, 1] - ranges[:, 0])
         if self.theta_dim == 1:  # scalars, as in 1-D model files written before 2-D θ existed
             centre, scale = centre[0], scale[0]
@@ -113,7 +125,7 @@ class PosteriorEstimator(nn.Module):
         self.register_buffer("theta_scale", torch.tensor(scale, dtype=torch.float32))
         self.embedding = ResNet18Embedding(latent_dim, width, blocks)
         self.npe = NPE(
-            self.theta_dim, latent_dim, build=zuko.flows.NSF, transforms=transforms, hidden_features=hidden_features
+            self.theta_dim, n_context, build=zuko.flows.NSF, transforms=transforms, hidden_features=hidden_features
         )
         # junk-aware models (train.junk_fraction > 0): the logit that the image holds a centred particle
         self.particle = nn.Linear(latent_dim, 1) if particle_head else None
@@ -132,16 +144,42 @@ class PosteriorEstimator(nn.Module):
     def log_jacobian(self) -> torch.Tensor:
         return torch.log(self.theta_scale).sum()
 
-    def log_prob(self, theta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """log q(θ | image) per image, θ (B,) or (B, 2) in Å, images (B, box, box)."""
-        return self.log_prob_latent(theta, self.embedding(images))
+    def ctf_features(self, ctf: dict) -> torch.Tensor | None:
+        """The flow's CTF context (B, F) from per-image values in the simulator's keys (``defocus_u_A``,
+        ``defocus_v_A``, ``phase_shift_deg``): mean defocus, astigmatism (U − V)/2 and phase shift, each
+        scaled to [-1, 1] over the trained prior. None for a model without CTF context."""
+        if self.ctf_context is None:
+            return None
+        u = torch.as_tensor(ctf["defocus_u_A"], dtype=torch.float32)
+        v = torch.as_tensor(ctf.get("defocus_v_A", u), dtype=torch.float32)
+        values = {"defocus_A": 0.5 * (u + v), "astigmatism_A": 0.5 * (u - v),
+                  "phase_shift_deg": torch.as_tensor(ctf.get("phase_shift_deg", torch.zeros_like(u)),
+                                                     dtype=torch.float32)}  # fmt: skip
+        columns = []
+        for name, low, high in zip(self.ctf_context["features"], self.ctf_context["low"], self.ctf_context["high"]):
+            centre, half = 0.5 * (low + high), max(0.5 * (high - low), 1e-6)
+            columns.append((values[name].reshape(-1) - centre) / half)
+        return torch.stack(columns, dim=1).to(self.theta_center.device)
 
-    def log_prob_latent(self, theta: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """log q(θ | latent) per image, θ (B,) or (B, 2) in Å, latents (B, latent_dim)."""
-        return self.npe(self.standardize(theta), latent.float()) - self.log_jacobian()
+    def context(self, latent: torch.Tensor, ctf: torch.Tensor | None = None) -> torch.Tensor:
+        """The flow's context: the latent, and for a CTF-conditioned model its CTF features (``ctf_features``)."""
+        if self.ctf_context is None:
+            return latent.float()
+        if ctf is None:
+            raise ValueError("this model is conditioned on the CTF (train.condition_on_ctf): each image's defocus "
+                             "is needed")  # fmt: skip
+        return torch.cat([latent.float(), ctf.to(latent.device, torch.float32)], dim=1)
+
+    def log_prob(self, theta: torch.Tensor, images: torch.Tensor, ctf: torch.Tensor | None = None) -> torch.Tensor:
+        """log q(θ | image) per image, θ (B,) or (B, 2) in Å, images (B, box, box)."""
+        return self.log_prob_latent(theta, self.embedding(images), ctf)
+
+    def log_prob_latent(self, theta: torch.Tensor, latent: torch.Tensor, ctf: torch.Tensor | None = None):
+        """log q(θ | latent) per image, θ (B,) or (B, 2) in Å, latents (B, latent_dim), CTF features (B, F)."""
+        return self.npe(self.standardize(theta), self.context(latent, ctf)) - self.log_jacobian()
 
     def log_prob_grid(
-        self, latent: torch.Tensor, theta_grid: torch.Tensor, chunk_values: int = 1 << 23
+        self, latent: torch.Tensor, theta_grid: torch.Tensor, chunk_values: int = 1 << 23, ctf=None
     ) -> torch.Tensor:
         """log q(θ | latent) on θ grid points (G,) or (G, 2) for every latent (B, L): shape (B, G).
 
@@ -151,13 +189,14 @@ class PosteriorEstimator(nn.Module):
         transforms), so the networks run per point and particle, over chunks
         of grid points of about ``chunk_values`` network inputs each.
         """
-        distribution = self.npe.flow(latent.float())
+        context = self.context(latent, ctf)
+        distribution = self.npe.flow(context)
         u = self.standardize(theta_grid)[:, None, :]
         if self.theta_dim == 1:
             chunk = len(u)
         else:
-            chunk = max(1, chunk_values // (latent.shape[0] * (latent.shape[1] + self.theta_dim)))
-        parts = [distribution.log_prob(part.expand(-1, latent.shape[0], -1)) for part in torch.split(u, chunk)]
+            chunk = max(1, chunk_values // (context.shape[0] * (context.shape[1] + self.theta_dim)))
+        parts = [distribution.log_prob(part.expand(-1, context.shape[0], -1)) for part in torch.split(u, chunk)]
         return (torch.cat(parts) - self.log_jacobian()).T
 
 
@@ -202,9 +241,38 @@ def load_model(path: str | Path, device="cpu") -> tuple[PosteriorEstimator, dict
         transforms=arch["transforms"],
         hidden_features=tuple(arch["hidden_features"]),
         particle_head=bool(arch.get("particle_head", False)),
+        ctf_context=arch.get("ctf_context"),
     )
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload["metadata"]
+
+
+def ctf_context_from_priors(priors) -> dict:
+    """The CTF features a ``train.condition_on_ctf`` model takes, and their prior ranges: mean defocus always;
+    astigmatism and phase shift where the priors vary them."""
+    features = {"defocus_A": tuple(priors.defocus_range_A)}
+    if priors.astigmatism_max_A > 0:
+        features["astigmatism_A"] = (-priors.astigmatism_max_A, priors.astigmatism_max_A)
+    if priors.phase_shift_range_deg[1] > priors.phase_shift_range_deg[0]:
+        features["phase_shift_deg"] = tuple(priors.phase_shift_range_deg)
+    return {"features": list(features), "low": [v[0] for v in features.values()],
+            "high": [v[1] for v in features.values()]}  # fmt: skip
+
+
+def check_ctf_in_prior(model: PosteriorEstimator, ctf: dict, where: str, tolerance: float = 0.02) -> None:
+    """Refuse images whose CTF lies outside the prior a CTF-conditioned model was trained on (by more than
+    ``tolerance`` of the prior's width), naming the first such value."""
+    if model.ctf_context is None:
+        return
+    features = model.ctf_features(ctf).cpu().numpy()
+    for k, name in enumerate(model.ctf_context["features"]):
+        outside = np.flatnonzero(np.abs(features[:, k]) > 1 + 2 * tolerance)
+        if len(outside):
+            low, high = model.ctf_context["low"][k], model.ctf_context["high"][k]
+            value = low + (features[outside[0], k] + 1) * 0.5 * (high - low)
+            raise InputError(f"{where}, particle {outside[0] + 1}: {name} {value:.6g} lies outside the range "
+                             f"[{low:g}, {high:g}] the CTF-conditioned model was trained on "
+                             f"({len(outside)} particles outside); retrain with a wider simulator prior")  # fmt: skip
 
 
 def count_parameters(model: nn.Module) -> int:

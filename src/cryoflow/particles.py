@@ -149,6 +149,23 @@ def load_particles(path, pixel_size_A=None, select=None) -> ParticleSet:
     return ParticleSet(path, blocks, particle_block_name(blocks, path), table, version)
 
 
+# the simulator's per-image CTF keys and the RELION columns they come from
+CTF_COLUMNS = {"defocus_u_A": "rlnDefocusU", "defocus_v_A": "rlnDefocusV", "astigmatism_angle_deg": "rlnDefocusAngle",
+               "voltage_kV": "rlnVoltage", "cs_mm": "rlnSphericalAberration",
+               "amplitude_contrast": "rlnAmplitudeContrast", "phase_shift_deg": "rlnPhaseShift",
+               "b_factor_A2": "rlnCtfBfactor"}  # fmt: skip
+
+
+def star_ctf(table: pd.DataFrame, rows) -> tuple[dict | None, list[str]]:
+    """Each row's own CTF as the simulator's nuisance keys (arrays), and the RELION columns absent.
+
+    None when the table has no per-particle defocus (``_rlnDefocusU``).
+    """
+    ctf = {key: table[column].to_numpy(float)[rows] for key, column in CTF_COLUMNS.items() if column in table}
+    missing = [column for key, column in CTF_COLUMNS.items() if key not in ctf]
+    return (ctf if "defocus_u_A" in ctf else None), missing
+
+
 def ctf_priors(table: pd.DataFrame, path) -> dict:
     """Prior ranges found in a particle table's CTF and optics columns (RELION names).
 

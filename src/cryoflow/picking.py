@@ -93,8 +93,10 @@ MAP_KEYS = ("theta_mean", "theta_std", "edge_mass", "atypicality_p", "score")
 
 def evaluate_micrograph(model, image: np.ndarray, pixel_A: float, train_pixel_A: float, box: int, stride: int,
                         reference: LatentReference, options: dict, device="cpu", whiten: bool = True,
-                        seed: int = 0, label: str = "micrograph") -> dict:  # fmt: skip
+                        seed: int = 0, label: str = "micrograph", ctf: dict | None = None) -> dict:  # fmt: skip
     """Posterior maps of one micrograph: resample, measure the noise, slide windows, run the network.
+
+    ``ctf`` (``micrograph_ctf``): the micrograph's CTF, which every window shares (CTF-conditioned models).
 
     Returns maps (n_rows, n_cols) for ``MAP_KEYS`` (+ ``p_particle`` for junk-aware models), the
     realized pixel size, the map's pixel and origin in Å (micrograph frame) and timing.
@@ -109,7 +111,7 @@ def evaluate_micrograph(model, image: np.ndarray, pixel_A: float, train_pixel_A:
     for summary in inference.posterior_stream(
         model, window_batches(resampled, box, stride, noise_power, options["batch_size"]), n,
         grid_points=options["grid_points"], grid_points_2d=options["grid_points_2d"], n_samples=1, seed=seed,
-        device=device, label=label,
+        device=device, label=label, ctf=None if ctf is None else {k: np.full(n, v) for k, v in ctf.items()},
     ):  # fmt: skip
         parts.setdefault("theta_mean", []).append(summary["mean"])
         parts.setdefault("theta_std", []).append(summary["std"])
@@ -136,7 +138,14 @@ def evaluate_micrograph(model, image: np.ndarray, pixel_A: float, train_pixel_A:
 
 
 @torch.no_grad()
-def example_windows(model, result: dict, cells, box: int, stride: int, grid_points: int, device="cpu") -> dict:
+def micrograph_ctf(micrograph) -> dict[str, float]:
+    """A ``micrographs.Micrograph``'s CTF in the simulator's keys."""
+    return {"defocus_u_A": micrograph.defocus_u_A, "defocus_v_A": micrograph.defocus_v_A,
+            "phase_shift_deg": micrograph.phase_shift_deg}  # fmt: skip
+
+
+def example_windows(model, result: dict, cells, box: int, stride: int, grid_points: int, device="cpu",
+                    ctf: dict | None = None) -> dict:  # fmt: skip
     """The windows at map pixels ``cells`` [(row, col)] as the network saw them, with their posterior mass
     on the θ grid (1-D θ): for the figure."""
     view = windows(result["resampled"], box, stride)
@@ -149,6 +158,8 @@ def example_windows(model, result: dict, cells, box: int, stride: int, grid_poin
         axes, grid = inference.posterior_grid(model.architecture["theta_range_A"], grid_points, 8)
         model.eval().to(device)
         latent = model.embedding(torch.as_tensor(images, device=device))
-        log_density = model.log_prob_grid(latent, torch.as_tensor(grid, dtype=torch.float32, device=device))
+        features = None if ctf is None else model.ctf_features({k: np.full(len(images), v) for k, v in ctf.items()})
+        log_density = model.log_prob_grid(latent, torch.as_tensor(grid, dtype=torch.float32, device=device),
+                                          ctf=features)  # fmt: skip
         out.update(theta_grid_A=grid, mass=inference.normalized_mass(log_density.double().cpu().numpy()))
     return out

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cryoflow.fileio import InputError
-from cryoflow.models import PosteriorEstimator
+from cryoflow.models import PosteriorEstimator, ctf_context_from_priors
 from cryoflow.projection import AtomTemplates, VolumeTemplates
 from cryoflow.rasterize import map_bead_sigma_A, read_map
 from cryoflow.simulator import Priors, Simulator, noise_filter
@@ -130,7 +130,13 @@ def load_simulator(inputs, config: dict, device="cpu", box_px=None, pixel_size_A
     )
 
 
-def build_model(ensemble: dict, train_cfg: dict) -> PosteriorEstimator:
+def build_model(ensemble: dict, train_cfg: dict, priors: Priors | None = None) -> PosteriorEstimator:
+    """The estimator a ``train`` section describes; ``train.condition_on_ctf`` takes its CTF ranges from ``priors``."""
+    ctf_context = None
+    if train_cfg.get("condition_on_ctf"):
+        if priors is None:
+            raise ValueError("train.condition_on_ctf needs the simulator's priors")
+        ctf_context = ctf_context_from_priors(priors)
     return PosteriorEstimator(
         range_of(ensemble["theta_A"]),
         latent_dim=train_cfg["embedding"]["latent_dim"],
@@ -138,6 +144,7 @@ def build_model(ensemble: dict, train_cfg: dict) -> PosteriorEstimator:
         transforms=train_cfg["flow"]["transforms"],
         hidden_features=tuple(train_cfg["flow"]["hidden_features"]),
         particle_head=train_cfg["junk_fraction"] > 0,
+        ctf_context=ctf_context,
     )
 
 

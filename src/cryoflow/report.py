@@ -219,18 +219,20 @@ def _binned_median(ax, x, y, bins, log=False, color="C3", label="median"):
     ax.legend()
 
 
-def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path, fixed_snr=()) -> None:
+def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path, fixed_snr=(), exact=()) -> None:
     """Held-out simulations: coverage, SBC, accuracy, and posterior width against SNR and view (Fig. 2B/C).
 
     ``coverage`` (L,) or (D, L), ``pits`` and ``ks_pvalues`` lists with one entry per θ coordinate; a
     2-D θ draws each coordinate in its own colour. ``fixed_snr``: ``diagnostics.fixed_snr_accuracy``'s
-    entries, drawn as the paper's 68th-percentile errors per fixed SNR.
+    entries, drawn as the paper's 68th-percentile errors per fixed SNR; ``exact``:
+    ``diagnostics.likelihood_comparison``'s entries, the explicit-likelihood posterior's values drawn
+    over those bars as dashed lines (the paper's Fig. 2C dashed line).
     """
     coverage = np.atleast_2d(coverage)
     n_dims = len(coverage)
     per_dim = [{key: columns(sim[key], n_dims)[d] for key in ("theta_true", "mean", "std")} for d in range(n_dims)]
     fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
-    plot_fixed_snr(axes[0, 3], fixed_snr, n_dims)
+    plot_fixed_snr(axes[0, 3], fixed_snr, n_dims, exact)
     axes[1, 3].set_axis_off()
     ax = axes[0, 0]
     ax.plot([0, 1], [0, 1], color="grey", ls="--")
@@ -302,8 +304,9 @@ def plot_populations(means: list, estimates: list, path) -> None:
     _save(fig, path)
 
 
-def plot_fixed_snr(ax, fixed_snr, n_dims: int) -> None:
-    """Grouped bars per fixed SNR: 68th percentile of |sample − truth| and |mean − truth|, mean σ."""
+def plot_fixed_snr(ax, fixed_snr, n_dims: int, exact=()) -> None:
+    """Grouped bars per fixed SNR: 68th percentile of |sample − truth| and |mean − truth|, mean σ; the exact
+    posterior's values (``exact``, on the first images of each set) as dashed lines, one style per nuisance mode."""
     if not fixed_snr:
         ax.set_axis_off()
         return
@@ -318,6 +321,17 @@ def plot_fixed_snr(ax, fixed_snr, n_dims: int) -> None:
             label = text if n_dims == 1 else f"{text} ({theta_label(d, n_dims)})"
             ax.bar(np.arange(len(fixed_snr)) + offset, values, width, label=label, color=f"C{j}",
                    alpha=1.0 - 0.4 * d)  # fmt: skip
+    snrs = [entry["snr"] for entry in fixed_snr]
+    styles = {"marginalized": "--", "ctf_known": ":"}
+    for entry in exact if n_dims == 1 else ():
+        if entry["snr"] not in snrs:
+            continue
+        for j, (key, _) in enumerate(keys):
+            x = snrs.index(entry["snr"]) + j * width
+            ax.hlines(entry["exact_" + key], x - width / 2, x + width / 2, colors="k",
+                      linestyles=styles.get(entry["nuisance"], "--"))  # fmt: skip
+    for mode in dict.fromkeys(e["nuisance"] for e in exact if e["snr"] in snrs):
+        ax.plot([], [], color="k", ls=styles.get(mode, "--"), label=f"exact likelihood ({mode.replace('_', ' ')})")
     ax.set_xticks(np.arange(len(fixed_snr)) + 0.4 - width / 2, [f"SNR {e['snr']:g}" for e in fixed_snr])
     ax.set_ylabel("Å")
     ax.set_title("accuracy at fixed SNR (Fig. 2C)")

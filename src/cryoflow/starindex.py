@@ -116,6 +116,11 @@ class DatasetIndex:
     star: Path
     stack_names: list[str]  # per selected particle
     groups: list[str]  # per selected particle
+    columns: tuple[str, ...] = ()  # the particle table's columns (RELION names; a .cs file's own fields)
+
+    def has_defocus(self) -> bool:
+        """Whether each particle carries a fitted defocus (``_rlnDefocusU``, or ``ctf/df1_A`` of a .cs file)."""
+        return bool({"rlnDefocusU", "ctf/df1_A"} & set(self.columns))
 
     def __len__(self) -> int:
         return len(self.stack_names)
@@ -136,7 +141,7 @@ def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) 
     keep = select_rows(columns, len(rows), select, path)
     groups = group_labels(columns, len(rows), pixel_size_A)
     stacks = [name.split("@", 1)[1] if "@" in name else name for name in columns[IMAGE_NAME]]
-    return DatasetIndex(path, [stacks[i] for i in keep], [groups[i] for i in keep])
+    return DatasetIndex(path, [stacks[i] for i in keep], [groups[i] for i in keep], tuple(names))
 
 
 def index_cs(path: str | Path) -> DatasetIndex | None:
@@ -156,7 +161,7 @@ def index_cs(path: str | Path) -> DatasetIndex | None:
         raise InputError(f"{path}: not a cryoSPARC particle export with blob/path ({err})") from err
     names = records.dtype.names or ()
     groups = records["ctf/exp_group_id"].astype(int).astype(str) if "ctf/exp_group_id" in names else ["1"] * len(stacks)
-    return DatasetIndex(path, [s[1:] if s.startswith(">") else s for s in stacks], list(groups))
+    return DatasetIndex(path, [s[1:] if s.startswith(">") else s for s in stacks], list(groups), tuple(names))
 
 
 def shard_rows(n: int, n_shards: int) -> list[range]:

@@ -6,7 +6,8 @@ clipping. A fixed, seeded validation set is scored every ``validate_every``
 steps; the estimator with the lowest validation loss is returned, with the
 last state. The budget is ``steps``, or less when ``max_hours`` of wall time
 run out first. On CUDA the image embedding runs under bfloat16 autocast
-(``mixed_precision``); the flow stays in float32. With ``junk_fraction`` > 0
+(``mixed_precision``); the flow stays in float32. A model with CTF context
+(``train.condition_on_ctf``) gets each image's defocus as well. With ``junk_fraction`` > 0
 part of each batch holds no centred particle (``cryoflow.junk``): the flow
 learns from the particles only, the model's particle output from all.
 """
@@ -88,20 +89,30 @@ def device_name(device: torch.device) -> str:
 
 
 @torch.no_grad()
-def mean_negative_log_prob(model, theta, images, batch_size: int = 256) -> float:
-    """Mean −log q(θ | image) over a fixed set, in batches, model in eval mode."""
+def mean_negative_log_prob(model, theta, images, batch_size: int = 256, ctf=None) -> float:
+    """Mean −log q(θ | image) over a fixed set, in batches, model in eval mode (``ctf``: CTF features (n, F))."""
     was_training = model.training
     model.eval()
     total = 0.0
     for start in range(0, len(theta), batch_size):
-        total += -model.log_prob(theta[start : start + batch_size], images[start : start + batch_size]).sum().item()
+        part = slice(start, start + batch_size)
+        total += -model.log_prob(theta[part], images[part], None if ctf is None else ctf[part]).sum().item()
     model.train(was_training)
     return total / len(theta)
 
 
-def make_validation_set(simulator: Simulator, n: int, seed: int):
+@torch.no_grad()
+def simulated_batch(model: PosteriorEstimator, simulator: Simulator, n: int, generator):
+    """θ, images and the model's CTF features (None without CTF context) of ``n`` draws from the prior."""
+    theta = simulator.sample_theta(n, generator)
+    nuisance = simulator.sample_nuisance(n, generator)
+    images = simulator.simulate(theta, generator, nuisance)
+    return theta, images, model.ctf_features(nuisance)
+
+
+def make_validation_set(model: PosteriorEstimator, simulator: Simulator, n: int, seed: int):
     generator = torch.Generator(device=simulator.device).manual_seed(seed + 7919)
-    return simulator.sample(n, generator)
+    return simulated_batch(model, simulator, n, generator)
 
 
 def train(
@@ -123,7 +134,7 @@ def train(
     model.to(device, memory_format=memory_format(model, device)).train()
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    val_theta, val_images = make_validation_set(simulator, config.validation_size, config.seed)
+    val_theta, val_images, val_ctf = make_validation_set(model, simulator, config.validation_size, config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     if config.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -158,14 +169,14 @@ def train(
     for step in range(start, config.steps + 1):
         t0 = time.perf_counter()
         with torch.no_grad():
-            theta, images = simulator.sample(config.batch_size - n_junk, generator)
+            theta, images, ctf = simulated_batch(model, simulator, config.batch_size - n_junk, generator)
             if n_junk:
                 images = torch.cat([images, junk.junk_images(simulator, n_junk, generator)[0]])
         t_images += time.perf_counter() - t0
         n_images += config.batch_size
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             latent = model.embedding(images)
-        loss = -model.log_prob_latent(theta, latent[: len(theta)]).mean()
+        loss = -model.log_prob_latent(theta, latent[: len(theta)], ctf).mean()
         if n_junk:  # the flow learns from particles only; the particle output from all
             logit = model.particle_logit(latent)
             particle_loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, is_particle)
@@ -180,7 +191,7 @@ def train(
         n_running += 1
         out_of_time = time.monotonic() > deadline
         if step % config.validate_every == 0 or step == config.steps or out_of_time:
-            val_loss = mean_negative_log_prob(model, val_theta, val_images)
+            val_loss = mean_negative_log_prob(model, val_theta, val_images, ctf=val_ctf)
             row = {
                 "step": step,
                 "train_loss": running / n_running,

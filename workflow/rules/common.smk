@@ -59,6 +59,13 @@ def model_card(wildcards=None):
     )
 
 
+def likelihood_reference_input(wildcards=None):
+    """The explicit-likelihood reference, where validation.likelihood asks for it."""
+    if config["validation"]["likelihood"] is None:
+        return {}
+    return {"likelihood": f"{M}/validation/likelihood.npz"}
+
+
 def template_inputs(wildcards=None):
     """The reference; with templates.method: md, the prepared structure and its trajectory as well."""
     inputs = {"pdb": f"{M}/structure/reference.pdb"}
@@ -123,6 +130,17 @@ def dataset_index(name):
     if len(index) < ds["shards"]:
         raise WorkflowError(
             f"datasets.{name}.shards: {ds['shards']} shards but {ds['star']} has {len(index)} particles"
+        )
+    likelihood = ds["report"]["likelihood"]
+    if likelihood and "ctf_known" in likelihood["nuisance"] and not index.has_defocus():
+        raise WorkflowError(
+            f"datasets.{name}.report.likelihood.nuisance: ctf_known needs each particle's defocus, "
+            f"and {ds['star']} has no _rlnDefocusU column"
+        )
+    if config["train"]["condition_on_ctf"] and not index.has_defocus():
+        raise WorkflowError(
+            f"train.condition_on_ctf: the model needs each particle's defocus, and datasets.{name} "
+            f"({ds['star']}) has no _rlnDefocusU column"
         )
     return index
 
@@ -281,5 +299,10 @@ def final_outputs():
         expand(f"{M}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
     ]
     outputs += expand(f"{D}/report/summary.json", dataset=list(DATASETS))
+    outputs += [
+        f"{D}/report/likelihood.json".format(dataset=name)
+        for name, ds in DATASETS.items()
+        if ds["report"]["likelihood"] is not None
+    ]
     outputs += expand(f"{G}/report/summary.json", mset=list(MICROGRAPH_SETS))
     return outputs

@@ -24,6 +24,8 @@ if SRC not in _pythonpath.split(os.pathsep):
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
+# standard library only, importable once src/ is on the path
+from cryoflow import gridsize  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 # as cryoflow.structure.PDB_ID_PATTERN: 4-character or extended PDB ids
@@ -307,6 +309,19 @@ def check_config(cfg):
     vol.setdefault("box_vox", cfg["image"]["box_px"])
     if cfg["model"]["trained"]:
         check_trained_model(cfg)
+    blocks = [("validation.likelihood", cfg["validation"]["likelihood"])]
+    blocks += [
+        (
+            f"datasets.{name}.report.likelihood",
+            dataset_settings(cfg, name)["report"]["likelihood"],
+        )
+        for name in cfg["datasets"]
+    ]
+    for where, block in blocks:
+        if block is not None:
+            problems = gridsize.likelihood_problems(block, where, cfg)
+            if problems:
+                raise ConfigError("\n".join(problems))
     return cfg
 
 
@@ -316,6 +331,12 @@ def dataset_settings(cfg, name):
     out = {k: v for k, v in ds.items() if k not in DATASET_SECTIONS}
     for section in DATASET_SECTIONS:
         out[section] = merged(cfg[section], ds.get(section))
+    # a dataset's own likelihood block over the shared null default
+    if isinstance(out["report"].get("likelihood"), dict):
+        schema = full_schema()
+        fill_defaults(
+            schema["definitions"]["likelihood"], out["report"]["likelihood"], schema
+        )
     return out
 
 

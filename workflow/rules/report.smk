@@ -93,6 +93,37 @@ rule populations:
         "../../scripts/populations.py"
 
 
+rule likelihood_agreement:
+    input:
+        unpack(simulator_inputs),
+        model=model_file(),
+        star=rules.gather_posteriors.output.star,
+        posterior=rules.gather_posteriors.output.npz,
+        stacks=lambda w: expand(
+            rules.particles.output.stack, dataset=w.dataset, shard=shard_ids(w.dataset)
+        ),
+    output:
+        summary=f"{D}/report/likelihood.json",
+        npz=f"{D}/report/likelihood.npz",
+    log:
+        f"{DLOG}/likelihood_agreement.log",
+    benchmark:
+        f"{DBENCH}/likelihood_agreement.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: all_cores()
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        **SIMULATOR,
+        likelihood=dataset_section("report", "likelihood"),
+        inference=dataset_section("inference", "device", "grid_points"),
+        seed=config["seed"],
+    script:
+        "../../scripts/likelihood_agreement.py"
+
+
 rule predictive_check:
     input:
         unpack(simulator_inputs),

@@ -1,5 +1,12 @@
 # the simulator's settings as the rules that build it read them
 SIMULATOR = {key: config[key] for key in ("image", "simulator")}
+# train keys added later are left out at their default (off), so a model trained before they existed
+# is not retrained on an upgrade
+TRAIN = {
+    key: value
+    for key, value in config["train"].items()
+    if key != "condition_on_ctf" or value
+}
 
 
 rule priors:
@@ -56,7 +63,7 @@ rule train:
     params:
         **SIMULATOR,
         seed=config["seed"],
-        train=config["train"],
+        train=TRAIN,
         model_name=MODEL,
         recipe=TEMPLATE_RECIPE,
         card_config={
@@ -86,14 +93,52 @@ rule validate:
         runtime=60,
     params:
         **SIMULATOR,
-        validation=config["validation"],
+        validation={k: v for k, v in config["validation"].items() if k != "likelihood"},
         seed=config["seed"],
     script:
         "../../scripts/validate.py"
 
 
+rule likelihood_reference:
+    input:
+        unpack(simulator_inputs),
+        model=model_file(),
+    output:
+        npz=f"{M}/validation/likelihood.npz",
+    log:
+        f"{MLOG}/likelihood_reference.log",
+    benchmark:
+        f"{MBENCH}/likelihood_reference.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: all_cores()
+    resources:
+        mem_mb=lambda w: int(
+            1024 * config["validation"]["likelihood"]["max_memory_gb"]
+        )
+        + 2000,
+        runtime=240,
+    params:
+        **SIMULATOR,
+        validation={
+            key: config["validation"][key]
+            for key in (
+                "fixed_snr",
+                "n_fixed_snr",
+                "grid_points",
+                "n_samples",
+                "device",
+                "likelihood",
+            )
+        },
+        seed=config["seed"],
+    script:
+        "../../scripts/likelihood_reference.py"
+
+
 rule model_report:
     input:
+        unpack(likelihood_reference_input),
         simulations=rules.validate.output.npz,
         ensemble=rules.templates.output.ensemble,
         card=model_card(),

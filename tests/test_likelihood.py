@@ -1,0 +1,194 @@
+"""The explicit-likelihood reference: closed form, exact sums, grids and the posterior it gives."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+from scipy import integrate, special
+
+from cryoflow import likelihood
+from cryoflow.projection import AtomTemplates
+from cryoflow.simulator import Priors, Simulator, uniform_rotations
+
+
+def grid(**overrides) -> likelihood.GridSettings:
+    """GridSettings with the schema's likelihood defaults, ``overrides`` on top."""
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    defaults = {k: v["default"] for k, v in schema["definitions"]["likelihood"]["properties"].items()}
+    defaults = {k: v for k, v in defaults.items() if k not in ("n_images", "nuisance")}
+    defaults["orientations"] = tuple(defaults["orientations"])
+    return likelihood.GridSettings(**{**defaults, **overrides})
+
+
+def test_log_evidence_matches_numerical_integration_over_scale_offset_and_noise():
+    """∫∫∫ N(I | N·P + μ, σ²) dN dμ dσ/σ by quadrature on a 6-pixel image equals the closed form."""
+    rng = np.random.default_rng(0)
+    projection = rng.normal(size=6)
+    image = 1.7 * projection + 0.4 + 0.8 * rng.normal(size=6)
+    n = len(image)
+    # all three numerically on a fine grid (trapezoid; the integrand is smooth and vanishes at the ends):
+    # σ on a log scale (dσ/σ = d log σ), N and μ over ±8 around the least-squares fit
+    design = np.stack([projection, np.ones(n)], 1)
+    fit, *_ = np.linalg.lstsq(design, image, rcond=None)
+    scale = np.linspace(fit[0] - 8, fit[0] + 8, 241)[:, None, None]
+    mu = np.linspace(fit[1] - 8, fit[1] + 8, 241)[None, :, None]
+    log_sigma = np.linspace(-6.0, 3.0, 541)[None, None, :]
+    coo, coc, co = image @ image, image @ projection, image.sum()
+    ccc, cc = projection @ projection, projection.sum()
+    squares = coo - 2 * scale * coc - 2 * mu * co + scale**2 * ccc + 2 * scale * mu * cc + n * mu**2
+    log_density = -0.5 * squares * np.exp(-2 * log_sigma) - n * (log_sigma + 0.5 * math.log(2 * math.pi))
+    value = integrate.trapezoid(
+        integrate.trapezoid(integrate.trapezoid(np.exp(log_density), log_sigma[0, 0], axis=2), mu[0, :, 0], axis=1),
+        scale[:, 0, 0],
+    )
+    closed = likelihood.log_evidence(
+        image @ projection, image.sum(), image @ image, projection.sum(), projection @ projection, n
+    )
+    assert closed == pytest.approx(math.log(value), abs=2e-3)
+    # and the closed form only depends on the projection up to scale and offset
+    shifted = likelihood.log_evidence(
+        image @ (3 * projection + 1),
+        image.sum(),
+        image @ image,
+        (3 * projection + 1).sum(),
+        (3 * projection + 1) @ (3 * projection + 1),
+        n,
+    )
+    assert shifted - closed == pytest.approx(-math.log(3), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def adk_simulator(adk_ca):
+    """Three adenylate-kinase-like templates (a breathing motion of 4AKE's CA), 24-px images at 3 Å."""
+    coords = torch.as_tensor(adk_ca.getCoords(), dtype=torch.float32)
+    centre = coords.mean(0)
+    templates = torch.stack([centre + (coords - centre) * (1 + 0.06 * k) for k in (-1, 0, 1)])
+    priors = Priors(
+        theta_range_A=(-3.0, 3.0),
+        shift_max_A=0.0,
+        defocus_range_A=(8000.0, 16000.0),
+        b_factor_range_A2=(0.0, 80.0),
+        snr_range=(0.5, 0.5),
+        bead_sigma_range_A=(3.0, 3.0),
+        mask_radius_A=30.0,
+    )
+    return Simulator(AtomTemplates(templates, [-3.0, 0.0, 3.0], torch.ones(len(coords)), oversample=2), 24, 3.0, priors)
+
+
+def direct_log_likelihood(sim, image, rotations, nuisance, index):
+    """The exact sum over a discrete pose set by brute force: real-space images, least squares per pose."""
+    out = []
+    n = image.size
+    for t in sim.templates.theta_A:
+        terms = []
+        for rot in rotations:
+            one = {key: value[index : index + 1] for key, value in nuisance.items()}
+            one["rotation"], one["shift_A"] = rot[None], torch.zeros(1, 2)
+            p = sim.noiseless(t[None], one)[0].double().numpy().reshape(-1)
+            design = np.stack([p, np.ones(n)], 1)
+            fit, *_ = np.linalg.lstsq(design, image.reshape(-1), rcond=None)
+            residual = np.sum((image.reshape(-1) - design @ fit) ** 2)
+            det = np.linalg.det(design.T @ design)
+            terms.append(
+                -0.5 * np.log(det)
+                - 0.5 * (n - 2) * np.log(0.5 * residual)
+                + (1 - 0.5 * n) * np.log(2 * np.pi)
+                + np.log(0.5)
+                + special.gammaln(0.5 * (n - 2))
+            )
+        out.append(special.logsumexp(terms) - np.log(len(rotations)))
+    return np.array(out)
+
+
+def test_sum_over_a_discrete_pose_set_is_exact(adk_simulator):
+    """Images simulated at poses from a set of 5: the engine's sum over that set equals the direct one."""
+    sim = adk_simulator
+    g = torch.Generator().manual_seed(1)
+    rotations = uniform_rotations(5, g)
+    n = 4
+    nuisance = sim.sample_nuisance(n, g)
+    nuisance["rotation"] = rotations[torch.tensor([0, 2, 4, 1])]
+    theta = torch.tensor([-3.0, 0.0, 3.0, 0.0])
+    images = sim.simulate(theta, g, nuisance).double().numpy()
+    settings = grid(known=likelihood.KNOWABLE, refine_levels=0)
+    engine = likelihood.ExplicitLikelihood(sim, settings, rotations=rotations)
+    found = engine.log_likelihood(images.astype(np.float32), nuisance)["log_likelihood"]
+    for b in range(n):
+        expected = direct_log_likelihood(sim, images[b], rotations, nuisance, b)
+        assert np.allclose(found[b], expected, atol=2e-2), (b, found[b], expected)
+
+
+def test_defocus_grid_converges_to_known_defocus_within_its_prior(adk_simulator):
+    """Marginalizing defocus on a fine grid gives at least the mass near the truth: log p ≥ known − log(range)."""
+    sim = adk_simulator
+    g = torch.Generator().manual_seed(5)
+    rotations = uniform_rotations(3, g)
+    nuisance = sim.sample_nuisance(2, g)
+    nuisance["rotation"] = rotations[:2]
+    images = sim.simulate(torch.tensor([0.0, 3.0]), g, nuisance).numpy()
+    known = likelihood.ExplicitLikelihood(sim, grid(known=likelihood.KNOWABLE, refine_levels=0), rotations=rotations)
+    coarse, fine = (
+        likelihood.ExplicitLikelihood(
+            sim,
+            grid(known=("b_factor", "bead_sigma"), defocus_points=k, refine_levels=0),
+            rotations=rotations,
+        ).log_likelihood(images, nuisance)["log_likelihood"]
+        for k in (32, 64)
+    )
+    exact = known.log_likelihood(images, nuisance)["log_likelihood"]
+    assert np.abs(fine - coarse).max() < 0.1  # the defocus sum has converged
+    # marginal over a uniform prior of width 8000 Å ≤ the peak value: the known-defocus likelihood bounds it
+    assert np.all(fine <= exact + 1e-3)
+    assert np.all(fine.argmax(1) == exact.argmax(1))
+
+
+def test_so3_cells_are_equal_volume_and_refinement_keeps_the_measure():
+    centres, width = likelihood.so3_cells(8, 4, 8)
+    rot = likelihood.euler_matrices(centres)
+    assert torch.allclose(rot @ rot.transpose(1, 2), torch.eye(3, dtype=rot.dtype).expand_as(rot), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(len(rot), dtype=rot.dtype))
+    # Haar: cos β uniform, so the rotated z axis' z component R[2, 2] = cos β has mean 0 and E[cos²] = 1/3
+    # (the midpoint rule on 4 cells of cos β gives 1/3 − w²/12 = 0.3125 exactly, on 32 cells 1/3 − 1/3072)
+    assert rot[:, 2, 2].mean().abs() < 1e-12
+    assert (rot[:, 2, 2] ** 2).mean() == pytest.approx(0.3125, abs=1e-12)
+    fine = likelihood.euler_matrices(likelihood.so3_cells(4, 32, 4)[0])
+    assert (fine[:, 2, 2] ** 2).mean() == pytest.approx(1 / 3 - 1 / 3072, abs=1e-12)
+    assert fine[:, 0, 0].mean().abs() < 1e-12 and (fine**2).mean(0).sub(1 / 3).abs().max() < 1e-3
+    kids = likelihood.children(centres[:3], width.expand(3, 3))
+    assert kids.shape == (24, 3)
+    # children tile their parent: their mean is the parent's centre
+    assert torch.allclose(kids.reshape(3, 8, 3).mean(1), centres[:3])
+
+
+def test_refined_posterior_concentrates_on_the_truth(adk_simulator):
+    """Uniform SO(3) poses, defocus and B marginalized: the exact posterior picks the simulated template."""
+    sim = adk_simulator
+    g = torch.Generator().manual_seed(11)
+    theta = torch.tensor([-3.0, 0.0, 3.0, -3.0, 3.0, 0.0])
+    nuisance = sim.sample_nuisance(len(theta), g)
+    images = sim.simulate(theta, g, nuisance).numpy()
+    settings = grid(orientations=(8, 4, 8), refine_top=4, refine_levels=4, defocus_points=4, b_factor_points=2)
+    out = likelihood.ExplicitLikelihood(sim, settings).log_likelihood(images)
+    assert np.all(out["log_likelihood"].argmax(1) == [0, 1, 2, 0, 2, 1])
+    # the coarse grid alone is off by nats; one more level of refinement changes the best template's value little
+    best = out["log_likelihood"].max(1)
+    assert np.abs(out["log_likelihood_coarse"].max(1) - best).max() > 1.0
+    settings.refine_levels = 5
+    finer = likelihood.ExplicitLikelihood(sim, settings).log_likelihood(images)["log_likelihood"]
+    assert np.median(np.abs(finer.max(1) - best)) < 0.5
+    assert np.all(out["n_cells"] == 8 * 4 * 8 + 4 * 4 * 7)
+    theta_grid = np.linspace(-2.9, 2.9, 30)
+    log_post = likelihood.posterior_on_grid(out["log_likelihood"], [-3.0, 0.0, 3.0], theta_grid)
+    assert np.all(np.abs(theta_grid[log_post.argmax(1)] - theta.numpy()) < 0.3)
+    assert np.allclose(likelihood.kl_divergence(log_post, log_post), 0.0)
+
+
+def test_grids_too_large_for_memory_are_refused_before_allocation(adk_simulator):
+    settings = grid(orientations=(64, 32, 64), max_memory_gb=0.5)
+    with pytest.raises(likelihood.LikelihoodError, match="max_memory_gb"):
+        likelihood.ExplicitLikelihood(adk_simulator, settings)
+    with pytest.raises(likelihood.LikelihoodError, match="known"):
+        likelihood.ExplicitLikelihood(adk_simulator, grid(known=("defocus",)))
