@@ -9,7 +9,7 @@ SNR, the share of images whose per-template log-likelihoods all change by
 less than 0.1 nats (all templates, and those holding ≥ 1 % of the posterior),
 and the median and 95th percentile of the largest change.
 
-    python bench/likelihood_grid.py [--results results/demo] [--n 20] [--snr 0.1 0.01] [--threads 2] [--heavy]
+    python bench/likelihood_grid.py [--results results/demo] [--n 16] [--snr 0.1 0.01] [--threads 2] [--heavy]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from cryoflow import heldout, likelihood, pipeline, reference  # noqa: E402
 REFINEMENTS = {
     "refine_levels + 2": {"refine_levels": 2},
     "refine_top × 2": {"refine_top": 2},
-    "shift 5 → 9, defocus and B points × 2": {"shift_points": 2, "defocus_points": 2, "b_factor_points": 2},
+    "shift points + 2 per axis, defocus points × 2": {"shift_points": 2, "defocus_points": 2},
 }
 HEAVY = {"coarse orientations × 8 (2 per axis)": {"orientations": 2}}  # with --heavy
 
@@ -49,7 +49,7 @@ def refined(cfg: dict, change: dict) -> dict:
         elif key == "orientations":
             out[key] = [factor * v for v in out[key]]
         elif key == "shift_points":
-            out[key] = 2 * out[key] - 1  # keeps the midpoint grid's centre (zero shift) for odd counts
+            out[key] += factor  # odd counts keep the midpoint grid's centre (zero shift)
         else:
             out[key] *= factor
     return out
@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="results/demo")
     parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--snr", type=float, nargs="+", default=[0.1, 0.01])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--heavy", action="store_true", help="also a coarse grid 8× finer (about 8× the time)")

@@ -331,11 +331,13 @@ def plot_fixed_snr(ax, fixed_snr, n_dims: int, exact=()) -> None:
             ax.hlines(entry["exact_" + key], x - width / 2, x + width / 2, colors="k",
                       linestyles=styles.get(entry["nuisance"], "--"))  # fmt: skip
     for mode in dict.fromkeys(e["nuisance"] for e in exact if e["snr"] in snrs):
-        ax.plot([], [], color="k", ls=styles.get(mode, "--"), label=f"exact likelihood ({mode.replace('_', ' ')})")
+        n = min(e["n"] for e in exact if e["nuisance"] == mode)
+        text = f"exact likelihood, {mode.replace('_', ' ')} (first {n} images)"
+        ax.plot([], [], color="k", ls=styles.get(mode, "--"), label=text)
     ax.set_xticks(np.arange(len(fixed_snr)) + 0.4 - width / 2, [f"SNR {e['snr']:g}" for e in fixed_snr])
     ax.set_ylabel("Å")
     ax.set_title("accuracy at fixed SNR (Fig. 2C)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7 if exact else 8, loc="upper left")
 
 
 def plot_examples(images, post: dict, indices, path) -> None:
