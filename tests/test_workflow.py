@@ -154,8 +154,9 @@ def test_tiny_2d_theta_end_to_end(tmp_path):
         {"theta_A": [-3.5, -2.0], "sd_A": 0.4, "weight": 0.7},
         {"theta_A": [3.0, 2.5], "sd_A": 0.4, "weight": 0.3},
     ]
+    # the explicit likelihood (on in the tiny config) is 1-D only: off here
     changes = {"templates.theta_dims": 2, "datasets.demo.demo.populations": populations,
-               "inference.grid_points_2d": 16}  # fmt: skip
+               "inference.grid_points_2d": 16, "validation.likelihood": None, "report.likelihood": None}  # fmt: skip
     result = snakemake(tmp_path, write_config(tmp_path, **changes), "--cores", "2")
     assert result.returncode == 0, result.stderr[-5000:]
     results, dataset = tmp_path / MODEL_DIR, tmp_path / DEMO_DIR

@@ -267,7 +267,7 @@ class ExplicitLikelihood:
         return torch.stack(rows)  # the whitening is on the projections already
 
     def image_terms(self, image: torch.Tensor, filters: torch.Tensor):
-        """The image's matrix (J·S, 2K) for the cross terms, its sums, and the filters' Σ F² weights (J, K)."""
+        """The image's matrix (J·S, 2K) for the cross terms with every filter and shift, Σ I and Σ I²."""
         if self.whitening is not None:
             image = torch.fft.irfft2(
                 torch.fft.rfft2(image) * self.whitening.reshape(self.box, -1), s=(self.box, self.box)

@@ -137,13 +137,13 @@ def evaluate_micrograph(model, image: np.ndarray, pixel_A: float, train_pixel_A:
     }
 
 
-@torch.no_grad()
 def micrograph_ctf(micrograph) -> dict[str, float]:
     """A ``micrographs.Micrograph``'s CTF in the simulator's keys."""
     return {"defocus_u_A": micrograph.defocus_u_A, "defocus_v_A": micrograph.defocus_v_A,
             "phase_shift_deg": micrograph.phase_shift_deg}  # fmt: skip
 
 
+@torch.no_grad()
 def example_windows(model, result: dict, cells, box: int, stride: int, grid_points: int, device="cpu",
                     ctf: dict | None = None) -> dict:  # fmt: skip
     """The windows at map pixels ``cells`` [(row, col)] as the network saw them, with their posterior mass
