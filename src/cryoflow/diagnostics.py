@@ -246,6 +246,11 @@ def particle_output_accuracy(p_particles: np.ndarray, p_junk: np.ndarray, junk_k
     return out
 
 
+def _p68(values) -> float:
+    """The 68th percentile of |values| (the paper's Fig. 2C accuracy)."""
+    return float(np.percentile(np.abs(values), 68))
+
+
 def fixed_snr_accuracy(sim: dict) -> list[dict]:
     """The paper's accuracy (Fig. 2C) on held-out sets at one fixed SNR each.
 
@@ -265,8 +270,8 @@ def fixed_snr_accuracy(sim: dict) -> list[dict]:
             sample = columns(sim["fixed_snr_samples"][rows][:, 0], n_dims)[d]
             mean = columns(sim["fixed_snr_mean"][rows], n_dims)[d]
             std = columns(sim["fixed_snr_std"][rows], n_dims)[d]
-            entry["p68_error_sample_A" + suffix(d, n_dims)] = float(np.percentile(np.abs(sample - truth), 68))
-            entry["p68_error_mean_A" + suffix(d, n_dims)] = float(np.percentile(np.abs(mean - truth), 68))
+            entry["p68_error_sample_A" + suffix(d, n_dims)] = _p68(sample - truth)
+            entry["p68_error_mean_A" + suffix(d, n_dims)] = _p68(mean - truth)
             entry["mean_std_A" + suffix(d, n_dims)] = float(np.mean(std))
         out.append(entry)
     return out
@@ -332,10 +337,6 @@ def summarize(
         summary["inference_particles_per_s"] = float(len(post["mean"]) / max(summary["inference_seconds"], 1e-9))
         summary["inference_device"] = ", ".join(sorted({str(d) for d in post["shard_device"]}))
     return summary
-
-
-def _p68(values) -> float:
-    return float(np.percentile(np.abs(values), 68))
 
 
 def likelihood_comparison(ref: dict) -> list[dict]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 
+# nuisance modes of a likelihood block and the nuisances each takes per image instead of summing them
+MODES = {"marginalized": (), "ctf_known": ("ctf",)}
+
 
 def estimated_bytes(box_px: int, n_templates: int, n_orientations: int, n_rows: int) -> int:
     """Peak float32 memory of the coarse projections (2K × T·R) and one image's products (rows × 2K, rows ×
@@ -53,7 +56,7 @@ def likelihood_problems(cfg: dict, where: str, config: dict) -> list[str]:
     n_orientations = math.prod(cfg["orientations"])
     shifts = cfg["shift_points"] ** 2 if sim["shift_max_A"] > 0 else 1
     for mode in cfg["nuisance"]:
-        known = ("ctf",) if mode == "ctf_known" else ()
+        known = MODES[mode]
         rows = shifts * n_nuisance(cfg, known, sim["defocus_range_A"], sim["b_factor_range_A2"],
                                    bead_range(sim["bead_sigma_A"]))  # fmt: skip
         need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows) / 2**30

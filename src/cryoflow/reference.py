@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from cryoflow import heldout, likelihood
+from cryoflow.gridsize import MODES
 from cryoflow.inference import CTF_KEYS, posterior_grid, summarize_grid_posterior
 from cryoflow.models import memory_format
 
-MODES = {"marginalized": (), "ctf_known": ("ctf",)}
 log = logging.getLogger("cryoflow.reference")
 
 
