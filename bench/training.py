@@ -13,12 +13,22 @@ of 256 with AdamW and gradient clipping:
 Prints simulated images/s, training steps/s and end-to-end images/s for each,
 and their ratio. Uses CUDA when present.
 
+With ``--ranks 1,2`` a second table: ``cryoflow.training.train`` itself on 1,
+2, … data-parallel ranks (torchrun; gloo ranks sharing ``--threads`` cores on
+the CPU, one GPU per rank on CUDA), the same global batch, images/s and the
+speed-up over one rank. On a 2-core CPU two ranks cannot be faster: that row
+measures the overhead of the gradient and batch-norm all-reduces.
+
     python bench/training.py [--threads 2] [--steps 2] [--box 128] [--batch 256]
+    python bench/training.py --ranks 1,2 [--rank-steps 30] [--rank-box 64] [--rank-width 16] [--rank-batch 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from cryoflow import distributed, training  # noqa: E402
 from cryoflow.models import PosteriorEstimator, count_parameters  # noqa: E402
 from cryoflow.projection import AtomTemplates, interpolate_coords, project_gaussians_exact  # noqa: E402
 from cryoflow.simulator import Priors, Simulator, add_noise, normalize  # noqa: E402
@@ -68,13 +79,88 @@ def new_model(device):
     return model, torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
 
 
+def bench_problem(box: int, device) -> Simulator:
+    """1 207 beads in 21 templates, 128 Å across whatever the box."""
+    base = torch.randn(1207, 3, generator=torch.Generator().manual_seed(1)) * 15.0
+    templates = torch.stack([base * (1 + 0.01 * k) for k in range(-10, 11)])
+    priors = Priors(theta_range_A=(-10.0, 10.0), shift_max_A=5.0, snr_range=(0.05, 1.0))
+    weights = torch.rand(1207, generator=torch.Generator().manual_seed(2)) + 0.5
+    atoms = AtomTemplates(templates, torch.linspace(-10, 10, 21), weights, oversample=1, device=device)
+    return Simulator(atoms, box, 128.0 / box, priors)
+
+
+def rank_worker(args) -> None:
+    """One rank of the data-parallel table: ``training.train`` for ``--rank-steps`` steps; rank 0 prints images/s."""
+    world = distributed.World.from_env()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = distributed.rank_device(world, device)
+    torch.set_num_threads(max(1, args.threads // world.size))
+    distributed.start(world, device)
+    model = PosteriorEstimator(
+        (-10.0, 10.0), latent_dim=64, width=args.rank_width, transforms=3, hidden_features=(64, 64)
+    )
+    settings = dict(
+        steps=args.rank_steps,
+        batch_size=args.rank_batch,
+        learning_rate=3e-4,
+        weight_decay=0.01,
+        clip_grad_norm=5.0,
+        lr_schedule="cosine",
+        validation_size=32,
+        validate_every=args.rank_steps,
+        seed=0,
+        checkpoint_every=10**9,
+        max_hours=None,
+        mixed_precision=True,
+        junk_fraction=0.0,
+    )
+    sim = bench_problem(args.rank_box, device)
+    training.train(model, sim, training.TrainingConfig(**{**settings, "steps": 2}), world=world)  # warm-up
+    start = time.perf_counter()
+    training.train(model, sim, training.TrainingConfig(**settings), world=world)
+    seconds = time.perf_counter() - start
+    if world.main:
+        print("RESULT " + json.dumps({"images_per_s": args.rank_steps * args.rank_batch / seconds, "s": seconds}))
+    distributed.stop()
+
+
+def rank_table(args) -> None:
+    counts = [int(r) for r in args.ranks.split(",")]
+    cuda = torch.cuda.is_available()
+    where = f"{torch.cuda.device_count()} × {torch.cuda.get_device_name(0)}" if cuda else f"CPU, {args.threads} threads"
+    print(
+        f"data-parallel training (cryoflow.training.train), {where}: {args.rank_box} px, global batch "
+        f"{args.rank_batch}, ResNet width {args.rank_width}, {args.rank_steps} timed steps"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    worker = [__file__, "--worker", *sys.argv[1:]]
+    print(f"{'ranks':>5} {'img/s':>9} {'per rank':>9} {'speed-up':>9}")
+    base = None
+    for count in counts:
+        cmd = distributed.launch_command(worker, count) if count > 1 else [sys.executable, *worker]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        rate = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])["images_per_s"]
+        base = base or rate
+        print(f"{count:>5} {rate:>9.1f} {rate / count:>9.1f} {rate / base:>8.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--box", type=int, default=128)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--ranks", help="comma-separated rank counts for the data-parallel table, e.g. 1,2")
+    parser.add_argument("--rank-steps", type=int, default=30)
+    parser.add_argument("--rank-box", type=int, default=64)
+    parser.add_argument("--rank-width", type=int, default=16)
+    parser.add_argument("--rank-batch", type=int, default=64)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return rank_worker(args)
+    if args.ranks:
+        return rank_table(args)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryoflow import particles, populations, report, theta
+from cryoflow import cryosparc_results, particles, populations, report, theta
 from cryoflow.fileio import atomic_path, write_json
 from cryoflow.logs import configure
 
@@ -52,6 +52,8 @@ if n_dims == 1:
         subset[name] = blocks[name][keep].reset_index(drop=True)
         path = folder / f"state{k}.star"
         particles.write_star(path, subset, version)
+        if snakemake.params.cryosparc:  # for cryoSPARC's Import Result Group
+            cryosparc_results.write_results(snakemake.params.cryosparc, subset[name], path.with_suffix(".cs"))
         rows.append({"state": k, "theta_low_A": low, "theta_high_A": high, "n_particles": int(keep.sum()),
                      "star": path.name})  # fmt: skip
         log.info("state %d, θ in [%.2f, %.2f) Å: %d particles with ≥ %.0f %% of their posterior inside", k, low,

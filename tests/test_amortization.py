@@ -154,6 +154,11 @@ def test_a_model_trained_elsewhere_is_used_as_is_and_a_mismatched_card_stops_the
     card = json.loads((shipped / "card.json").read_text())
     assert json.loads((tmp_path / "results/borrowed/model/priors.json").read_text()) == card["priors"]
 
+    # another model's weights beside this card: its weights_sha256 does not match
+    shutil.copy(tiny_run[0] / "results/tiny/model/posterior_last.pt", shipped / "posterior.pt")
+    result = snakemake(tmp_path, config, "-n", "--cores", "1")
+    assert result.returncode != 0 and "does not match the field 'weights_sha256' of" in result.stderr + result.stdout
+    shutil.copy(tiny_run[0] / "results/tiny/model/posterior.pt", shipped / "posterior.pt")
     for change, message in (
         ({"image.box_px": 48}, "image.box_px: card 32, config 48"),
         ({"templates.nma": {"max_rmsd_A": 5.0}}, "templates.nma.max_rmsd_A: card 6.0, config 5.0"),
@@ -164,3 +169,63 @@ def test_a_model_trained_elsewhere_is_used_as_is_and_a_mismatched_card_stops_the
         result = snakemake(tmp_path, bad, "-n", "--cores", "1")
         assert result.returncode != 0
         assert "model.trained" in result.stderr + result.stdout and message in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_a_cryosparc_dataset_gets_its_results_back_as_cs_files(tiny_run, tmp_path):
+    """A .cs export in, posterior.cs and per-state .cs subsets out: every input field and uid, cryoflow's added."""
+    from cryosparc.dataset import Dataset
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run[0], work, symlinks=True)
+    project = tmp_path / "P1"
+    table = particles.load_particles(restack(work / DEMO_STAR, project / "J12", per_stack=32)).table
+    box = mrcfile.open(project / "J12/Stacks/s00.mrcs").data.shape[-1]
+    from_star = {  # .cs field → the particle table's column
+        "blob/psize_A": "pixel_size_A",
+        "ctf/accel_kv": "rlnVoltage",
+        "ctf/cs_mm": "rlnSphericalAberration",
+        "ctf/amp_contrast": "rlnAmplitudeContrast",
+        "ctf/df1_A": "rlnDefocusU",
+        "ctf/df2_A": "rlnDefocusV",
+    }
+    fields = [("uid", "<u8"), ("blob/path", "S40"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,))]
+    fields += [(name, "<f4") for name in from_star] + [("ctf/df_angle_rad", "<f4"), ("alignments2D/class", "<u4")]
+    records = np.zeros(len(table), dtype=fields)
+    records["uid"] = np.random.default_rng(5).integers(2**62, 2**64 - 1, len(table), dtype=np.uint64)
+    index, stacks = zip(*(name.split("@") for name in table["rlnImageName"]))
+    records["blob/path"] = [">" + s.removeprefix("P1/") for s in stacks]
+    records["blob/idx"] = np.array(index, dtype=int) - 1
+    records["blob/shape"] = box
+    for name, column in from_star.items():
+        records[name] = table[column]
+    records["ctf/df_angle_rad"] = np.deg2rad(table["rlnDefocusAngle"])
+    records["alignments2D/class"] = np.arange(len(table)) % 3
+    export = project / "J20" / "J20_particles.cs"
+    export.parent.mkdir()
+    with open(export, "wb") as handle:
+        np.save(handle, records)
+
+    config = write_config(work, name="cs.yaml", **{"datasets": {"cs": {"star": str(export)}}})
+    result = snakemake(work, config, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train" not in job_stats(result.stdout + result.stderr)
+    out = work / "results/tiny/datasets/cs"
+    written = Dataset.load(str(out / "inference/posterior.cs"))
+    np.testing.assert_array_equal(written["uid"], records["uid"])  # every row, in order
+    raw = np.load(out / "inference/posterior.cs")  # the array on disk
+    for name in records.dtype.names:
+        np.testing.assert_array_equal(raw[name], records[name])
+    star = particles.load_particles(out / "inference/posterior.star").table
+    np.testing.assert_allclose(written["cryoflow/theta_mean_A"], star["cryoflowThetaMeanAngst"], rtol=1e-6)
+    np.testing.assert_allclose(written["cryoflow/theta_q95_A"], star["cryoflowThetaQ95Angst"], rtol=1e-6)
+    assert {"cryoflow/theta_std_A", "cryoflow/theta_map_A", "cryoflow/theta_edge_mass"} <= set(written.fields())
+    states = json.loads((out / "populations/populations.json").read_text())["states"]
+    assert states and sum(s["n_particles"] for s in states) > 0
+    for state in states:
+        subset = Dataset.load(str(out / "populations/states" / f"state{state['state']}.cs"))
+        assert len(subset) == state["n_particles"] and set(subset["uid"]) <= set(records["uid"])
+        inside = (subset["cryoflow/theta_q50_A"] >= state["theta_low_A"] - 3) & (
+            subset["cryoflow/theta_q50_A"] <= state["theta_high_A"] + 3
+        )
+        assert inside.all()

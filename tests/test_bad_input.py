@@ -183,6 +183,8 @@ def test_star_files_are_written_back_with_the_version_they_came_with(tmp_path, h
                                          "defocus, and"),
         ({"datasets.user.star": "NODF", "datasets.user.report": {"likelihood": None}, "train.condition_on_ctf": True},
          "train.condition_on_ctf: the model needs each particle's defocus"),
+        ({"train.processes": 3}, "train.batch_size: 32 does not split evenly over 3 ranks (train.processes 3 × "
+                                 "train.nodes 1); use a multiple of 3"),
     ],
 )  # fmt: skip
 def test_cheap_checks_stop_the_dry_run(tmp_path, data_dir, change, message):

@@ -26,6 +26,7 @@ PACKAGE_OF = {
     "mdtraj": "mdtraj",
     "openmm": "openmm",
     "pdbfixer": "pdbfixer",
+    "cryosparc": "cryosparc-tools",
 }
 
 

@@ -142,3 +142,21 @@ def test_a_ctf_conditioned_model_reads_the_defocus_saves_it_and_refuses_values_o
     models.check_ctf_in_prior(model, {"defocus_u_A": np.array([8000.0, 20200.0])}, "p.star")  # within 2 %
     with pytest.raises(InputError, match=r"p.star, particle 2: defocus_A 26000 lies outside the range \[5000, 20000\]"):
         models.check_ctf_in_prior(model, {"defocus_u_A": np.array([8000.0, 26000.0])}, "p.star")
+
+
+def test_a_card_beside_other_weights_is_refused_naming_the_field(small_model, tmp_path):
+    import json
+
+    from cryoflow.fileio import sha256_files
+
+    meta = {"name": "a", "best_val_loss": 1.25, "steps_run": 300}
+    models.save_model(tmp_path / "posterior.pt", small_model, meta)
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({**meta, "weights_sha256": sha256_files(tmp_path / "posterior.pt")}))
+    models.load_model(tmp_path / "posterior.pt")  # its own card
+    card.write_text(json.dumps({**meta, "weights_sha256": "0" * 64}))
+    with pytest.raises(InputError, match="field 'weights_sha256' does not match"):
+        models.load_model(tmp_path / "posterior.pt")
+    card.write_text(json.dumps({**meta, "best_val_loss": 1.5}))  # a card of before checksums, of another run
+    with pytest.raises(InputError, match=r"card.json: field 'best_val_loss' differs from the metadata inside"):
+        models.load_model(tmp_path / "posterior.pt")

@@ -14,6 +14,7 @@ import particle_fuzzer
 import pytest
 
 from cryoflow import particles
+from cryoflow.errors import InputError
 
 
 def import_cryodrgn():
@@ -113,3 +114,39 @@ def test_fuzzer_fixtures_and_the_fuzzed_files_both_read(tmp_path):
     finally:
         logging.disable(logging.NOTSET)
     assert kept > 10, (kept, refused)
+
+
+def test_results_written_back_to_cryosparc_read_in_cryosparc_tools_and_cryodrgn(tmp_path):
+    """posterior.cs (cryoflow.cryosparc_results): the export's rows in the results' order, every input field,
+    cryoflow's fields added; cryosparc-tools reads them, and cryoDRGN reads the same images from it."""
+    from cryosparc.dataset import Dataset
+
+    from cryoflow import cryosparc_results
+
+    base = particle_fuzzer.make_dataset(tmp_path / "base")
+    export = base["folder"] / "p.cs"
+    table = particles.load_particles(export).table
+    order = np.arange(len(table))[::-1][: len(table) - 1]  # reversed, one particle left out (a subset)
+    results = table.iloc[order].assign(
+        cryoflowThetaMeanAngst=np.linspace(-3, 3, len(order)),
+        cryoflowThetaStdAngst=0.5,
+        cryoflowParticleProbability=0.9,
+    )
+    out = base["folder"] / "posterior.cs"
+    assert cryosparc_results.write_results(export, results, out) == len(order)
+    source, written, raw = np.load(export), Dataset.load(str(out)), np.load(out)  # raw: the array on disk
+    np.testing.assert_array_equal(written["uid"], source["uid"][order])
+    for name in source.dtype.names:
+        np.testing.assert_array_equal(raw[name], source[name][order])
+    np.testing.assert_allclose(written["cryoflow/theta_mean_A"], np.linspace(-3, 3, len(order)), rtol=1e-6)
+    assert set(written.fields()) == set(source.dtype.names) | {
+        "cryoflow/theta_mean_A",
+        "cryoflow/theta_std_A",
+        "cryoflow/p_particle",
+    }
+    n, images = cryodrgn_read(out, base["folder"])
+    _, everything = cryodrgn_read(export, base["folder"])
+    assert n == len(order)
+    np.testing.assert_array_equal(images, everything[order])
+    with pytest.raises(InputError, match=r"p.cs: uid 999 of the results is not in this export"):
+        cryosparc_results.write_results(export, results.assign(cryosparcUid=999), out)

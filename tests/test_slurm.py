@@ -1,5 +1,6 @@
 """The tiny config through Snakemake's SLURM executor, on a single-node SLURM cluster this test starts."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def test_tiny_config_runs_through_the_slurm_executor(cluster, tmp_path):
     profile["default-resources"]["mem_mb"] = 1500
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
-    configfile = write_config(tmp_path, **{"train.gpus": 0, "inference.gpus": 0})
+    # train on 2 data-parallel gloo ranks inside its SLURM job (train.processes), as a GPU node runs one per GPU
+    configfile = write_config(tmp_path, **{"train.gpus": 0, "inference.gpus": 0, "train.processes": 2})
     result = snakemake(tmp_path, configfile, "--profile", str(tmp_path / "profile"), timeout=1500)
     assert result.returncode == 0, result.stderr[-6000:]
     assert (tmp_path / "results" / "tiny" / "datasets" / "demo" / "report" / "summary.json").is_file()
@@ -60,6 +62,9 @@ def test_tiny_config_runs_through_the_slurm_executor(cluster, tmp_path):
     ran = {p.name.removeprefix("rule_") for p in logs.iterdir()}
     assert {"train", "particles", "infer", "gather_posteriors", "report"} <= ran, ran
     assert len(list((logs / "rule_infer").rglob("*.log"))) == 2  # one job per shard
+    train_log = (tmp_path / "logs" / "tiny" / "train.log").read_text()
+    assert "data-parallel training on 2 ranks" in train_log and "[rank 0]" in train_log
+    assert json.loads((tmp_path / "results" / "tiny" / "model" / "card.json").read_text())["world_size"] == 2
     jobs = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%P %T %k"], capture_output=True, text=True).stdout
     partitions = {line.split()[0] for line in jobs.splitlines()}
     assert partitions == {"cpu", "gpu"}, jobs

@@ -27,10 +27,17 @@ def test_selection_drops_water_and_other_chains(adk_ca, root):
     assert both.numAtoms() == 428
 
 
-def test_empty_selection_names_the_chains_present(root):
+def test_empty_selection_names_the_chains_that_would_do(root, tmp_path):
     atoms = structure.load_structure(root / "resources/structures/4ake.pdb")
-    with pytest.raises(InputError, match=r"chains present: \['A', 'B'\]"):
+    with pytest.raises(InputError, match=r"chains \['Z'\] hold no protein CA atoms.*CA atoms: \['A', 'B'\]"):
         structure.select_atoms(atoms, ["Z"], "CA")
+    # a chain that is there but holds no protein (a ligand's): named as present, not as one that would do
+    ligand = "HETATM    1  C1  LIG L   1       1.000   2.000   3.000  1.00  0.00           C\n"
+    lines = (root / "resources/structures/4ake.pdb").read_text().splitlines(keepends=True)
+    (tmp_path / "with_ligand.pdb").write_text("".join(lines[:2]) + ligand + "".join(lines[2:]))
+    atoms = structure.load_structure(tmp_path / "with_ligand.pdb")
+    with pytest.raises(InputError, match=r"CA atoms: \['A', 'B'\] \(chains present: \['A', 'B', 'L'\]\)"):
+        structure.select_atoms(atoms, ["L"], "CA")
 
 
 def test_bead_weights_are_electron_counts(adk_ca, root):

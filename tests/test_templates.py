@@ -236,3 +236,10 @@ def test_collectivity_tells_a_collective_mode_from_a_localized_one(adk_ca):
     assert templates.collectivity(one_bead)[0] == pytest.approx(1.0 / n)
     ens = templates.normal_mode_ensemble(adk_ca, 5, (1, 2), 4.0)
     assert set(ens.collectivity) == {1, 2} and min(ens.collectivity.values()) > templates.LOCALIZED  # ADK's hinges
+
+
+def test_modes_beyond_3n_minus_6_are_refused_naming_the_key():
+    four = np.array([[0.0, 0, 0], [3.8, 0, 0], [0, 3.8, 0], [0, 0, 3.8]])  # 4 CA: 3·4 − 6 = 6 internal modes
+    assert templates.anm_modes(four, 6, 15.0, 1.0).shape == (6, 4, 3)
+    with pytest.raises(InputError, match="templates.nma.modes: mode 7 asked for, but 4 CA atoms have 6 internal"):
+        templates.anm_modes(four, 7, 15.0, 1.0)

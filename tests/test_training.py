@@ -129,3 +129,20 @@ def test_a_ctf_conditioned_estimator_trains_and_covers_the_truth_given_each_imag
     assert acc["pearson_r"] > 0.7 and 0.8 <= acc["coverage_90"] <= 0.98
     with pytest.raises(ValueError, match="condition_on_ctf"):
         inference.posterior_batches(model, [images[:4]], 4, grid_points=32, n_samples=1)
+
+
+def test_the_progress_eta_never_exceeds_the_wall_time_budget(caplog):
+    import logging
+    import re
+    import time
+
+    from cryoflow.logs import Progress
+
+    caplog.set_level(logging.INFO)
+    for budget_s, most in ((20.0, 20), (None, 5e3)):
+        caplog.clear()
+        progress = Progress(1_000_000, "train", unit="steps", every_s=0.0, budget_s=budget_s)
+        time.sleep(0.01)
+        progress.update(1)
+        eta = float(re.search(r"eta (\d+)s", caplog.text).group(1))
+        assert (eta <= most) if budget_s else (eta > most)  # 1 step in ≥ 10 ms: 10⁶ steps take ≥ 10⁴ s

@@ -34,6 +34,30 @@ def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
         assert f"rule {stage}:" in result.stdout, stage
 
 
+def test_a_users_config_defines_exactly_its_datasets_and_a_project_folder_runs_with_directory(tmp_path, data_dir):
+    """Snakemake merges --configfile into config/config.yaml; the demo's dataset must not ride along."""
+    import shutil
+
+    shutil.copy(data_dir / "relion31.mrcs", tmp_path)
+    star = tmp_path / "relion31.star"
+    star.write_text((data_dir / "relion31.star").read_text())
+    (tmp_path / "config").mkdir()
+    demo = write_config(tmp_path / "config", "config/config.yaml")  # the workflow's own config/config.yaml
+    user = yaml.safe_load(demo.read_text())
+    user["datasets"] = {"mine": {"star": str(star)}}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(user))
+    result = snakemake(tmp_path, tmp_path / "my.yaml", "-n", "--cores", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "results/demo/datasets/mine/" in result.stdout
+    assert "rule demo_particles:" not in result.stdout and "datasets/demo/" not in result.stdout
+    # the snakemake-workflows habit: a project folder with its own config/config.yaml, no --configfile
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(user))
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "-n", "--cores", "1"]
+    project = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert project.returncode == 0, project.stderr[-3000:]
+    assert "results/demo/datasets/mine/" in project.stdout and "rule demo_particles:" not in project.stdout
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
@@ -60,6 +84,48 @@ def test_dry_run_of_the_demo_lists_every_stage(tmp_path):
             {"templates.theta_dims": 2, "templates.method": "md"},
             "templates.theta_dims: 2 needs templates.method nma",
         ),
+        # ranges are [low, high]; names never leave results/<model>/
+        ({"simulator.snr_range": [1.0, 0.05]}, "simulator.snr_range: [1.0, 0.05] is reversed: a range is [low, high]"),
+        ({"simulator.defocus_range_A": [20000, 5000]}, "simulator.defocus_range_A: [20000, 5000] is reversed"),
+        ({"simulator.b_factor_range_A2": [100, 0]}, "simulator.b_factor_range_A2: [100, 0] is reversed"),
+        ({"simulator.bead_sigma_A": [4.0, 2.0]}, "simulator.bead_sigma_A: [4.0, 2.0] is reversed"),
+        ({"report.states": [[-6.0, -2.0], [6.0, 2.0]]}, "report.states: [6.0, 2.0] is reversed"),
+        ({"model.name": ".."}, "model.name: '..' does not match"),
+        ({"datasets.demo.datadir": "/none/stacks"}, "datasets.demo.datadir: folder '/none/stacks' not found"),
+        # grids that cannot be right, against 4AKE chain A (its CA atoms span 59 Å)
+        (
+            {"image.box_px": 16, "image.pixel_size_A": 2.0},
+            "image.box_px: 16 px × 2 Å = 32 Å is smaller than the structure",
+        ),
+        (
+            {"image.box_px": 16, "image.pixel_size_A": 2.0},
+            "its CA atoms span at least 59 Å); use box_px ≥ 30, or a larger pixel_size_A",
+        ),
+        ({"volumes.box_vox": 12}, "volumes.box_vox: 12 voxels × 4 Å = 48 Å is smaller than the structure"),
+        ({"simulator.mask_radius_A": 64.0}, "simulator.mask_radius_A: 64 Å reaches the edge of the 128 Å training box"),
+        ({"particles.mask_radius_A": 80.0}, "particles.mask_radius_A: 80 Å reaches the edge"),
+        ({"templates.nma.max_rmsd_A": 40.0}, "templates.nma.max_rmsd_A: 40 Å is more than half the structure's size"),
+        ({"simulator.voltage_kV": 30.0}, "simulator.voltage_kV: 30.0 is less than the minimum of 60"),
+        ({"templates.nma.modes": [1, 700]}, "templates.nma.modes: mode 700 asked for, but"),
+        # files that no rule makes are checked when the DAG is built
+        ({"simulator.noise_power_tsv": "/none/noise.tsv"}, "simulator.noise_power_tsv: file '/none/noise.tsv' not"),
+        (
+            {"templates.method": "ensemble", "templates.ensemble": {"trajectory": "/none/md.dcd"}},
+            "templates.ensemble.trajectory: file '/none/md.dcd' not found",
+        ),
+        (
+            {
+                "templates.method": "ensemble",
+                "templates.ensemble": {"trajectory": __file__, "theta_tsv": "/none/t.tsv"},
+            },
+            "templates.ensemble.theta_tsv: file '/none/t.tsv' not found",
+        ),
+        (
+            {"templates.method": "ensemble", "templates.ensemble": {"trajectory": __file__, "topology": "/none/t.pdb"}},
+            "templates.ensemble.topology: file '/none/t.pdb' not found",
+        ),
+        ({"simulator.noise_power_tsv": __file__}, "has no column(s) frequency_per_A, noise_power (tab-separated"),
+        ({"datasets": {"..": {"star": "x.star"}}}, "datasets: '..' does not match"),
     ],
 )
 def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, change, message):
@@ -266,7 +332,8 @@ def test_a_job_killed_mid_write_leaves_no_output_and_the_rerun_completes(tmp_pat
     import signal
     import time
 
-    configfile = write_config(tmp_path, **{"train.steps": 400, "train.checkpoint_every": 20})
+    # on 2 data-parallel ranks (train.processes): torchrun's ranks die with the job and resume together
+    configfile = write_config(tmp_path, **{"train.steps": 400, "train.checkpoint_every": 20, "train.processes": 2})
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(configfile),
            "--cores", "2", "results/tiny/model/posterior.pt"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -286,7 +353,8 @@ def test_a_job_killed_mid_write_leaves_no_output_and_the_rerun_completes(tmp_pat
 
     payload = torch.load(model / "posterior.pt", weights_only=True)
     assert payload["format"] == "cryoflow-posterior-v1"
-    assert "resuming from checkpoint" in (tmp_path / "logs" / "tiny" / "train.log").read_text()
+    log = (tmp_path / "logs" / "tiny" / "train.log").read_text()
+    assert "resuming from checkpoint" in log and "data-parallel training on 2 ranks" in log
 
 
 def test_a_script_error_reaches_the_rule_log(tmp_path):

@@ -11,6 +11,8 @@ import pandas as pd
 from cryoflow.fileio import InputError
 from cryoflow.starindex import IMAGE_NAME, OPTICS_GROUP
 
+# the particle's uid as the particle table (and a results STAR file) keeps it
+UID_COLUMN = "cryosparcUid"
 CRYOSPARC_CTF = {  # cryoSPARC field → (RELION column, factor)
     "ctf/df1_A": ("rlnDefocusU", 1.0),
     "ctf/df2_A": ("rlnDefocusV", 1.0),
@@ -51,7 +53,7 @@ def read_cryosparc(path: str | Path) -> OrderedDict:
     group = records["ctf/exp_group_id"].astype(int) if "ctf/exp_group_id" in names else np.ones(len(records), int)
     table[OPTICS_GROUP] = group
     if "uid" in names:
-        table["cryosparcUid"] = records["uid"].astype(np.uint64).astype(str)
+        table[UID_COLUMN] = records["uid"].astype(np.uint64).astype(str)
     optics = pd.DataFrame({OPTICS_GROUP: np.unique(group)})
     if "blob/psize_A" in names:
         pixel = pd.Series(records["blob/psize_A"].astype(float)).groupby(group).first()

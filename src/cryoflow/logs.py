@@ -8,15 +8,19 @@ import time
 from importlib import metadata
 
 
-def configure(log_path: str | None = None, level: int = logging.INFO) -> logging.Logger:
+def configure(
+    log_path: str | None = None, level: int = logging.INFO, append: bool = False, label: str | None = None
+) -> logging.Logger:
     """Send log records to ``log_path`` (the rule's ``log:``) and to stderr.
 
     An exception that ends the script is written to the log file too, so
     the file Snakemake points at after a failure says what went wrong.
+    ``append`` adds to the file (the ranks of a training run share the
+    rule's log); ``label`` (e.g. "rank 1") starts each of this process's lines.
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
-        file_handler = logging.FileHandler(log_path, mode="w")
+        file_handler = logging.FileHandler(log_path, mode="a" if append else "w")
         handlers.append(file_handler)
         default_hook = sys.excepthook
 
@@ -30,7 +34,7 @@ def configure(log_path: str | None = None, level: int = logging.INFO) -> logging
         sys.excepthook = log_then_raise
     logging.basicConfig(
         level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s " + (f"[{label}] " if label else "") + "%(levelname)s %(name)s: %(message)s",
         handlers=handlers,
         force=True,
     )
@@ -40,10 +44,12 @@ def configure(log_path: str | None = None, level: int = logging.INFO) -> logging
 class Progress:
     """Log ``done/total`` with a rate and ETA at most every ``every_s`` seconds, and at the end."""
 
-    def __init__(self, total: int, label: str, unit: str = "items", every_s: float = 10.0, logger=None):
+    def __init__(self, total: int, label: str, unit: str = "items", every_s: float = 10.0, logger=None, budget_s=None):
+        """``budget_s``: a wall-time budget that ends the work early (train.max_hours); the ETA never exceeds it."""
         self.total, self.label, self.unit, self.every_s = total, label, unit, every_s
         self.log = logger or logging.getLogger("cryoflow.progress")
         self.start = self.last = time.perf_counter()
+        self.end = self.start + budget_s if budget_s else float("inf")
         self.done = 0
 
     def update(self, n: int = 1, **fields) -> None:
@@ -53,7 +59,7 @@ class Progress:
             return
         self.last = now
         rate = self.done / max(now - self.start, 1e-9)
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta = min((self.total - self.done) / rate if rate > 0 else float("inf"), max(self.end - now, 0.0))
         extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
         percent = 100.0 * self.done / max(self.total, 1)
         self.log.info(

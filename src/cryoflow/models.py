@@ -18,7 +18,7 @@ import zuko
 from lampe.inference import NPE
 from torch import nn
 
-from cryoflow.fileio import InputError, atomic_path
+from cryoflow.fileio import InputError, atomic_path, sha256_files
 from cryoflow.theta import bounds
 
 
@@ -244,7 +244,29 @@ def load_model(path: str | Path, device="cpu") -> tuple[PosteriorEstimator, dict
         ctf_context=arch.get("ctf_context"),
     )
     model.load_state_dict(payload["state_dict"])
+    check_card(path, payload["metadata"])
     return model.to(device).eval(), payload["metadata"]
+
+
+def check_card(path: str | Path, metadata: dict) -> None:
+    """The ``card.json`` beside a model file must describe it: the weights' sha256 (``weights_sha256``, for
+    the best-validation weights) and every field the file's own metadata shares with the card. A mismatch
+    (another model's weights beside the card) is refused naming the field; no card, no check."""
+    card_path = Path(path).with_name("card.json")
+    if not card_path.is_file():
+        return
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as err:
+        raise InputError(f"{card_path}: not JSON ({err})") from err
+    last_step = "weights" in metadata  # posterior_last.pt: the card's checksum is of posterior.pt
+    if "weights_sha256" in card and not last_step and sha256_files(path) != card["weights_sha256"]:
+        raise InputError(f"{card_path}: field 'weights_sha256' does not match {path}: the card belongs to other "
+                         "weights (a model file copied beside another model's card?)")  # fmt: skip
+    for field in sorted(set(card) & set(metadata) - {"weights", "weights_sha256"}):
+        if card[field] != metadata[field]:
+            raise InputError(f"{card_path}: field {field!r} differs from the metadata inside {path}: the card "
+                             "belongs to another model")  # fmt: skip
 
 
 def ctf_context_from_priors(priors) -> dict:

@@ -167,9 +167,11 @@ def select_atoms(
         indices = indices[np.isin(atoms.getChids()[indices], [str(c) for c in chains])]
     if len(indices) == 0:
         present = sorted({str(c) for c in atoms.getChids()}) if atoms.getChids() is not None else []
+        usable = sorted({str(c) for c in picked.getChids()}) if picked is not None else []
+        what = "protein CA atoms" if beads == "CA" else "protein heavy atoms"
         raise InputError(
-            f"{source}: selection '{selection}' of chains {chains} is empty (structure.chains); chains present: "
-            f"{present}"
+            f"{source}: chains {chains} hold no {what} (structure.chains); chains with {what}: {usable}"
+            + (f" (chains present: {present})" if present != usable else "")
         )
     picked = atoms[indices]
     return picked.copy()

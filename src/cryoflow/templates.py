@@ -104,6 +104,10 @@ def anm_modes(ca_coords: np.ndarray, n_modes: int, cutoff_A: float, spring_const
     positive, which makes the ensemble reproducible across LAPACK builds.
     """
     coords = np.asarray(ca_coords, dtype=np.float64)
+    internal = 3 * len(coords) - 6  # 3N coordinates less three translations and three rotations
+    if n_modes > internal:
+        raise InputError(f"templates.nma.modes: mode {n_modes} asked for, but {len(coords)} CA atoms have "
+                         f"{max(internal, 0)} internal normal modes; choose modes 1 to {max(internal, 0)}")  # fmt: skip
     if len(coords) > SPARSE_FROM_CA:
         _, eigenvectors = lowest_modes_sparse(anm_hessian(coords, cutoff_A, spring_constant), n_modes)
     else:

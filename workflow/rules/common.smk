@@ -305,4 +305,14 @@ def final_outputs():
         if ds["report"]["likelihood"] is not None
     ]
     outputs += expand(f"{G}/report/summary.json", mset=list(MICROGRAPH_SETS))
+    # cryoSPARC datasets get their results back as .cs too
+    outputs += [
+        f"{D}/inference/posterior.cs".format(dataset=name)
+        for name in cryosparc_datasets()
+    ]
     return outputs
+
+
+def cryosparc_datasets():
+    """Datasets given as a cryoSPARC .cs export."""
+    return [name for name, ds in DATASETS.items() if str(ds["star"]).endswith(".cs")]

@@ -25,7 +25,7 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 # standard library only, importable once src/ is on the path
-from cryoflow import gridsize  # noqa: E402
+from cryoflow import gridcheck, gridsize  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 # as cryoflow.structure.PDB_ID_PATTERN: 4-character or extended PDB ids
@@ -44,6 +44,15 @@ class ConfigError(Exception):
 
 def key_path(error):
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def error_message(error):
+    """The message; for a value that fits none of oneOf's forms, the reason from the closest form."""
+    # the forms the value has the type of, where any: their reasons say what is wrong with it
+    fitting = [e for e in error.context if e.validator != "type"]
+    if fitting:
+        return jsonschema.exceptions.best_match(fitting).message
+    return error.message
 
 
 def without_defaults(schema):
@@ -73,14 +82,27 @@ def full_schema():
     return schema
 
 
+def ordered_range(validator, ordered, value, schema):
+    """The schema keyword ``ordered``: a [low, high] range with low <= high."""
+    pair = isinstance(value, list) and len(value) == 2
+    if ordered and pair and all(isinstance(v, (int, float)) for v in value):
+        if value[0] > value[1]:
+            yield jsonschema.ValidationError(
+                f"{value} is reversed: a range is [low, high] (did you mean {value[::-1]}?)"
+            )
+
+
 def strict_validator(schema):
-    """The schema's validator, with 'integer' meaning a whole number as written (32, not 32.0)."""
+    """The schema's validator, with 'integer' meaning a whole number as written (32, not 32.0) and
+    ranges [low, high] in order (keyword ``ordered``)."""
     base = jsonschema.validators.validator_for(schema)
     checker = base.TYPE_CHECKER.redefine(
         "integer",
         lambda _, value: isinstance(value, int) and not isinstance(value, bool),
     )
-    return jsonschema.validators.extend(base, type_checker=checker)
+    return jsonschema.validators.extend(
+        base, validators={"ordered": ordered_range}, type_checker=checker
+    )
 
 
 def looks_like_structure(path):
@@ -186,6 +208,11 @@ def check_trained_model(cfg):
         card = json.loads(card_path.read_text())
     except ValueError as err:
         raise ConfigError(f"model.trained: {card_path} is not JSON ({err})")
+    if "weights_sha256" in card and sha256_file(path) != card["weights_sha256"]:
+        raise ConfigError(
+            f"model.trained: {path} does not match the field 'weights_sha256' of {card_path}: "
+            "the card belongs to other weights"
+        )
     found = []
     for field in ("architecture", "config", "template_recipe", "priors"):
         if field not in card:
@@ -221,6 +248,14 @@ def check_dataset(name, ds, cfg):
         check_populations(f"{where}.demo", ds["demo"]["populations"], cfg)
     elif not Path(ds["star"]).is_file():
         raise ConfigError(f"{where}.star: file {ds['star']!r} not found")
+    check_datadir(where, ds)
+
+
+def check_datadir(where, section):
+    """A datadir that is given must be a folder (else it would be ignored without a word)."""
+    datadir = section.get("datadir")
+    if datadir is not None and not Path(datadir).is_dir():
+        raise ConfigError(f"{where}.datadir: folder {datadir!r} not found")
 
 
 def check_populations(where, populations, cfg):
@@ -244,6 +279,7 @@ def check_micrograph_set(name, ms, cfg):
         )
     if ms["star"] is not None and not Path(ms["star"]).is_file():
         raise ConfigError(f"{where}.star: file {ms['star']!r} not found")
+    check_datadir(where, ms)
     if ms["files"] is not None:
         if not glob.glob(ms["files"]):
             raise ConfigError(f"{where}.files: no file matches {ms['files']!r}")
@@ -260,6 +296,66 @@ def check_micrograph_set(name, ms, cfg):
         check_populations(f"{where}.demo", ms["demo"]["populations"], cfg)
 
 
+def structure_positions(source, cfg):
+    """A local structure's selected CA atoms; None for a PDB id (fetched by the structure job)."""
+    if PDB_ID.match(source):
+        return None
+    return gridcheck.ca_positions(source, cfg["structure"]["chains"])
+
+
+def tsv_header(path):
+    with open(path, errors="replace") as handle:
+        return handle.readline().rstrip("\n").split("\t")
+
+
+def check_input_files(cfg):
+    """Files the config names and no rule makes exist when the DAG is built (else a job would fail later,
+    naming no key); a TSV also has the columns its job reads."""
+    user = cfg["templates"]["ensemble"]
+    files = [
+        (
+            "simulator.noise_power_tsv",
+            cfg["simulator"]["noise_power_tsv"],
+            ("frequency_per_A", "noise_power"),
+        )
+    ]
+    if cfg["templates"]["method"] == "ensemble":
+        files += [
+            ("templates.ensemble.trajectory", user["trajectory"], ()),
+            ("templates.ensemble.topology", user["topology"], ()),
+            ("templates.ensemble.theta_tsv", user["theta_tsv"], ("theta_A",)),
+        ]
+    for key, path, columns in files:
+        if path is None or Path(path).parts[:1] == (
+            "results",
+        ):  # a workflow output (a dataset's noise spectrum)
+            continue
+        if not Path(path).is_file():
+            raise ConfigError(f"{key}: file {path!r} not found")
+        missing = [c for c in columns if c not in tsv_header(path)]
+        if missing:
+            raise ConfigError(
+                f"{key}: {path} has no column(s) {', '.join(missing)} (tab-separated, with a header row)"
+            )
+
+
+def check_ranks(train):
+    """The global batch splits evenly over the data-parallel ranks (CPU processes or GPUs, per node)."""
+    device = train["device"]
+    per_node = []
+    if device in ("auto", "cpu"):
+        per_node.append(("train.processes", train["processes"]))
+    if device != "cpu" and train["gpus"] > 1:
+        per_node.append(("train.gpus", train["gpus"]))
+    for key, count in per_node:
+        ranks = count * train["nodes"]
+        if train["batch_size"] % ranks:
+            raise ConfigError(
+                f"train.batch_size: {train['batch_size']} does not split evenly over {ranks} ranks "
+                f"({key} {count} × train.nodes {train['nodes']}); use a multiple of {ranks}"
+            )
+
+
 def check_config(cfg):
     """Validate against the JSON schema (filling defaults), then check files and cross-key rules."""
     schema = full_schema()
@@ -268,7 +364,7 @@ def check_config(cfg):
         validator_class(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path)
     )
     if errors:
-        lines = [f"  {key_path(e)}: {e.message}" for e in errors]
+        lines = [f"  {key_path(e)}: {error_message(e)}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     fill_defaults(schema, cfg, schema)
     source = cfg["structure"]["source"]
@@ -291,6 +387,7 @@ def check_config(cfg):
                 raise ConfigError(
                     f"templates.ensemble.pdb_files: no file matches {pattern!r}"
                 )
+    check_input_files(cfg)
     if cfg["templates"]["theta_dims"] == 2 and cfg["templates"]["method"] != "nma":
         raise ConfigError(
             "templates.theta_dims: 2 needs templates.method nma (two modes on a grid)"
@@ -304,9 +401,13 @@ def check_config(cfg):
         raise ConfigError(
             f"simulator.priors_from_dataset: no dataset {chosen!r} (datasets: {', '.join(cfg['datasets'])})"
         )
+    check_ranks(cfg["train"])
     vol = cfg["volumes"]
     vol.setdefault("voxel_size_A", cfg["image"]["pixel_size_A"])
     vol.setdefault("box_vox", cfg["image"]["box_px"])
+    problems = gridcheck.grid_problems(cfg, structure_positions(source, cfg), source)
+    if problems:
+        raise ConfigError("\n".join(problems))
     if cfg["model"]["trained"]:
         check_trained_model(cfg)
     blocks = [("validation.likelihood", cfg["validation"]["likelihood"])]
@@ -348,6 +449,14 @@ def micrograph_settings(cfg, name):
         out[section] = merged(cfg[section], ms.get(section))
     return out
 
+
+# A config given on the command line (--configfile, --config) that lists datasets or micrograph sets
+# defines exactly those: Snakemake merges it into config/config.yaml, which would keep the demo's beside them.
+for _section in ("datasets", "micrographs"):
+    if _section in (workflow.config_settings.overwrite_config or {}):
+        config[_section] = copy.deepcopy(
+            workflow.config_settings.overwrite_config[_section]
+        )
 
 try:
     check_config(config)

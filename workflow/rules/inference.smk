@@ -58,6 +58,26 @@ rule gather_posteriors:
         "../../scripts/gather_posteriors.py"
 
 
+rule posterior_cs:
+    input:
+        star=rules.gather_posteriors.output.star,
+        cs=lambda w: DATASETS[w.dataset]["star"],
+    output:
+        cs=f"{D}/inference/posterior.cs",
+    log:
+        f"{DLOG}/posterior_cs.log",
+    benchmark:
+        f"{DBENCH}/posterior_cs.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../../scripts/posterior_cs.py"
+
+
 rule whitening_check:
     input:
         star=dataset_star,

@@ -89,6 +89,10 @@ rule populations:
             "state_min_mass",
         ),
         seed=config["seed"],
+        # a cryoSPARC export: the state subsets as .cs files too
+        cryosparc=lambda w: (
+            DATASETS[w.dataset]["star"] if w.dataset in cryosparc_datasets() else None
+        ),
     script:
         "../../scripts/populations.py"
 

@@ -1,11 +1,12 @@
 # the simulator's settings as the rules that build it read them
 SIMULATOR = {key: config[key] for key in ("image", "simulator")}
-# train keys added later are left out at their default (off), so a model trained before they existed
-# is not retrained on an upgrade
+# train keys added later are left out at their default (off, one rank), so a model trained before they
+# existed is not retrained on an upgrade
+TRAIN_ADDED = {"condition_on_ctf": False, "processes": 1, "nodes": 1}
 TRAIN = {
     key: value
     for key, value in config["train"].items()
-    if key != "condition_on_ctf" or value
+    if key not in TRAIN_ADDED or value != TRAIN_ADDED[key]
 }
 
 
@@ -60,6 +61,10 @@ rule train:
         mem_mb=16000,
         runtime=24 * 60,
         gpu=config["train"]["gpus"],
+        # SLURM: one task per node (its torchrun starts the node's ranks); no --ntasks-per-gpu
+        nodes=config["train"]["nodes"],
+        tasks=config["train"]["nodes"],
+        tasks_per_gpu=0,
     params:
         **SIMULATOR,
         seed=config["seed"],
