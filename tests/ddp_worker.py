@@ -1,10 +1,12 @@
 """One rank of the data-parallel tests (tests/test_distributed.py), started by torchrun or alone.
 
     python tests/ddp_worker.py step OUT                       one optimizer step on this rank's share of a fixed batch
-    python tests/ddp_worker.py train OUT CHECKPOINT SETTINGS  a tiny training run (SETTINGS: TrainingConfig as JSON)
+    python tests/ddp_worker.py train OUT CHECKPOINT SETTINGS [FINGERPRINT [WIDTH]]
+                                                              a tiny training run (SETTINGS: TrainingConfig as JSON)
     python tests/ddp_worker.py die                            rank 1 raises after its first step
 
-The problem is test_resume's: a shell of beads whose radius is 12 Å + 2θ, 32 px images at 3 Å.
+The problem: a shell of beads whose radius is 12 Å + 2θ, 32 px images at 3 Å (test_resume.py trains it on one
+rank through ``train``).
 """
 
 import json
@@ -19,7 +21,7 @@ from cryoflow.projection import AtomTemplates
 from cryoflow.simulator import Priors, Simulator
 
 
-def problem(particle_head: bool):
+def problem(particle_head: bool, width: int = 8):
     torch.manual_seed(0)
     unit = torch.nn.functional.normalize(torch.randn(40, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 5)
@@ -27,7 +29,7 @@ def problem(particle_head: bool):
     priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), bead_sigma_range_A=(3.0, 3.0))
     sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(40), oversample=1), 32, 3.0, priors)
     model = models.PosteriorEstimator(
-        (-4.0, 4.0), latent_dim=8, width=8, transforms=1, hidden_features=(16,), particle_head=particle_head
+        (-4.0, 4.0), latent_dim=8, width=width, transforms=1, hidden_features=(16,), particle_head=particle_head
     )
     return sim, model
 
@@ -53,10 +55,12 @@ def one_step(world: World, out: str) -> None:
         torch.save({"state": model.state_dict(), "grad_norm": float(grad_norm)}, out)
 
 
-def train(world: World, out: str, checkpoint: str, settings: str) -> None:
-    sim, model = problem(particle_head=False)
+def train(world: World, out: str, checkpoint: str, settings: str, fingerprint: str = "f", width: str = "8") -> None:
+    sim, model = problem(particle_head=False, width=int(width))
     config = training.TrainingConfig(**json.loads(settings))
-    model, history, _ = training.train(model, sim, config, checkpoint=checkpoint or None, fingerprint="f", world=world)
+    model, history, _ = training.train(
+        model, sim, config, checkpoint=checkpoint or None, fingerprint=fingerprint, world=world
+    )
     if world.main:
         torch.save(model.state_dict(), out)
         print(json.dumps([row["val_loss"] for row in history]), flush=True)

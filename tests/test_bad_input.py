@@ -95,6 +95,9 @@ def test_resampling_lands_on_the_training_pixel_size_and_keeps_sizes_in_angstrom
         padded, n_out = preprocess.resampling_plan(box_in, pixel_in, pixel_out)
         assert padded >= box_in and n_out % 2 == 0
         assert abs(padded * pixel_in / n_out - pixel_out) <= 1e-3 * pixel_out
+    # a pixel size off by orders of magnitude (µm taken for Å) stops before any image is allocated
+    with pytest.raises(InputError, match=r"256 px particle of 1.06 Å pixels .* 0.001 Å needs 271360 × 271360 pixels"):
+        preprocess.resampling_plan(256, 1.06, 0.001)
     # the stack the particle stage writes states the pixel size its images really have
     with mrcfile.new(tmp_path / "p.mrcs") as mrc:
         mrc.set_data(np.repeat(image, 3, axis=0) + np.random.default_rng(0).normal(size=(3, 30, 30)).astype("f4"))

@@ -207,12 +207,17 @@ def test_tiny_micrograph_set_end_to_end(tmp_path):
             {"files": "{data}/*.mrc", "defocus_A": 1e4, "pixel_size_A": 1.0, "picking": {"stride_px": 0}},
             "micrographs.m.picking.stride_px",
         ),
+        (  # a copy cut short: refused when the DAG is built, not in the pick job after training
+            {"files": "{data}/*.mr*", "defocus_A": 1e4, "pixel_size_A": 1.0},
+            "b.mrc_cut: 181024 bytes, but its header (300 × 300 × 1, mode 2) needs 361024: truncated",
+        ),
     ],
 )
 def test_bad_micrograph_sets_stop_the_dry_run_naming_the_key(tmp_path, mset, message):
     from workflow_helpers import snakemake, write_config
 
     write_micrograph(tmp_path / "data" / "a.mrc", np.zeros((300, 300)), 1.0)
+    (tmp_path / "data" / "b.mrc_cut").write_bytes((tmp_path / "data" / "a.mrc").read_bytes()[:181024])
     mset = {k: v.format(data=tmp_path / "data") if isinstance(v, str) else v for k, v in mset.items()}
     result = snakemake(tmp_path, write_config(tmp_path, micrographs={"m": mset}), "-n")
     output = result.stdout + result.stderr

@@ -15,44 +15,17 @@ from conftest import train_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RUNNER = r"""
-import json, sys, torch
-from cryoflow import models, training
-from cryoflow.logs import configure
-from cryoflow.projection import AtomTemplates
-from cryoflow.simulator import Priors, Simulator
-
-out, checkpoint, fingerprint, settings = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-configure()
-torch.set_num_threads(1)
-torch.manual_seed(0)
-unit = torch.nn.functional.normalize(torch.randn(40, 3), dim=1)
-theta_A = torch.linspace(-4, 4, 5)
-templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), bead_sigma_range_A=(3.0, 3.0))
-sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(40), oversample=1), 32, 3.0, priors)
-# 4 channels on one thread: channels-last would abort this process on AVX2-only CPUs (models.memory_format)
-model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,))
-config = training.TrainingConfig(**settings)
-model, history, _ = training.train(model, sim, config, checkpoint=checkpoint or None, fingerprint=fingerprint)
-torch.save(model.state_dict(), out)
-print(json.dumps([row["val_loss"] for row in history]))
-"""
+# tests/ddp_worker.py on one rank; 4 channels on one thread: channels-last would abort that process on AVX2-only
+# CPUs (models.memory_format)
+WORKER = str(ROOT / "tests" / "ddp_worker.py")
 
 
 def run(out, checkpoint, fingerprint="a", wait=True):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     settings = train_settings(steps=240, batch_size=32, learning_rate=2e-3, validation_size=64, validate_every=20,
                               checkpoint_every=40, seed=3)  # fmt: skip
-    cmd = [
-        sys.executable,
-        "-c",
-        RUNNER,
-        str(out),
-        str(checkpoint),
-        fingerprint,
-        json.dumps(dataclasses.asdict(settings)),
-    ]
+    settings = json.dumps(dataclasses.asdict(settings))
+    cmd = [sys.executable, WORKER, "train", str(out), str(checkpoint), settings, fingerprint, "4"]
     if wait:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -13,8 +13,10 @@ def configure(
 ) -> logging.Logger:
     """Send log records to ``log_path`` (the rule's ``log:``) and to stderr.
 
-    An exception that ends the script is written to the log file too, so
-    the file Snakemake points at after a failure says what went wrong.
+    An exception that ends the script is written to the log file too, with
+    its traceback, so the file Snakemake points at after a failure says what
+    went wrong; on the console, bad input (a ValueError such as InputError)
+    is its one-line message.
     ``append`` adds to the file (the ranks of a training run share the
     rule's log); ``label`` (e.g. "rank 1") starts each of this process's lines.
     """
@@ -26,10 +28,12 @@ def configure(
 
         def log_then_raise(kind, error, traceback):
             record = logging.LogRecord("cryoflow", logging.ERROR, __file__, 0, "%s: %s", (kind.__name__, error), None)
-            if not issubclass(kind, ValueError):  # bad input (InputError) needs one line, bugs the traceback
-                record.exc_info = (kind, error, traceback)
+            record.exc_info = (kind, error, traceback)  # the message, then the traceback, in the rule's log
             file_handler.handle(record)
-            default_hook(kind, error, traceback)
+            if issubclass(kind, ValueError):  # bad input (InputError): one line on the console
+                sys.stderr.write(f"{kind.__name__}: {error}\n(the traceback is in {log_path})\n")
+            else:  # a bug: the traceback on the console too
+                default_hook(kind, error, traceback)
 
         sys.excepthook = log_then_raise
     logging.basicConfig(

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 
 PIXEL_TOLERANCE = 1e-3  # resampled pixel sizes land within 0.1 % of the training pixel size
+MAX_RESAMPLED_PX = 4096  # a particle resampled beyond this box (64 MiB per float32 image) is a pixel-size mistake
 
 
 def resampling_plan(box_in: int, pixel_in_A: float, pixel_out_A: float) -> tuple[int, int]:
@@ -39,6 +40,12 @@ def resampling_plan(box_in: int, pixel_in_A: float, pixel_out_A: float) -> tuple
     """
     ratio = pixel_out_A / pixel_in_A
     n_out = max(2, 2 * int(np.ceil(box_in / ratio / 2 - 1e-9)))
+    if n_out > MAX_RESAMPLED_PX:  # before any allocation: a pixel size off by orders of magnitude
+        raise InputError(
+            f"resampling a {box_in} px particle of {pixel_in_A:g} Å pixels to the training pixel size "
+            f"{pixel_out_A:g} Å needs {n_out} × {n_out} pixels per image (over {MAX_RESAMPLED_PX}): check "
+            "image.pixel_size_A and the particles' pixel size (the STAR file's, or datasets.<name>.pixel_size_A)"
+        )
     while True:
         padded = int(round(n_out * ratio))
         if padded >= box_in and abs(padded / n_out - ratio) <= PIXEL_TOLERANCE * ratio:

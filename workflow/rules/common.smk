@@ -259,6 +259,11 @@ def micrograph_files(name):
         raise WorkflowError(
             f"micrographs.{name}.shards: {ms['shards']} shards but the set has {len(files)} micrographs"
         )
+    key = "star" if ms["star"] else "files"
+    for path in files:
+        problem = starindex.mrc_truncation(path)
+        if problem:
+            raise WorkflowError(f"micrographs.{name}.{key}: {problem}")
     return files
 
 
