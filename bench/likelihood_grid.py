@@ -3,11 +3,13 @@
 Held-out images of the demo's templates at fixed SNRs (the validation's
 first fixed-SNR sets) get their per-template log-likelihoods on the
 schema's default grids and on grids refined one step in each direction:
-more refinement levels, more refined cells per level, finer shift and
-nuisance grids (and, with ``--heavy``, a coarse SO(3) grid 8× finer). For each refinement the table gives, per
-SNR, the share of images whose per-template log-likelihoods all change by
-less than 0.1 nats (all templates, and those holding ≥ 1 % of the posterior),
-and the median and 95th percentile of the largest change.
+more orientation refinement levels, more refined cells per level, more
+shift and defocus refinement levels, finer shift and nuisance grids (and,
+with ``--heavy``, a coarse SO(3) grid 8× finer). For each refinement the
+table gives, per SNR, the share of images whose per-template
+log-likelihoods all change by less than 0.1 nats (all templates, and those
+holding ≥ 1 % of the posterior), and the median and 95th percentile of the
+largest change.
 
     python bench/likelihood_grid.py [--results results/demo] [--n 16] [--snr 0.1 0.01] [--threads 2] [--heavy]
 """
@@ -36,6 +38,7 @@ from cryoflow import heldout, likelihood, pipeline, reference  # noqa: E402
 REFINEMENTS = {
     "refine_levels + 2": {"refine_levels": 2},
     "refine_top × 2": {"refine_top": 2},
+    "nuisance_refine_levels + 2": {"nuisance_refine_levels": 2},
     "shift points + 2 per axis, defocus points × 2": {"shift_points": 2, "defocus_points": 2},
 }
 HEAVY = {"coarse orientations × 8 (2 per axis)": {"orientations": 2}}  # with --heavy
@@ -44,7 +47,7 @@ HEAVY = {"coarse orientations × 8 (2 per axis)": {"orientations": 2}}  # with -
 def refined(cfg: dict, change: dict) -> dict:
     out = copy.deepcopy(cfg)
     for key, factor in change.items():
-        if key == "refine_levels":
+        if key in ("refine_levels", "nuisance_refine_levels"):
             out[key] += factor
         elif key == "orientations":
             out[key] = [factor * v for v in out[key]]

@@ -9,7 +9,7 @@ import yaml
 from conftest import ROOT
 from scipy import integrate, special
 
-from cryoflow import likelihood
+from cryoflow import likelihood, so3
 from cryoflow.projection import AtomTemplates
 from cryoflow.simulator import Priors, Simulator, uniform_rotations
 
@@ -121,6 +121,33 @@ def test_sum_over_a_discrete_pose_set_is_exact(adk_simulator):
         assert np.allclose(found[b], expected, atol=2e-2), (b, found[b], expected)
 
 
+def test_shift_and_defocus_refinement_converges_to_a_dense_grid(adk_ca):
+    """Off-grid shifts and defocus at SNR 0.5, poses from a discrete set (orientations exact): a coarse 3 × 3
+    shift, 4-defocus grid is off by nats, its local refinement matches a dense 31 × 31, 48-defocus grid."""
+    coords = torch.as_tensor(adk_ca.getCoords(), dtype=torch.float32)
+    centre = coords.mean(0)
+    templates = torch.stack([centre + (coords - centre) * (1 + 0.06 * k) for k in (-1, 0, 1)])
+    priors = Priors(theta_range_A=(-3.0, 3.0), shift_max_A=6.0, defocus_range_A=(8000.0, 16000.0),
+                    b_factor_range_A2=(40.0, 40.0), snr_range=(0.5, 0.5), bead_sigma_range_A=(3.0, 3.0),
+                    mask_radius_A=30.0)  # fmt: skip
+    sim = Simulator(AtomTemplates(templates, [-3.0, 0.0, 3.0], torch.ones(len(coords)), oversample=2), 24, 3.0, priors)
+    g = torch.Generator().manual_seed(3)
+    rotations = uniform_rotations(5, g)
+    nuisance = sim.sample_nuisance(3, g)
+    nuisance["rotation"] = rotations[torch.tensor([0, 2, 4])]
+    images = sim.simulate(torch.tensor([-3.0, 0.0, 3.0]), g, nuisance).numpy()
+
+    def log_l(**grids):
+        engine = likelihood.ExplicitLikelihood(sim, grid(refine_levels=0, **grids), rotations=rotations)
+        return engine.log_likelihood(images)["log_likelihood"]
+
+    coarse = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=0)
+    refined = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=6, nuisance_refine_top=16)
+    dense = log_l(shift_points=31, defocus_points=48, nuisance_refine_levels=0)
+    assert np.abs(coarse - dense).max() > 1.0  # the coarse grid alone is far off
+    assert np.abs(refined - dense).max() < 0.15, np.abs(refined - dense)
+
+
 def test_defocus_grid_converges_to_known_defocus_within_its_prior(adk_simulator):
     """Marginalizing defocus on a fine grid gives at least the mass near the truth: log p ≥ known − log(range)."""
     sim = adk_simulator
@@ -146,18 +173,18 @@ def test_defocus_grid_converges_to_known_defocus_within_its_prior(adk_simulator)
 
 
 def test_so3_cells_are_equal_volume_and_refinement_keeps_the_measure():
-    centres, width = likelihood.so3_cells(8, 4, 8)
-    rot = likelihood.euler_matrices(centres)
+    centres, width = so3.so3_cells(8, 4, 8)
+    rot = so3.euler_matrices(centres)
     assert torch.allclose(rot @ rot.transpose(1, 2), torch.eye(3, dtype=rot.dtype).expand_as(rot), atol=1e-12)
     assert torch.allclose(torch.linalg.det(rot), torch.ones(len(rot), dtype=rot.dtype))
     # Haar: cos β uniform, so the rotated z axis' z component R[2, 2] = cos β has mean 0 and E[cos²] = 1/3
     # (the midpoint rule on 4 cells of cos β gives 1/3 − w²/12 = 0.3125 exactly, on 32 cells 1/3 − 1/3072)
     assert rot[:, 2, 2].mean().abs() < 1e-12
     assert (rot[:, 2, 2] ** 2).mean() == pytest.approx(0.3125, abs=1e-12)
-    fine = likelihood.euler_matrices(likelihood.so3_cells(4, 32, 4)[0])
+    fine = so3.euler_matrices(so3.so3_cells(4, 32, 4)[0])
     assert (fine[:, 2, 2] ** 2).mean() == pytest.approx(1 / 3 - 1 / 3072, abs=1e-12)
     assert fine[:, 0, 0].mean().abs() < 1e-12 and (fine**2).mean(0).sub(1 / 3).abs().max() < 1e-3
-    kids = likelihood.children(centres[:3], width.expand(3, 3))
+    kids = so3.children(centres[:3], width.expand(3, 3))
     assert kids.shape == (24, 3)
     # children tile their parent: their mean is the parent's centre
     assert torch.allclose(kids.reshape(3, 8, 3).mean(1), centres[:3])

@@ -27,6 +27,10 @@ their priors (all priors are uniform), and log-sum-exp'd:
 * defocus, B-factor and bead width: a midpoint grid over each prior, or the
   values an image was simulated with, or those its STAR row gives
   (``known``).
+* then, per image, the shift × defocus cells that hold most of the image's
+  mass are split into halves along each dimension they span,
+  ``nuisance_refine_levels`` times (``cryoflow.likelihood_rows``), before
+  the orientation refinement runs on them.
 
 The templates' projections on the coarse orientation grid are computed once
 and reused for every image; the refined cells' projections are per image.
@@ -44,9 +48,11 @@ import torch
 
 from cryoflow import gridsize
 from cryoflow.ctf import ctf, fourier_frequencies
+from cryoflow.likelihood_rows import Rows, split_rows
 from cryoflow.logs import Progress
 from cryoflow.projection import VolumeTemplates, shift_phase
 from cryoflow.simulator import Simulator
+from cryoflow.so3 import children, euler_matrices, so3_cells
 from cryoflow.theta import bounds
 
 LOG_8 = math.log(8.0)
@@ -73,40 +79,6 @@ def log_evidence(coc, co, coo, cc, ccc, n: int):
     return constant - 0.5 * log(n * scc) - half * log(0.5 * residual)
 
 
-def euler_matrices(cells: torch.Tensor) -> torch.Tensor:
-    """Rotations (C, 3, 3) R = R_z(α) R_y(β) R_z(γ) at cells (C, 3) = (α, cos β, γ)."""
-    alpha, u, gamma = cells.unbind(-1)
-    beta = torch.arccos(u.clamp(-1.0, 1.0))
-
-    def about_z(angle):
-        c, s = torch.cos(angle), torch.sin(angle)
-        zero, one = torch.zeros_like(c), torch.ones_like(c)
-        return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).reshape(-1, 3, 3)
-
-    c, s = torch.cos(beta), torch.sin(beta)
-    zero, one = torch.zeros_like(c), torch.ones_like(c)
-    about_y = torch.stack([c, zero, s, zero, one, zero, -s, zero, c], -1).reshape(-1, 3, 3)
-    return about_z(alpha) @ about_y @ about_z(gamma)
-
-
-def so3_cells(n_alpha: int, n_u: int, n_gamma: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centres (C, 3) of n_α·n_u·n_γ equal-volume SO(3) cells and the cell widths (3,) in (α, cos β, γ)."""
-    width = torch.tensor([2 * math.pi / n_alpha, 2.0 / n_u, 2 * math.pi / n_gamma], dtype=dtype)
-    axes = [
-        (torch.arange(n, dtype=dtype) + 0.5) * w + lo
-        for n, w, lo in zip((n_alpha, n_u, n_gamma), width, (0.0, -1.0, 0.0))
-    ]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3), width
-
-
-def children(centres: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-    """Centres (C·8, 3) of the eight equal sub-cells of each cell (C, 3) of widths (C, 3)."""
-    signs = torch.tensor(
-        [[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], dtype=centres.dtype, device=centres.device
-    )
-    return (centres[:, None, :] + 0.25 * signs[None] * widths[:, None, :]).reshape(-1, 3)
-
-
 def midpoints(low: float, high: float, n: int) -> np.ndarray:
     """``n`` midpoints of equal cells of [low, high] (one point where low == high)."""
     if high <= low or n <= 1:
@@ -127,6 +99,9 @@ class GridSettings:
     b_factor_points: int
     bead_sigma_points: int
     max_memory_gb: float
+    nuisance_refine_top: int
+    nuisance_refine_levels: int
+    nuisance_cells: int
     known: tuple[str, ...] = ()
 
 
@@ -173,7 +148,6 @@ class ExplicitLikelihood:
         axis = midpoints(-half, half, settings.shift_points if half > 0 else 1)
         shifts = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
         self.shifts_A = torch.as_tensor(shifts, dtype=torch.float32, device=self.device)
-        self.phases = shift_phase(self.s_y, self.s_x, self.shifts_A).reshape(len(shifts), -1)  # (S, K)
         whitening = simulator.noise_filter
         self.whitening = None if whitening is None else (1.0 / whitening.clamp_min(1e-6)).reshape(-1)
         if rotations is None:
@@ -227,79 +201,100 @@ class ExplicitLikelihood:
         return torch.cat(parts, dim=1).contiguous()
 
     # ---- image side ---------------------------------------------------------------------------------------
-    def filters(self, nuisance: dict | None, index: int) -> torch.Tensor:
-        """Nuisance filters (J, K) of image ``index``: CTF × B-factor envelope × extra bead blur."""
+    def nuisance_cells(self, nuisance: dict | None, index: int) -> list[dict]:
+        """The nuisance states of image ``index``: CTF parameters, B-factor, bead width, and the half-width of
+        the defocus cell each stands for (0 where the defocus is known or fixed)."""
         p, s, known = self.sim.priors, self.settings, self.settings.known
 
         def value(key):
             return float(nuisance[key][index])
 
         if "ctf" in known:
-            ctf_rows = [
-                (
-                    value("defocus_u_A"),
-                    value("defocus_v_A"),
-                    value("astigmatism_angle_deg"),
-                    value("phase_shift_deg"),
-                    value("voltage_kV"),
-                    value("cs_mm"),
-                    value("amplitude_contrast"),
-                )
-            ]
+            keys = ("defocus_u_A", "defocus_v_A", "astigmatism_angle_deg", "phase_shift_deg", "voltage_kV", "cs_mm",
+                    "amplitude_contrast")  # fmt: skip
+            ctf_cells = [(tuple(value(k) for k in keys), 0.0)]
         else:
             g = p.optics[0]
-            ctf_rows = [
-                (d, d, 0.0, float(p.phase_shift_range_deg[0]), g["voltage_kV"], g["cs_mm"], g["amplitude_contrast"])
+            n_defocus = s.defocus_points if gridsize.varies(p.defocus_range_A) else 1
+            half_width = 0.5 * (p.defocus_range_A[1] - p.defocus_range_A[0]) / n_defocus
+            ctf_cells = [
+                ((d, d, 0.0, float(p.phase_shift_range_deg[0]), g["voltage_kV"], g["cs_mm"], g["amplitude_contrast"]),
+                 half_width)
                 for d in midpoints(*p.defocus_range_A, s.defocus_points)
-            ]
+            ]  # fmt: skip
         b_values = [value("b_factor_A2")] if "b_factor" in known else midpoints(*p.b_factor_range_A2, s.b_factor_points)
         sigmas = (
             [value("bead_sigma_A")] if "bead_sigma" in known else midpoints(*p.bead_sigma_range_A, s.bead_sigma_points)
         )
-        s2 = self.s_x**2 + self.s_y**2
-        rows = []
-        for du, dv, angle, phase, kv, cs, amp in ctf_rows:
-            for b in b_values:
-                base = ctf(self.s_y, self.s_x, du, dv, angle, kv, cs, amp, phase, float(b))
-                for sigma in sigmas:
-                    extra = 0.0 if self.blur_base is None else max(float(sigma) ** 2 - self.blur_base**2, 0.0)
-                    rows.append((base * torch.exp(-2 * math.pi**2 * extra * s2)).reshape(-1))
-        return torch.stack(rows)  # the whitening is on the projections already
+        return [
+            {"ctf": ctf_values, "b": float(b), "sigma": float(sigma), "defocus_half_width": width}
+            for ctf_values, width in ctf_cells
+            for b in b_values
+            for sigma in sigmas
+        ]
 
-    def image_terms(self, image: torch.Tensor, filters: torch.Tensor):
-        """The image's matrix (J·S, 2K) for the cross terms with every filter and shift, Σ I and Σ I²."""
+    def filter_of(self, cell: dict) -> torch.Tensor:
+        """A nuisance state's filter (K,): CTF × B-factor envelope × extra bead blur."""
+        du, dv, angle, phase, kv, cs, amp = cell["ctf"]
+        base = ctf(self.s_y, self.s_x, du, dv, angle, kv, cs, amp, phase, cell["b"])
+        extra = 0.0 if self.blur_base is None else max(cell["sigma"] ** 2 - self.blur_base**2, 0.0)
+        return (base * torch.exp(-2 * math.pi**2 * extra * (self.s_x**2 + self.s_y**2))).reshape(-1)
+
+    def filters(self, nuisance: dict | None, index: int) -> torch.Tensor:
+        """Nuisance filters (J, K) of image ``index`` (the whitening is on the projections already)."""
+        return torch.stack([self.filter_of(cell) for cell in self.nuisance_cells(nuisance, index)])
+
+    def initial_rows(self, cells: list[dict]) -> Rows:
+        """Every nuisance state × every shift of the grid, equally weighted."""
+        j, n_shifts = len(cells), len(self.shifts_A)
+        p = self.sim.priors
+        shift_half = p.shift_max_A / len(midpoints(-p.shift_max_A, p.shift_max_A, self.settings.shift_points))
+        shift_half = shift_half if p.shift_max_A > 0 else 0.0
+        half = torch.tensor([[shift_half, shift_half, c["defocus_half_width"]] for c in cells], dtype=torch.float64)
+        return Rows(
+            cell=torch.arange(j).repeat_interleave(n_shifts),
+            shift_A=self.shifts_A.cpu().repeat(j, 1),
+            log_w=torch.full((j * n_shifts,), -math.log(j * n_shifts), dtype=torch.float64),
+            half_width=half.repeat_interleave(n_shifts, dim=0),
+        )
+
+    def image_spectrum(self, image: torch.Tensor):
+        """The (whitened) image's spectrum (K,), Σ I and Σ I²."""
         if self.whitening is not None:
             image = torch.fft.irfft2(
                 torch.fft.rfft2(image) * self.whitening.reshape(self.box, -1), s=(self.box, self.box)
             )
-        spectrum = torch.fft.rfft2(image).reshape(-1)
-        x = (spectrum.conj() * self.parseval)[None, None, :] * filters[:, None, :] * self.phases[None]
-        x = x.reshape(-1, spectrum.numel())
-        left = torch.cat([x.real, -x.imag], dim=1)
         image64 = image.double()
-        return left, float(image64.sum()), float((image64 * image64).sum())
+        return torch.fft.rfft2(image).reshape(-1), float(image64.sum()), float((image64 * image64).sum())
 
-    def evaluate(self, left, co, coo, filters, spectra) -> torch.Tensor:
-        """log p(image | column) (M,) for the columns of ``spectra`` (2K, M), summed over nuisances and shifts."""
+    def image_rows(self, spectrum: torch.Tensor, filters: torch.Tensor, rows: Rows) -> torch.Tensor:
+        """The image's matrix (R, 2K) whose product with a projection's spectrum is each row's cross term."""
+        phases = shift_phase(self.s_y, self.s_x, rows.shift_A.to(self.device)).reshape(len(rows.cell), -1)
+        x = (spectrum.conj() * self.parseval)[None, :] * filters[rows.cell.to(self.device)] * phases
+        return torch.cat([x.real, -x.imag], dim=1)
+
+    def row_evidence(self, left, co, coo, filters, rows: Rows, spectra, reduce: bool = True) -> torch.Tensor:
+        """log p(image | column, row) for the columns of ``spectra`` (2K, M): summed over the rows with their
+        weights (M,), or per row (R, M) with ``reduce`` False."""
         k = self.s_x.numel()
-        j = len(filters)
-        rows = left.shape[0] // j
         power = (spectra[:k] ** 2 + spectra[k:] ** 2) * self.parseval[:, None]
         ccc = (filters**2) @ power  # (J, M)
         cc = filters[:, :1] * spectra[:1]  # DC: F(0)·P(0)
+        cell = rows.cell.to(self.device)
+        log_w = rows.log_w.to(self.device)[:, None]
         out = []
         for start in range(0, spectra.shape[1], 4096):
             cols = slice(start, start + 4096)
-            coc = (left @ spectra[:, cols]).reshape(j, rows, -1).double()
-            e = log_evidence(coc, co, coo, cc[:, None, cols].double(), ccc[:, None, cols].double(), self.n)
-            out.append(torch.logsumexp(e.reshape(j * rows, -1), dim=0) - math.log(j * rows))
-        return torch.cat(out)
+            coc = (left @ spectra[:, cols]).double()
+            e = log_evidence(coc, co, coo, cc[cell, cols].double(), ccc[cell, cols].double(), self.n)
+            out.append(torch.logsumexp(e + log_w, dim=0) if reduce else e)
+        return torch.cat(out, dim=-1)
 
     # ---- per image ----------------------------------------------------------------------------------------
     def log_likelihood(self, images, nuisance: dict | None = None, label: str = "likelihood") -> dict:
         """Per-template log-likelihoods (B, T) of images (B, box, box); ``nuisance`` holds the known values.
 
-        Also returns ``log_likelihood_coarse`` (before refinement) and ``n_cells`` per image.
+        Also returns ``log_likelihood_coarse`` (before any refinement) and ``n_cells`` per image.
         """
         if self.settings.known and nuisance is None:
             raise LikelihoodError(f"likelihood.known {list(self.settings.known)} needs each image's values")
@@ -308,13 +303,19 @@ class ExplicitLikelihood:
         results, coarse_results, n_cells = [], [], []
         progress = Progress(len(images), label, unit="images")
         for b in range(len(images)):
-            filters = self.filters(nuisance, b)
-            left, co, coo = self.image_terms(images[b], filters)
-            log_l = self.evaluate(left, co, coo, filters, self.coarse_spectra).reshape(t, -1)
+            cells = self.nuisance_cells(nuisance, b)
+            filters = torch.stack([self.filter_of(cell) for cell in cells])
+            rows = self.initial_rows(cells)
+            spectrum, co, coo = self.image_spectrum(images[b])
+            left = self.image_rows(spectrum, filters, rows)
+            log_l = self.row_evidence(left, co, coo, filters, rows, self.coarse_spectra).reshape(t, -1)
             log_w = torch.full((log_l.shape[1],), self.coarse_log_weight, dtype=torch.float64, device=self.device)
             coarse_results.append(torch.logsumexp(log_l + log_w, dim=1))
-            if self.coarse is not None and self.settings.refine_levels > 0:
-                log_l, log_w = self.refine(left, co, coo, filters, log_l, log_w)
+            if self.settings.nuisance_refine_levels > 0 and bool((rows.half_width > 0).any()):
+                log_l, rows, filters = self.refine_nuisances(spectrum, co, coo, cells, filters, rows, log_l, log_w)
+                left = self.image_rows(spectrum, filters, rows)
+            if self.coarse is not None and self.settings.refine_levels > 0:  # on the refined shift × defocus cells
+                log_l, log_w = self.refine(left, co, coo, filters, rows, log_l, log_w)
             results.append(torch.logsumexp(log_l + log_w, dim=1))
             n_cells.append(log_l.shape[1])
             progress.update(1)
@@ -324,19 +325,18 @@ class ExplicitLikelihood:
             "n_cells": np.array(n_cells),
         }
 
-    def refine(self, left, co, coo, filters, log_l, log_w):
-        """Split the cells that hold most of any template's mass into eight, ``refine_levels`` times."""
+    def refine(self, left, co, coo, filters, rows, log_l, log_w):
+        """Split the cells that hold most of any template's mass into eight, ``refine_levels`` times; returns
+        the log-likelihoods (T, C) and log weights (C,) of the final cells."""
         centres = self.coarse.to(self.device)
         widths = self.width.to(self.device).expand(len(centres), 3)
         top = min(self.settings.refine_top, len(centres))
         t = self.n_templates
         for _ in range(self.settings.refine_levels):
-            mass = log_l + log_w
-            share = mass - torch.logsumexp(mass, dim=1, keepdim=True)
-            chosen = torch.topk(share.max(dim=0).values, top).indices
+            chosen = heaviest_cells(log_l, log_w, top)
             kids = children(centres[chosen], widths[chosen])
             spectra = self.project(euler_matrices(kids).float().to(self.device))
-            kid_l = self.evaluate(left, co, coo, filters, spectra).reshape(t, -1)
+            kid_l = self.row_evidence(left, co, coo, filters, rows, spectra).reshape(t, -1)
             keep = torch.ones(len(centres), dtype=torch.bool, device=self.device)
             keep[chosen] = False
             kid_w = (log_w[chosen] - LOG_8).repeat_interleave(8)
@@ -345,6 +345,39 @@ class ExplicitLikelihood:
             log_l = torch.cat([log_l[:, keep], kid_l], dim=1)
             log_w = torch.cat([log_w[keep], kid_w])
         return log_l, log_w
+
+    def refine_nuisances(self, spectrum, co, coo, cells, filters, rows, log_l, log_w):
+        """Split the shift × defocus cells that hold most of the image's mass, ``nuisance_refine_levels``
+        times: each into four shift quarters and two defocus halves (where they vary), the parent's weight
+        shared. Measured on the ``nuisance_cells`` coarse orientation cells that hold most of any template's
+        mass, which are then evaluated on the refined cells (the others, negligible in the sums, keep the coarse
+        ones). Returns the log-likelihoods (T, C), the refined rows and their filters."""
+        t, s = self.n_templates, self.settings
+        active = heaviest_cells(log_l, log_w, min(s.nuisance_cells, log_l.shape[1]))
+        k2 = self.coarse_spectra.shape[0]
+        spectra = self.coarse_spectra.reshape(k2, t, -1)[:, :, active].reshape(k2, -1)  # template-major columns
+        column_w = log_w[active].repeat(t)
+        cells = list(cells)
+        for _ in range(s.nuisance_refine_levels):
+            left = self.image_rows(spectrum, filters, rows)
+            per_row = self.row_evidence(left, co, coo, filters, rows, spectra, reduce=False)
+            mass = torch.logsumexp(per_row + column_w[None, :], dim=1).cpu() + rows.log_w
+            mass[(rows.half_width == 0).all(dim=1)] = -math.inf  # nothing to split
+            chosen = torch.topk(mass, min(s.nuisance_refine_top, int(torch.isfinite(mass).sum()))).indices
+            rows, cells = split_rows(rows, chosen, cells)
+            if len(cells) > len(filters):
+                filters = torch.cat([filters, torch.stack([self.filter_of(c) for c in cells[len(filters) :]])])
+        left = self.image_rows(spectrum, filters, rows)
+        log_l = log_l.clone()
+        log_l[:, active] = self.row_evidence(left, co, coo, filters, rows, spectra).reshape(t, -1)
+        return log_l, rows, filters
+
+
+def heaviest_cells(log_l: torch.Tensor, log_w: torch.Tensor, top: int) -> torch.Tensor:
+    """The ``top`` orientation cells holding the largest share of any template's mass."""
+    mass = log_l + log_w
+    share = mass - torch.logsumexp(mass, dim=1, keepdim=True)
+    return torch.topk(share.max(dim=0).values, top).indices
 
 
 def posterior_on_grid(log_likelihood: np.ndarray, theta_nodes: np.ndarray, grid: np.ndarray) -> np.ndarray:

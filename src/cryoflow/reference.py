@@ -39,6 +39,9 @@ def grid_settings(cfg: dict, mode: str) -> likelihood.GridSettings:
         "b_factor_points",
         "bead_sigma_points",
         "max_memory_gb",
+        "nuisance_refine_top",
+        "nuisance_refine_levels",
+        "nuisance_cells",
     )
     return likelihood.GridSettings(
         orientations=tuple(cfg["orientations"]), known=MODES[mode], **{k: cfg[k] for k in keys}

@@ -138,7 +138,7 @@ class Objective(torch.nn.Module):
 
 
 def optimizer_step(objective, optimizer, clip_grad_norm: float, theta, images, ctf=None, is_particle=None):
-    """One AdamW step on one (share of a) batch: (loss, particle loss or None, gradient norm before clipping).
+    """One optimizer step on one (share of a) batch: (loss, particle loss or None, gradient norm before clipping).
 
     ``objective`` is an :class:`Objective`, or its DistributedDataParallel wrapper on several ranks."""
     loss, particle_loss = objective(theta, images, ctf, is_particle)
