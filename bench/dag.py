@@ -39,11 +39,24 @@ def make_dataset(folder: Path, n_stacks: int, per_stack: int) -> Path:
             (job / "Stacks" / f"s{k}.mrcs").write_bytes(data)
         names += [f"{i + 1:06d}@Extract/job001/Stacks/s{k}.mrcs" for i in range(per_stack)]
     n = len(names)
-    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [2.0], "rlnImageSize": [16],
-                           "rlnVoltage": [300.0], "rlnSphericalAberration": [2.7],
-                           "rlnAmplitudeContrast": [0.1]})  # fmt: skip
-    table = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": np.ones(n, int),
-                          "rlnDefocusU": np.full(n, 15000.0), "rlnDefocusV": np.full(n, 15000.0)})  # fmt: skip
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroup": [1],
+            "rlnImagePixelSize": [2.0],
+            "rlnImageSize": [16],
+            "rlnVoltage": [300.0],
+            "rlnSphericalAberration": [2.7],
+            "rlnAmplitudeContrast": [0.1],
+        }
+    )
+    table = pd.DataFrame(
+        {
+            "rlnImageName": names,
+            "rlnOpticsGroup": np.ones(n, int),
+            "rlnDefocusU": np.full(n, 15000.0),
+            "rlnDefocusV": np.full(n, 15000.0),
+        }
+    )
     particles.write_star(job / "particles.star", {"optics": optics, "particles": table})
     return job / "particles.star"
 
@@ -67,8 +80,22 @@ def main():
         cfg["structure"]["source"] = str(ROOT / cfg["structure"]["source"])
         cfg["datasets"] = {"big": {"star": str(star), "shards": args.shards}}
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp),
-               "--configfile", str(tmp / "config.yaml"), "-n", "--cores", "1", "--quiet", "all"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp),
+            "--configfile",
+            str(tmp / "config.yaml"),
+            "-n",
+            "--cores",
+            "1",
+            "--quiet",
+            "all",
+        ]
         start = time.perf_counter()
         result = subprocess.run(cmd, capture_output=True, text=True)
         planned = time.perf_counter() - start

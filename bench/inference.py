@@ -137,8 +137,10 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     star = make_dataset(args.workdir, max([args.n, *args.rss_sizes]), args.box, 1000)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"torch {torch.__version__} on {device}, {args.threads} threads, {args.box} px, batch {args.batch}, "
-          f"ResNet-18 (width 64, 256-d latent) + NSF (5 transforms, hidden {len(PAPER_HIDDEN)} layers)")  # fmt: skip
+    print(
+        f"torch {torch.__version__} on {device}, {args.threads} threads, {args.box} px, batch {args.batch}, "
+        f"ResNet-18 (width 64, 256-d latent) + NSF (5 transforms, hidden {len(PAPER_HIDDEN)} layers)"
+    )
     out = Path(tempfile.mkdtemp(dir=args.workdir))
     timed(cryoflow_path, star, min(args.n, 256), args.box, args.batch, out)  # warm-up: allocator, threads
     paths = {
@@ -153,8 +155,10 @@ def main() -> None:
     rows = list(best.items())
     shutil.rmtree(out)
     ours = args.n / rows[0][1]
-    print(f"\n{args.n} particles, end to end (read, preprocess, embed, posterior summaries, write), "
-          f"best of {args.repeats}:")  # fmt: skip
+    print(
+        f"\n{args.n} particles, end to end (read, preprocess, embed, posterior summaries, write), "
+        f"best of {args.repeats}:"
+    )
     print(f"{'path':<46} {'seconds':>8} {'particles/s':>12} {'cryoflow ×':>11}")
     for name, seconds in rows:
         rate = args.n / seconds
@@ -164,8 +168,20 @@ def main() -> None:
         print(f"{'particles':>10} {'seconds':>8} {'particles/s':>12} {'peak RSS MiB':>13}")
         results = []
         for n in args.rss_sizes:
-            cmd = [sys.executable, __file__, "--child", str(n), "--workdir", str(args.workdir), "--box",
-                   str(args.box), "--batch", str(args.batch), "--threads", str(args.threads)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--workdir",
+                str(args.workdir),
+                "--box",
+                str(args.box),
+                "--batch",
+                str(args.batch),
+                "--threads",
+                str(args.threads),
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = results[-1]

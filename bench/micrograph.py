@@ -34,9 +34,15 @@ from cryoflow.models import PosteriorEstimator  # noqa: E402
 
 SIZES = {
     "demo": {"box": 64, "pixel_A": 2.0, "latent_dim": 64, "width": 16, "transforms": 3, "hidden": (64, 64, 64)},
-    "paper": {"box": 128, "pixel_A": 1.5, "latent_dim": 256, "width": 64, "transforms": 5,
-              "hidden": (256,) * 10 + (128, 64)},
-}  # fmt: skip
+    "paper": {
+        "box": 128,
+        "pixel_A": 1.5,
+        "latent_dim": 256,
+        "width": 64,
+        "transforms": 5,
+        "hidden": (256,) * 10 + (128, 64),
+    },
+}
 MICROGRAPH_PX, MICROGRAPH_PIXEL_A = 4096, 1.0
 
 
@@ -45,8 +51,9 @@ def window_rate(model, image, box, stride, noise_power, reference, n_windows, ba
     batches = picking.window_batches(image, box, stride, noise_power, batch, limit=n_windows)
 
     start = time.perf_counter()
-    for summary in inference.posterior_stream(model, batches, n_windows, grid_points=128, n_samples=1,
-                                              device=device, label="bench"):  # fmt: skip
+    for summary in inference.posterior_stream(
+        model, batches, n_windows, grid_points=128, n_samples=1, device=device, label="bench"
+    ):
         reference.pvalues(summary["latent"])
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -69,9 +76,14 @@ def main():
     rows = []
     for name, size in SIZES.items():
         torch.manual_seed(0)
-        model = PosteriorEstimator((-10.0, 10.0), latent_dim=size["latent_dim"], width=size["width"],
-                                   transforms=size["transforms"], hidden_features=size["hidden"],
-                                   particle_head=True).to(device)  # fmt: skip
+        model = PosteriorEstimator(
+            (-10.0, 10.0),
+            latent_dim=size["latent_dim"],
+            width=size["width"],
+            transforms=size["transforms"],
+            hidden_features=size["hidden"],
+            particle_head=True,
+        ).to(device)
         reference = predictive.LatentReference(rng.normal(size=(1000, size["latent_dim"])))
         start = time.perf_counter()
         image, pixel = picking.resample_micrograph(micrograph, MICROGRAPH_PIXEL_A, size["pixel_A"])
@@ -80,22 +92,47 @@ def main():
         fixed_s = time.perf_counter() - start
         grid = picking.window_grid(image.shape, size["box"], args.stride)
         n_total = len(grid[0]) * len(grid[1])
-        window_rate(model, image, size["box"], args.stride, noise_power, reference, min(64, args.batch),
-                    args.batch, device)  # warm-up  # fmt: skip
-        batched = window_rate(model, image, size["box"], args.stride, noise_power, reference, args.windows,
-                              args.batch, device)  # fmt: skip
+        window_rate(
+            model, image, size["box"], args.stride, noise_power, reference, min(64, args.batch), args.batch, device
+        )  # warm-up
+        batched = window_rate(
+            model, image, size["box"], args.stride, noise_power, reference, args.windows, args.batch, device
+        )
         single = window_rate(model, image, size["box"], args.stride, noise_power, reference, args.single, 1, device)
-        rows.append((name, f"{size['box']} px at {size['pixel_A']} Å", image.shape[0], n_total, fixed_s, batched,
-                     single, fixed_s + n_total / batched))  # fmt: skip
-    print(f"\ndevice: {training.device_name(device)}; 4096² micrograph at 1 Å, stride {args.stride} training px, "
-          f"batch {args.batch}\n")  # fmt: skip
-    header = ("network", "window", "resampled px", "windows / micrograph", "resample + noise s", "windows/s batched",
-              "windows/s one per call", "batched / one per call", "s per 4k micrograph")  # fmt: skip
+        rows.append(
+            (
+                name,
+                f"{size['box']} px at {size['pixel_A']} Å",
+                image.shape[0],
+                n_total,
+                fixed_s,
+                batched,
+                single,
+                fixed_s + n_total / batched,
+            )
+        )
+    print(
+        f"\ndevice: {training.device_name(device)}; 4096² micrograph at 1 Å, stride {args.stride} training px, "
+        f"batch {args.batch}\n"
+    )
+    header = (
+        "network",
+        "window",
+        "resampled px",
+        "windows / micrograph",
+        "resample + noise s",
+        "windows/s batched",
+        "windows/s one per call",
+        "batched / one per call",
+        "s per 4k micrograph",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, window, side, n_total, fixed_s, batched, single, total in rows:
-        print(f"| {name} | {window} | {side} | {n_total} | {fixed_s:.2f} | {batched:.0f} | {single:.1f} | "
-              f"{batched / single:.1f}× | {total:.0f} |")  # fmt: skip
+        print(
+            f"| {name} | {window} | {side} | {n_total} | {fixed_s:.2f} | {batched:.0f} | {single:.1f} | "
+            f"{batched / single:.1f}× | {total:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,7 @@ def timed(repeats: int, fn, *args, **kwargs):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["1000:1000", "2000:500"],
-                        help="points per sample:permutations")  # fmt: skip
+    parser.add_argument("--sizes", nargs="+", default=["1000:1000", "2000:500"], help="points per sample:permutations")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)

@@ -58,26 +58,45 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cryoflow-bench-particles-"))
     pixel_A = PIXEL_SIZE_A * args.box / args.train_box
     if args.child is not None:
-        print(json.dumps(run_child(workdir / "particles.star", args.child, args.train_box, pixel_A,
-                                   workdir / f"out_{args.child}.mrcs")))  # fmt: skip
+        print(
+            json.dumps(
+                run_child(
+                    workdir / "particles.star", args.child, args.train_box, pixel_A, workdir / f"out_{args.child}.mrcs"
+                )
+            )
+        )
         return
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"dataset: {max(args.sizes)} particles of {args.box} px (int8) in {workdir}")
     star = make_dataset(workdir, max(args.sizes), args.box, args.per_stack)
     rows = []
     for n in args.sizes:
-        cmd = [sys.executable, __file__, "--child", str(n), "--workdir", str(workdir), "--box", str(args.box),
-               "--train-box", str(args.train_box)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(n),
+            "--workdir",
+            str(workdir),
+            "--box",
+            str(args.box),
+            "--train-box",
+            str(args.train_box),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(f"  {n} particles done in {rows[-1]['seconds']:.0f} s", flush=True)
     print()
-    print(f"preprocessing {args.box} px → {args.train_box} px at {pixel_A:g} Å (noise spectrum from 1000, whiten, "
-          f"normalize, chunk 512), one process per size, {star.name}")  # fmt: skip
+    print(
+        f"preprocessing {args.box} px → {args.train_box} px at {pixel_A:g} Å (noise spectrum from 1000, whiten, "
+        f"normalize, chunk 512), one process per size, {star.name}"
+    )
     print(f"{'particles':>10} {'total s':>8} {'metadata s':>11} {'particles/s':>12} {'peak RSS MiB':>13}")
     for row in rows:
-        print(f"{row['n']:>10} {row['seconds']:>8.1f} {row['metadata_s']:>11.1f} {row['rate']:>12.0f} "
-              f"{row['peak_rss_MiB']:>13.0f}")  # fmt: skip
+        print(
+            f"{row['n']:>10} {row['seconds']:>8.1f} {row['metadata_s']:>11.1f} {row['rate']:>12.0f} "
+            f"{row['peak_rss_MiB']:>13.0f}"
+        )
     if len(rows) > 1:
         ratio = rows[-1]["peak_rss_MiB"] / rows[0]["peak_rss_MiB"]
         print(f"peak RSS ratio {rows[-1]['n']} / {rows[0]['n']} particles: {ratio:.3f}")

@@ -26,8 +26,15 @@ sys.path.insert(0, str(ROOT / "src"))
 from cryoflow import diagnostics, inference, models, pipeline, predictive, structure, templates, theta  # noqa: E402
 
 PERMUTATIONS = 1000  # the smallest p-value is 1/1001, and 2/1001 for the check's combined p
-CTF_KEYS = ["defocus_u_A", "defocus_v_A", "astigmatism_angle_deg", "phase_shift_deg", "voltage_kV", "cs_mm",
-            "amplitude_contrast"]  # fmt: skip
+CTF_KEYS = [
+    "defocus_u_A",
+    "defocus_v_A",
+    "astigmatism_angle_deg",
+    "phase_shift_deg",
+    "voltage_kV",
+    "cs_mm",
+    "amplitude_contrast",
+]
 
 
 def main():
@@ -47,8 +54,9 @@ def main():
     n = args.n
 
     def embed(images):
-        return inference.posterior_batches(model, inference.batched(images, 256), len(images), grid_points=64,
-                                           n_samples=1)["latent"]  # fmt: skip
+        return inference.posterior_batches(
+            model, inference.batched(images, 256), len(images), grid_points=64, n_samples=1
+        )["latent"]
 
     def mixture(count, generator):
         first = torch.rand(count, generator=generator) < 0.7
@@ -59,21 +67,34 @@ def main():
     def demo_like(sigma=None, thetas=None):
         sim = simulator
         if thetas is not None:  # a wider ensemble: the same modes, further out
-            atoms = structure.select_atoms(structure.load_structure(ROOT / card["config"]["structure"]["source"]),
-                                           card["config"]["structure"]["chains"], "CA")  # fmt: skip
+            atoms = structure.select_atoms(
+                structure.load_structure(ROOT / card["config"]["structure"]["source"]),
+                card["config"]["structure"]["chains"],
+                "CA",
+            )
             nma = card["config"]["templates"]["nma"]
-            wide = templates.normal_mode_ensemble(atoms, 31, tuple(nma["modes"]), 15.0, nma["cutoff_A"],
-                                                  nma["spring_constant"])  # fmt: skip
-            data = {"coords_A": wide.coords.astype(np.float32), "theta_A": wide.theta_A,
-                    "weights": ensemble["weights"]}  # fmt: skip
-            wide_priors = pipeline.priors_from_dict({**json.loads((results / "model" / "priors.json").read_text()),
-                                                     "theta_range_A": [-15.0, 15.0]})  # fmt: skip
+            wide = templates.normal_mode_ensemble(
+                atoms, 31, tuple(nma["modes"]), 15.0, nma["cutoff_A"], nma["spring_constant"]
+            )
+            data = {"coords_A": wide.coords.astype(np.float32), "theta_A": wide.theta_A, "weights": ensemble["weights"]}
+            wide_priors = pipeline.priors_from_dict(
+                {**json.loads((results / "model" / "priors.json").read_text()), "theta_range_A": [-15.0, 15.0]}
+            )
             sim = pipeline.build_simulator(data, config, wide_priors, projection="atoms")
         sim.priors.snr_range = (0.1, 0.5)
         if sigma is not None:
-            sim = pipeline.build_simulator(ensemble, config, pipeline.priors_from_dict(
-                {**json.loads((results / "model" / "priors.json").read_text()), "bead_sigma_range_A": [sigma, sigma],
-                 "snr_range": [0.1, 0.5]}), projection="atoms")  # fmt: skip
+            sim = pipeline.build_simulator(
+                ensemble,
+                config,
+                pipeline.priors_from_dict(
+                    {
+                        **json.loads((results / "model" / "priors.json").read_text()),
+                        "bead_sigma_range_A": [sigma, sigma],
+                        "snr_range": [0.1, 0.5],
+                    }
+                ),
+                projection="atoms",
+            )
         return sim
 
     cases = {
@@ -86,8 +107,10 @@ def main():
         ),
     }
     print(f"{n} particles per case, demo model {results}")
-    print("| case | PPC latents MMD² | p | PPC spectra MMD² | p | PPC p (combined) | prior-predictive MMD² | p "
-          "| atypical |")  # fmt: skip
+    print(
+        "| case | PPC latents MMD² | p | PPC spectra MMD² | p | PPC p (combined) | prior-predictive MMD² | p "
+        "| atypical |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for k, (name, case) in enumerate(cases.items()):
         generator = torch.Generator().manual_seed(100 + k)
@@ -101,16 +124,20 @@ def main():
         if case.get("recorded"):
             for key in ("defocus_u_A", "defocus_v_A"):
                 ctf[key] = ctf[key] * case["recorded"]
-        post = inference.posterior_batches(model, inference.batched(images, 256), n, grid_points=512, n_samples=200,
-                                           seed=k)  # fmt: skip
+        post = inference.posterior_batches(
+            model, inference.batched(images, 256), n, grid_points=512, n_samples=200, seed=k
+        )
         pps = {"1": predictive.PredictiveSimulator(simulator, None, whitened=False)}
-        result = predictive.check(pps, images, ["1"] * n, post["samples"], post["latent"], theta_range, ctf,
-                                  PERMUTATIONS, k, embed)  # fmt: skip
+        result = predictive.check(
+            pps, images, ["1"] * n, post["samples"], post["latent"], theta_range, ctf, PERMUTATIONS, k, embed
+        )
         prior = simulator.simulate(simulator.sample_theta(n, generator), generator).numpy()
         prior_test = diagnostics.mmd_test(embed(prior), post["latent"], PERMUTATIONS, k, max_points=n)
-        print(f"| {name} | {result['mmd2']:.4f} | {result['latent_pvalue']:.4f} | {result['spectrum_mmd2']:.4f} | "
-              f"{result['spectrum_pvalue']:.4f} | {result['pvalue']:.4f} | {prior_test['mmd2']:.4f} | "
-              f"{prior_test['pvalue']:.4f} | {result['n_atypical']} |")  # fmt: skip
+        print(
+            f"| {name} | {result['mmd2']:.4f} | {result['latent_pvalue']:.4f} | {result['spectrum_mmd2']:.4f} | "
+            f"{result['spectrum_pvalue']:.4f} | {result['pvalue']:.4f} | {prior_test['mmd2']:.4f} | "
+            f"{prior_test['pvalue']:.4f} | {result['n_atypical']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -79,16 +79,20 @@ def projection_table(args, boxes, pixel_for_box, generator) -> None:
                 fast = partial(fast_projection, coords, weights, args.sigma_A, box, pixel, oversample)
                 error = ((fast() - exact).norm() / exact.norm()).item()
                 rate = images_per_s(fast, args.batch)
-                print(f"{box:>4} {beads:>6} {oversample:>3} {exact_rate:>12.0f} {rate:>11.0f} "
-                      f"{rate / exact_rate:>6.1f}x {100 * error:>7.2f}%")  # fmt: skip
+                print(
+                    f"{box:>4} {beads:>6} {oversample:>3} {exact_rate:>12.0f} {rate:>11.0f} "
+                    f"{rate / exact_rate:>6.1f}x {100 * error:>7.2f}%"
+                )
 
 
 def forward_table(args, boxes, pixel_for_box, generator) -> None:
     print()
     print("full forward model (pose, projection, CTF, noise, normalization), 1207 beads:")
     print("images/s, and the ratio to the exact projection alone")
-    print(f"{'box':>4} {'exact proj.':>12} {'atoms os=1':>11} {'ratio':>7} {'atoms os=2':>11} {'ratio':>7} "
-          f"{'maps os=3':>10} {'ratio':>7}")  # fmt: skip
+    print(
+        f"{'box':>4} {'exact proj.':>12} {'atoms os=1':>11} {'ratio':>7} {'atoms os=2':>11} {'ratio':>7} "
+        f"{'maps os=3':>10} {'ratio':>7}"
+    )
     for box in boxes:
         pixel = pixel_for_box[box]
         base = torch.randn(1207, 3, generator=generator) * 15.0

@@ -32,9 +32,17 @@ def make_dataset(folder: Path, n: int, box: int, per_stack: int, seed: int = 0) 
         names += [f"{i + 1:06d}@Extract/job001/Movies/{path.name}" for i in range(count)]
         if k % 50 == 0:
             print(f"  writing stacks: {first + count}/{n} particles, {time.perf_counter() - start:.0f} s", flush=True)
-    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-                           "rlnImagePixelSize": [PIXEL_SIZE_A], "rlnImageSize": [box], "rlnVoltage": [300.0],
-                           "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]})  # fmt: skip
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroup": [1],
+            "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnImagePixelSize": [PIXEL_SIZE_A],
+            "rlnImageSize": [box],
+            "rlnVoltage": [300.0],
+            "rlnSphericalAberration": [2.7],
+            "rlnAmplitudeContrast": [0.1],
+        }
+    )
     table = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": 1, "rlnDefocusU": 15000.0, "rlnDefocusV": 14500.0})
     particles.write_star(star, {"optics": optics, "particles": table})
     return star

@@ -38,8 +38,9 @@ def rate(model, images: np.ndarray, batch: int, **grid) -> float:
     best = float("inf")
     for _ in range(2):
         start = time.perf_counter()
-        for _ in inference.posterior_stream(model, inference.batched(images, batch), len(images), n_samples=200,
-                                            label="bench", **grid):  # fmt: skip
+        for _ in inference.posterior_stream(
+            model, inference.batched(images, batch), len(images), n_samples=200, label="bench", **grid
+        ):
             pass
         best = min(best, time.perf_counter() - start)
     return len(images) / best
@@ -55,8 +56,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = np.random.default_rng(0).normal(size=(args.n, args.box, args.box)).astype(np.float32)
-    print(f"torch {torch.__version__} on cpu, {args.threads} threads, {args.n} particles of {args.box} px, "
-          f"batch {args.batch}, 200 samples per particle")  # fmt: skip
+    print(
+        f"torch {torch.__version__} on cpu, {args.threads} threads, {args.n} particles of {args.box} px, "
+        f"batch {args.batch}, 200 samples per particle"
+    )
     print(f"{'estimator':<9} {'θ grid':<14} {'cells':>6} {'particles/s':>12} {'vs 1-D':>7}")
     for name, sizes in ESTIMATORS.items():
         torch.manual_seed(0)

@@ -57,8 +57,9 @@ def simulate_upstream(sim: Simulator, n: int, generator: torch.Generator) -> tup
     templates = sim.templates
     coords = interpolate_coords(templates.coords, templates.theta_A, theta) @ nuisance["rotation"].transpose(-1, -2)
     coords = coords[..., :2] + nuisance["shift_A"][:, None, :]
-    images = project_gaussians_exact(coords, templates.weights, sim.priors.bead_sigma_range_A[0], sim.box,
-                                     sim.pixel_size_A)  # fmt: skip
+    images = project_gaussians_exact(
+        coords, templates.weights, sim.priors.bead_sigma_range_A[0], sim.box, sim.pixel_size_A
+    )
 
     images = torch.fft.irfft2(torch.fft.rfft2(images) * sim.transfer(nuisance), s=(sim.box, sim.box))
     images = add_noise(images, nuisance["snr"], sim.mask, sim.noise(n, generator))
@@ -172,8 +173,10 @@ def main() -> None:
     atoms = AtomTemplates(templates, torch.linspace(-10, 10, 21), torch.rand(1207) + 0.5, oversample=1, device=device)
     sim = Simulator(atoms, args.box, pixel, priors)
     model, optimizer = new_model(device)
-    print(f"torch {torch.__version__}, {name}; {args.box} px, batch {args.batch}, 1207 beads, "
-          f"estimator {count_parameters(model) / 1e6:.1f} M parameters, {args.steps} timed steps per loop")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {name}; {args.box} px, batch {args.batch}, 1207 beads, "
+        f"estimator {count_parameters(model) / 1e6:.1f} M parameters, {args.steps} timed steps per loop"
+    )
 
     # warm-up: one step of each kind
     train_step(model, optimizer, *sim.sample(args.batch, generator))
@@ -198,9 +201,16 @@ def main() -> None:
     # upstream: simulate everything on the host first, then batches to the device
     start = time.perf_counter()
     host = torch.device("cpu")
-    host_sim = sim if device.type == "cpu" else Simulator(
-        AtomTemplates(templates, torch.linspace(-10, 10, 21), atoms.weights.cpu(), oversample=1), args.box, pixel,
-        priors)  # fmt: skip
+    host_sim = (
+        sim
+        if device.type == "cpu"
+        else Simulator(
+            AtomTemplates(templates, torch.linspace(-10, 10, 21), atoms.weights.cpu(), oversample=1),
+            args.box,
+            pixel,
+            priors,
+        )
+    )
     host_generator = torch.Generator(host).manual_seed(2)
     with torch.no_grad():
         theta_all, images_all = simulate_upstream(host_sim, args.batch * args.steps, host_generator)

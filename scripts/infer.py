@@ -26,8 +26,10 @@ ctf = None
 if model.ctf_context is not None:  # a CTF-conditioned model: each particle's own CTF from its STAR row
     ctf, _ = particles.star_ctf(table, np.arange(len(table)))
     if ctf is None:
-        raise InputError(f"{snakemake.input.star}: no _rlnDefocusU column, which the CTF-conditioned model "
-                         "(train.condition_on_ctf) needs")  # fmt: skip
+        raise InputError(
+            f"{snakemake.input.star}: no _rlnDefocusU column, which the CTF-conditioned model "
+            "(train.condition_on_ctf) needs"
+        )
     models.check_ctf_in_prior(model, ctf, snakemake.input.star)
 with NpzWriter(snakemake.output.npz) as writer:
     for summary in inference.posterior_stream(
@@ -47,11 +49,20 @@ with NpzWriter(snakemake.output.npz) as writer:
         for column, values in inference.star_columns(summary, model.theta_dim).items():
             columns.setdefault(column, []).append(values)
     seconds = time.perf_counter() - start
-    writer.close(theta_grid_range_A=np.asarray(model.architecture["theta_range_A"]), seconds=np.array([seconds]),
-                 device=np.array([str(device)]))  # fmt: skip
+    writer.close(
+        theta_grid_range_A=np.asarray(model.architecture["theta_range_A"]),
+        seconds=np.array([seconds]),
+        device=np.array([str(device)]),
+    )
 for column, values in columns.items():
     table[column] = np.concatenate(values)
 particles.write_star(snakemake.output.star, blocks, particles.star_version(snakemake.input.star))
 widths = {column: round(float(table[column].median()), 2) for column in columns if column.endswith("StdAngst")}
-log.info("%d particles in %.1f s (%.0f particles/s on %s); median posterior σ in Å: %s", len(table), seconds,
-         len(table) / seconds, device, widths)  # fmt: skip
+log.info(
+    "%d particles in %.1f s (%.0f particles/s on %s); median posterior σ in Å: %s",
+    len(table),
+    seconds,
+    len(table) / seconds,
+    device,
+    widths,
+)

@@ -18,13 +18,17 @@ card = json.loads(Path(snakemake.input.card).read_text())
 theta_range = card["architecture"]["theta_range_A"]
 shards = [json.loads(Path(path).read_text()) for path in snakemake.input.stats]
 stats = [m for shard in shards for m in shard["micrographs"]]
-maps_dirs = {m["stem"]: Path(folder) for shard, folder in zip(shards, snakemake.input.maps)
-             for m in shard["micrographs"]}  # fmt: skip
+maps_dirs = {
+    m["stem"]: Path(folder) for shard, folder in zip(shards, snakemake.input.maps) for m in shard["micrographs"]
+}
 table = candidates.read_candidate_tables(snakemake.input.tables)
 write_star(snakemake.output.candidates, {"particles": table})
-listing = pd.DataFrame({"rlnMicrographName": [m["micrograph"] for m in stats],
-                        "rlnMicrographCoordinates": [str(maps_dirs[m["stem"]] / f"{m['stem']}_pick.star")
-                                                     for m in stats]})  # fmt: skip
+listing = pd.DataFrame(
+    {
+        "rlnMicrographName": [m["micrograph"] for m in stats],
+        "rlnMicrographCoordinates": [str(maps_dirs[m["stem"]] / f"{m['stem']}_pick.star") for m in stats],
+    }
+)
 write_star(snakemake.output.coordinates, {"coordinate_files": listing})
 
 seconds = sum(m["seconds"] for m in stats)
@@ -58,15 +62,30 @@ if snakemake.input.truth:
     log.info("against the truth: %s", json.dumps(summary["truth"]))
 write_json(snakemake.output.summary, summary)
 
-maps, geometry = micrograph_report.load_maps(maps_dirs[first["stem"]], first["stem"],
-                                             list(candidates.MAP_COLUMNS) + ["score"])  # fmt: skip
+maps, geometry = micrograph_report.load_maps(
+    maps_dirs[first["stem"]], first["stem"], list(candidates.MAP_COLUMNS) + ["score"]
+)
 image = micrographs.read(Path(first["path"]))
 image = -image if ms["contrast"] == "dark" else image
 picked = table[table["rlnMicrographName"] == first["micrograph"]] if len(table) else table
 picked_xy = picked[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float) if len(picked) else np.zeros((0, 2))
 examples_path = maps_dirs[first["stem"]] / "examples.npz"
 examples = dict(np.load(examples_path)) if examples_path.is_file() else None
-micrograph_report.plot_micrograph(image, first["pixel_size_A"], maps, geometry, picked_xy, examples,
-                                  snakemake.output.figure, truth_xy, title=Path(first["micrograph"]).name)  # fmt: skip
-log.info("%d micrographs, %d windows (%.0f windows/s), %d candidates", len(stats), windows, summary["windows_per_s"],
-         len(table))  # fmt: skip
+micrograph_report.plot_micrograph(
+    image,
+    first["pixel_size_A"],
+    maps,
+    geometry,
+    picked_xy,
+    examples,
+    snakemake.output.figure,
+    truth_xy,
+    title=Path(first["micrograph"]).name,
+)
+log.info(
+    "%d micrographs, %d windows (%.0f windows/s), %d candidates",
+    len(stats),
+    windows,
+    summary["windows_per_s"],
+    len(table),
+)

@@ -20,18 +20,36 @@ pits = [
 ks_pvalues = [numbers["sbc_ks_pvalue" + theta.suffix(d, n_dims)] for d in range(n_dims)]
 if hasattr(snakemake.input, "likelihood"):  # the explicit-likelihood reference on the same fixed-SNR images
     numbers["likelihood_reference"] = diagnostics.likelihood_comparison(dict(np.load(snakemake.input.likelihood)))
-report.plot_calibration(diagnostics.CREDIBILITY_LEVELS, coverage, sim, pits, ks_pvalues, snakemake.output.calibration,
-                        numbers["fixed_snr"], numbers.get("likelihood_reference", ()))  # fmt: skip
+report.plot_calibration(
+    diagnostics.CREDIBILITY_LEVELS,
+    coverage,
+    sim,
+    pits,
+    ks_pvalues,
+    snakemake.output.calibration,
+    numbers["fixed_snr"],
+    numbers.get("likelihood_reference", ()),
+)
 for entry in numbers["fixed_snr"]:
     log.info("at SNR %g: %s", entry["snr"], {k: round(v, 3) for k, v in entry.items() if k.endswith("_A")})
 for entry in numbers.get("likelihood_reference", ()):
-    log.info("exact posterior (%s) at SNR %g: %s", entry["nuisance"], entry["snr"],
-             {k: round(v, 3) for k, v in entry.items() if isinstance(v, float)})  # fmt: skip
+    log.info(
+        "exact posterior (%s) at SNR %g: %s",
+        entry["nuisance"],
+        entry["snr"],
+        {k: round(v, 3) for k, v in entry.items() if isinstance(v, float)},
+    )
 ensemble = np.load(snakemake.input.ensemble)
 report.plot_ensemble(ensemble["theta_A"], ensemble["rmsd_A"], snakemake.output.ensemble)
 card = json.loads(open(snakemake.input.card).read())
-numbers["model"] = {"name": card.get("name"), "card": snakemake.input.card, "card_sha256": sha256_files(
-    snakemake.input.card)}  # fmt: skip
+numbers["model"] = {
+    "name": card.get("name"),
+    "card": snakemake.input.card,
+    "card_sha256": sha256_files(snakemake.input.card),
+}
 write_json(snakemake.output.summary, numbers)
-log.info("calibration on %d held-out simulations: %s", len(sim["theta_true"]),
-         {k: round(v, 3) for k, v in numbers.items() if isinstance(v, float)})  # fmt: skip
+log.info(
+    "calibration on %d held-out simulations: %s",
+    len(sim["theta_true"]),
+    {k: round(v, 3) for k, v in numbers.items() if isinstance(v, float)},
+)

@@ -9,8 +9,14 @@ cfg = snakemake.params.particles
 image = snakemake.params.image
 star = snakemake.input.star
 source = particles.open_dataset(star, source_cfg)
-log.info("%s: %d particles in %d stacks, optics groups %s, contrast %s",
-         star, len(source), len(source.headers), source.groups(), source_cfg["contrast"])  # fmt: skip
+log.info(
+    "%s: %d particles in %d stacks, optics groups %s, contrast %s",
+    star,
+    len(source),
+    len(source.headers),
+    source.groups(),
+    source_cfg["contrast"],
+)
 spectra = preprocess.estimate_noise_spectra(
     source,
     image["box_px"],

@@ -11,11 +11,18 @@ star = snakemake.input.star
 shard = int(snakemake.wildcards.shard)
 found = particles.load_particles(star, source_cfg["pixel_size_A"], source_cfg["select"])
 rows = starindex.shard_rows(len(found.table), snakemake.params.shards)[shard]
-log.info("shard %d of %d: particles %d to %d of %d", shard, snakemake.params.shards, rows[0] + 1, rows[-1] + 1,
-         len(found.table))  # fmt: skip
+log.info(
+    "shard %d of %d: particles %d to %d of %d",
+    shard,
+    snakemake.params.shards,
+    rows[0] + 1,
+    rows[-1] + 1,
+    len(found.table),
+)
 # only this shard's stacks are opened (particle_noise checked them all)
-source = particles.ParticleSource(found.table.iloc[rows], star, source_cfg["datadir"], first_row=rows[0],
-                                  invert=source_cfg["contrast"] == "dark")  # fmt: skip
+source = particles.ParticleSource(
+    found.table.iloc[rows], star, source_cfg["datadir"], first_row=rows[0], invert=source_cfg["contrast"] == "dark"
+)
 spectra = preprocess.read_noise_spectra(snakemake.input.noise) if cfg["whiten"] else None
 blank = preprocess.preprocess(
     source,

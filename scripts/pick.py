@@ -31,8 +31,15 @@ reference = np.load(snakemake.input.reference)["latent"]
 reference = predictive.LatentReference(reference, cfg["neighbours"])
 kind = candidates.score_kind(cfg["score"], model.particle is not None)
 min_distance_A = cfg["min_distance_A"] or snakemake.params.mask_radius_A or 0.4 * box * train_pixel
-log.info("shard %d: %d of %d micrographs; score %s ≥ %.3g, candidates ≥ %.0f Å apart", shard, len(mine), len(every),
-         kind, cfg["threshold"], min_distance_A)  # fmt: skip
+log.info(
+    "shard %d: %d of %d micrographs; score %s ≥ %.3g, candidates ≥ %.0f Å apart",
+    shard,
+    len(mine),
+    len(every),
+    kind,
+    cfg["threshold"],
+    min_distance_A,
+)
 
 maps_dir = Path(snakemake.output.maps)
 tmp_dir = maps_dir.with_name(maps_dir.name + ".tmp")
@@ -49,33 +56,71 @@ try:
         if ms["contrast"] == "dark":
             data = -data
         result = picking.evaluate_micrograph(
-            model, data, m.pixel_size_A, train_pixel, box, cfg["stride_px"], reference, cfg, device=device,
-            whiten=cfg["whiten"], seed=snakemake.params.seed + index, label=Path(m.name).name, ctf=ctf,
-        )  # fmt: skip
+            model,
+            data,
+            m.pixel_size_A,
+            train_pixel,
+            box,
+            cfg["stride_px"],
+            reference,
+            cfg,
+            device=device,
+            whiten=cfg["whiten"],
+            seed=snakemake.params.seed + index,
+            label=Path(m.name).name,
+            ctf=ctf,
+        )
         stem = f"{index:05d}_{Path(m.name).stem}"
         for key, values in result["maps"].items():
             candidates.write_map(tmp_dir / f"{stem}_{key}.mrc", values, result)
-        cells = candidates.local_maxima(result["maps"]["score"], min_distance_A / result["map_pixel_A"],
-                                        cfg["threshold"], cfg["max_candidates"])  # fmt: skip
+        cells = candidates.local_maxima(
+            result["maps"]["score"], min_distance_A / result["map_pixel_A"], cfg["threshold"], cfg["max_candidates"]
+        )
         picked = candidates.candidate_rows(m.name, cells, result, m.pixel_size_A)
         candidates.write_coordinates(tmp_dir / f"{stem}_pick.star", picked)
         table += picked
         if number == 0:  # example windows of the shard's first micrograph, for the report's figure
-            examples = picking.example_windows(model, result, cells[: cfg["figure_windows"]], box, cfg["stride_px"],
-                                               cfg["grid_points"], device, ctf)  # fmt: skip
+            examples = picking.example_windows(
+                model, result, cells[: cfg["figure_windows"]], box, cfg["stride_px"], cfg["grid_points"], device, ctf
+            )
             with atomic_path(tmp_dir / "examples.npz") as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, **examples)
-        stats.append({"index": index, "micrograph": m.name, "path": str(m.path), "stem": stem,
-                      "shape_px": list(header.shape), "pixel_size_A": m.pixel_size_A, "defocus_A": m.defocus_A,
-                      "resampled_pixel_A": result["pixel_size_A"], "map_pixel_A": result["map_pixel_A"],
-                      "origin_A": list(result["origin_A"]), "n_windows": result["n_windows"],
-                      "n_candidates": len(cells), "seconds": round(result["seconds"], 3)})  # fmt: skip
-        log.info("%s: %d windows in %.1f s (%.0f windows/s), %d candidates", m.name, result["n_windows"],
-                 result["seconds"], result["n_windows"] / result["seconds"], len(cells))  # fmt: skip
+        stats.append(
+            {
+                "index": index,
+                "micrograph": m.name,
+                "path": str(m.path),
+                "stem": stem,
+                "shape_px": list(header.shape),
+                "pixel_size_A": m.pixel_size_A,
+                "defocus_A": m.defocus_A,
+                "resampled_pixel_A": result["pixel_size_A"],
+                "map_pixel_A": result["map_pixel_A"],
+                "origin_A": list(result["origin_A"]),
+                "n_windows": result["n_windows"],
+                "n_candidates": len(cells),
+                "seconds": round(result["seconds"], 3),
+            }
+        )
+        log.info(
+            "%s: %d windows in %.1f s (%.0f windows/s), %d candidates",
+            m.name,
+            result["n_windows"],
+            result["seconds"],
+            result["n_windows"] / result["seconds"],
+            len(cells),
+        )
     candidates.write_candidate_table(snakemake.output.table, table)
-    write_json(snakemake.output.stats, {"score": kind, "threshold": cfg["threshold"],
-                                        "min_distance_A": min_distance_A, "device": str(device),
-                                        "micrographs": stats})  # fmt: skip
+    write_json(
+        snakemake.output.stats,
+        {
+            "score": kind,
+            "threshold": cfg["threshold"],
+            "min_distance_A": min_distance_A,
+            "device": str(device),
+            "micrographs": stats,
+        },
+    )
     shutil.rmtree(maps_dir, ignore_errors=True)
     tmp_dir.rename(maps_dir)
 except BaseException:

@@ -19,22 +19,26 @@ means = theta.columns(post["mean"], n_dims)
 bounds = theta.bounds(theta_range)
 summary, estimates = {"n_particles": int(len(post["mean"]))}, []
 for d in range(n_dims):  # a 2-D θ: each coordinate's marginal (an approximation to the joint population)
-    estimate = populations.estimate(samples[d], bounds[d], cfg["population_bins"], cfg["population_bootstrap"],
-                                    snakemake.params.seed)  # fmt: skip
+    estimate = populations.estimate(
+        samples[d], bounds[d], cfg["population_bins"], cfg["population_bootstrap"], snakemake.params.seed
+    )
     estimates.append(estimate)
     states = populations.modes(estimate["weights"], estimate["edges_A"])
     summary["population" + theta.suffix(d, n_dims)] = states
-    log.info("population%s: %s", theta.suffix(d, n_dims),
-             [{k: round(v, 3) for k, v in state.items()} for state in states])  # fmt: skip
+    log.info(
+        "population%s: %s", theta.suffix(d, n_dims), [{k: round(v, 3) for k, v in state.items()} for state in states]
+    )
 with atomic_path(snakemake.output.table) as tmp:
-    pd.DataFrame({
-        **({"coordinate": np.repeat(np.arange(1, n_dims + 1), len(estimates[0]["theta_A"]))} if n_dims > 1 else {}),
-        "theta_A": np.concatenate([e["theta_A"] for e in estimates]),
-        "density_per_A": np.concatenate([e["density"] for e in estimates]),
-        "density_low": np.concatenate([e["low"] for e in estimates]),
-        "density_high": np.concatenate([e["high"] for e in estimates]),
-        "free_energy_kT": np.concatenate([e["free_energy_kT"] for e in estimates]),
-    }).to_csv(tmp, sep="\t", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            **({"coordinate": np.repeat(np.arange(1, n_dims + 1), len(estimates[0]["theta_A"]))} if n_dims > 1 else {}),
+            "theta_A": np.concatenate([e["theta_A"] for e in estimates]),
+            "density_per_A": np.concatenate([e["density"] for e in estimates]),
+            "density_low": np.concatenate([e["low"] for e in estimates]),
+            "density_high": np.concatenate([e["high"] for e in estimates]),
+            "free_energy_kT": np.concatenate([e["free_energy_kT"] for e in estimates]),
+        }
+    ).to_csv(tmp, sep="\t", index=False)
 report.plot_populations(means, estimates, snakemake.output.figure)
 
 # per-state particle subsets, for reconstruction in RELION or cryoSPARC (1-D θ)
@@ -54,10 +58,17 @@ if n_dims == 1:
         particles.write_star(path, subset, version)
         if snakemake.params.cryosparc:  # for cryoSPARC's Import Result Group
             cryosparc_results.write_results(snakemake.params.cryosparc, subset[name], path.with_suffix(".cs"))
-        rows.append({"state": k, "theta_low_A": low, "theta_high_A": high, "n_particles": int(keep.sum()),
-                     "star": path.name})  # fmt: skip
-        log.info("state %d, θ in [%.2f, %.2f) Å: %d particles with ≥ %.0f %% of their posterior inside", k, low,
-                 high, keep.sum(), 100 * cfg["state_min_mass"])  # fmt: skip
+        rows.append(
+            {"state": k, "theta_low_A": low, "theta_high_A": high, "n_particles": int(keep.sum()), "star": path.name}
+        )
+        log.info(
+            "state %d, θ in [%.2f, %.2f) Å: %d particles with ≥ %.0f %% of their posterior inside",
+            k,
+            low,
+            high,
+            keep.sum(),
+            100 * cfg["state_min_mass"],
+        )
 else:
     log.info("per-state STAR files need a 1-D θ; none written")
 with atomic_path(folder / "states.tsv") as tmp:

@@ -30,8 +30,9 @@ groups = table["optics_group"].astype(str).to_numpy()[rows]
 noise_radius_A = preprocess.noise_mask_radius_A(params.particles["mask_radius_A"], params.image)
 noise_radius_px = noise_radius_A / simulator.pixel_size_A
 whiten = params.particles["whiten"]
-by_group = {g: predictive.PredictiveSimulator(simulator, spectra.get(g), whiten, noise_radius_px)
-            for g in np.unique(groups)}  # fmt: skip
+by_group = {
+    g: predictive.PredictiveSimulator(simulator, spectra.get(g), whiten, noise_radius_px) for g in np.unique(groups)
+}
 
 
 def latents(batch: np.ndarray) -> np.ndarray:
@@ -39,23 +40,57 @@ def latents(batch: np.ndarray) -> np.ndarray:
 
 
 particle_latents = post["latent"][rows].astype(np.float32)
-result = predictive.check(by_group, images, groups, post["samples"][rows], particle_latents, post["theta_grid_range_A"],
-                          ctf, params.report["mmd_permutations"], params.seed, latents)  # fmt: skip
-log.info("posterior-predictive: latents MMD² %.4g (p = %.3g), spectra MMD² %.4g (p = %.3g); %d atypical particles",
-         result["mmd2"], result["latent_pvalue"], result["spectrum_mmd2"], result["spectrum_pvalue"],
-         result["n_atypical"])  # fmt: skip
+result = predictive.check(
+    by_group,
+    images,
+    groups,
+    post["samples"][rows],
+    particle_latents,
+    post["theta_grid_range_A"],
+    ctf,
+    params.report["mmd_permutations"],
+    params.seed,
+    latents,
+)
+log.info(
+    "posterior-predictive: latents MMD² %.4g (p = %.3g), spectra MMD² %.4g (p = %.3g); %d atypical particles",
+    result["mmd2"],
+    result["latent_pvalue"],
+    result["spectrum_mmd2"],
+    result["spectrum_pvalue"],
+    result["n_atypical"],
+)
 for group, bias in result["noise_estimate_bias"].items():
-    log.info("optics group %s: the predictive noise spectrum that the particles' estimator measures as theirs varies "
-             "%.3g-fold over frequency against it (1: no signal in the background)", group, bias)  # fmt: skip
+    log.info(
+        "optics group %s: the predictive noise spectrum that the particles' estimator measures as theirs varies "
+        "%.3g-fold over frequency against it (1: no signal in the background)",
+        group,
+        bias,
+    )
 log.info("%s", result["verdict"])
 with atomic_path(snakemake.output.npz) as tmp, open(tmp, "wb") as handle:
-    np.savez(handle, rows=rows, atypical_pvalue=result["atypical_pvalues"], snr=result["snr"],
-             theta_A=result["theta_A"], latent_predicted=result["predicted_latent"].astype(np.float16))  # fmt: skip
-write_json(snakemake.output.summary, {
-    "ppc_mmd2": result["mmd2"], "ppc_pvalue": result["pvalue"], "ppc_latent_pvalue": result["latent_pvalue"],
-    "ppc_spectrum_mmd2": result["spectrum_mmd2"], "ppc_spectrum_pvalue": result["spectrum_pvalue"],
-    "ppc_bandwidth": result["bandwidth"],
-    "ppc_n_particles": int(len(rows)), "ppc_n_atypical": result["n_atypical"], "ppc_verdict": result["verdict"],
-    "ppc_ctf_from_star": ctf is not None,
-    "ppc_noise_estimate_bias": result["noise_estimate_bias"], "ppc_median_snr": float(np.median(result["snr"])),
-})  # fmt: skip
+    np.savez(
+        handle,
+        rows=rows,
+        atypical_pvalue=result["atypical_pvalues"],
+        snr=result["snr"],
+        theta_A=result["theta_A"],
+        latent_predicted=result["predicted_latent"].astype(np.float16),
+    )
+write_json(
+    snakemake.output.summary,
+    {
+        "ppc_mmd2": result["mmd2"],
+        "ppc_pvalue": result["pvalue"],
+        "ppc_latent_pvalue": result["latent_pvalue"],
+        "ppc_spectrum_mmd2": result["spectrum_mmd2"],
+        "ppc_spectrum_pvalue": result["spectrum_pvalue"],
+        "ppc_bandwidth": result["bandwidth"],
+        "ppc_n_particles": int(len(rows)),
+        "ppc_n_atypical": result["n_atypical"],
+        "ppc_verdict": result["verdict"],
+        "ppc_ctf_from_star": ctf is not None,
+        "ppc_noise_estimate_bias": result["noise_estimate_bias"],
+        "ppc_median_snr": float(np.median(result["snr"])),
+    },
+)

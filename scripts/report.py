@@ -55,8 +55,9 @@ sim_2d, exp_2d, whitened_2d, raw_2d = np.split(embedded, np.cumsum([len(p) for p
 marked = report.distinct_points(exp_2d, 4)
 thumbnails = report.gathered_images(snakemake.input.stacks, post["shard_particles"], pick_exp[marked])
 width = np.sqrt(np.sum(post["std"].reshape(n_exp, -1) ** 2, axis=1))  # σ, or √(σ₁² + σ₂²) for a 2-D θ
-report.plot_latents(sim_2d, exp_2d, width[pick_exp], summary["mmd2"], summary["mmd_pvalue"],
-                    figures["latent_umap"], thumbnails, marked)  # fmt: skip
+report.plot_latents(
+    sim_2d, exp_2d, width[pick_exp], summary["mmd2"], summary["mmd_pvalue"], figures["latent_umap"], thumbnails, marked
+)
 report.plot_whitening_mmd(sim_2d, whitened_2d, raw_2d, summary, figures["whitening_mmd"])
 order = np.argsort(theta.columns(post["mean"], n_dims)[0])
 examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]

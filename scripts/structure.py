@@ -13,8 +13,14 @@ else:
 atoms = structure.load_structure(path)
 selected = structure.select_atoms(atoms, cfg["chains"], cfg["beads"], source=str(path))
 weights = structure.bead_weights(selected, cfg["beads"])
-log.info("%s: %d beads (%s) from chains %s, %.0f electrons", path, selected.numAtoms(), cfg["beads"],
-         ", ".join(sorted({str(c) for c in selected.getChids()})), weights.sum())  # fmt: skip
+log.info(
+    "%s: %d beads (%s) from chains %s, %.0f electrons",
+    path,
+    selected.numAtoms(),
+    cfg["beads"],
+    ", ".join(sorted({str(c) for c in selected.getChids()})),
+    weights.sum(),
+)
 renamed = structure.write_pdb(snakemake.output.pdb, selected)
 structure.write_pdb(snakemake.output.chains, structure.chain_atoms(atoms, cfg["chains"]))
 if renamed:

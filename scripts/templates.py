@@ -24,22 +24,33 @@ if cfg["method"] == "nma":
     ensemble = build(
         atoms, cfg["n_templates"], tuple(nma["modes"]), nma["max_rmsd_A"], nma["cutoff_A"], nma["spring_constant"]
     )
-    log.info("normal modes of %d CA (%s Hessian) in %.1f s; peak memory %.0f MiB", n_ca,
-             "sparse" if n_ca > templates.SPARSE_FROM_CA else "dense", time.perf_counter() - start,
-             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
+    log.info(
+        "normal modes of %d CA (%s Hessian) in %.1f s; peak memory %.0f MiB",
+        n_ca,
+        "sparse" if n_ca > templates.SPARSE_FROM_CA else "dense",
+        time.perf_counter() - start,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     for mode in sorted(set(nma["modes"])):
         kappa = ensemble.collectivity[mode]
         log.info("mode %d: collectivity %.3f", mode, kappa)
         if kappa < templates.LOCALIZED:
             collective = [m for m, k in ensemble.collectivity.items() if k >= templates.LOCALIZED]
-            log.warning("mode %d moves a few beads only (collectivity %.3f < %.1f): the templates barely differ in "
-                        "projection and the model cannot learn θ; collective modes among 1-%d: %s "
-                        "(templates.nma.modes)", mode, kappa, templates.LOCALIZED, max(nma["modes"]),
-                        collective or "none, ask for higher modes")  # fmt: skip
+            log.warning(
+                "mode %d moves a few beads only (collectivity %.3f < %.1f): the templates barely differ in "
+                "projection and the model cannot learn θ; collective modes among 1-%d: %s "
+                "(templates.nma.modes)",
+                mode,
+                kappa,
+                templates.LOCALIZED,
+                max(nma["modes"]),
+                collective or "none, ask for higher modes",
+            )
 else:
     if cfg["method"] == "md":  # the trajectory of rule md, its prepared structure as topology
-        frames, labels = templates.load_frames(atoms, trajectory=snakemake.input.trajectory,
-                                               topology=snakemake.input.prepared)  # fmt: skip
+        frames, labels = templates.load_frames(
+            atoms, trajectory=snakemake.input.trajectory, topology=snakemake.input.prepared
+        )
     else:
         user = cfg["ensemble"]
         files = sorted(f for pattern in user["pdb_files"] for f in glob.glob(pattern))
@@ -53,12 +64,21 @@ else:
         frame_theta = table["theta_A"].to_numpy(float)
     elif cfg["distance_selections"]:
         frame_theta = templates.selection_distance(atoms, frames, cfg["distance_selections"])
-        log.info("θ = distance between %s and %s: %.2f to %.2f Å", *cfg["distance_selections"], frame_theta.min(),
-                 frame_theta.max())  # fmt: skip
+        log.info(
+            "θ = distance between %s and %s: %.2f to %.2f Å",
+            *cfg["distance_selections"],
+            frame_theta.min(),
+            frame_theta.max(),
+        )
     ensemble, picked = templates.user_ensemble(atoms.getCoords(), frames, cfg["n_templates"], frame_theta)
     for i, frame in enumerate(picked):
-        log.info("template %03d: %s, θ = %.2f Å, RMSD %.2f Å", i, labels[frame], ensemble.theta_A[i],
-                 ensemble.displacement_A[i])  # fmt: skip
+        log.info(
+            "template %03d: %s, θ = %.2f Å, RMSD %.2f Å",
+            i,
+            labels[frame],
+            ensemble.theta_A[i],
+            ensemble.displacement_A[i],
+        )
     log.info("%d frames read in %.1f s", len(frames), time.perf_counter() - start)
 for path, coords in zip(snakemake.output.pdbs, ensemble.coords):
     structure.write_pdb(path, atoms, coords)

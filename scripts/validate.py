@@ -52,12 +52,25 @@ fixed = {"snr": [], "theta_true": [], "samples": [], "mean": [], "std": []}
 for k, snr in enumerate(cfg["fixed_snr"]):
     theta_k, nuisance_k, images_k = heldout.fixed_snr_set(simulator, snr, k, cfg["n_fixed_snr"], seed)
     images_k = images_k.cpu().numpy()
-    post_k = inference.posterior_batches(model, inference.batched(images_k, cfg["batch_size"]), len(images_k),
-                                         grid_points=cfg["grid_points"], grid_points_2d=cfg["grid_points_2d"],
-                                         n_samples=cfg["n_samples"], seed=seed + k + 1, device=device,
-                                         label=f"validate at SNR {snr}", ctf=nuisance_k)  # fmt: skip
-    for key, value in (("snr", np.full(len(images_k), snr)), ("theta_true", theta_k.cpu().numpy()),
-                       ("samples", post_k["samples"]), ("mean", post_k["mean"]), ("std", post_k["std"])):  # fmt: skip
+    post_k = inference.posterior_batches(
+        model,
+        inference.batched(images_k, cfg["batch_size"]),
+        len(images_k),
+        grid_points=cfg["grid_points"],
+        grid_points_2d=cfg["grid_points_2d"],
+        n_samples=cfg["n_samples"],
+        seed=seed + k + 1,
+        device=device,
+        label=f"validate at SNR {snr}",
+        ctf=nuisance_k,
+    )
+    for key, value in (
+        ("snr", np.full(len(images_k), snr)),
+        ("theta_true", theta_k.cpu().numpy()),
+        ("samples", post_k["samples"]),
+        ("mean", post_k["mean"]),
+        ("std", post_k["std"]),
+    ):
         fixed[key].append(value)
 fixed = {f"fixed_snr_{key}": np.concatenate(value) if value else np.zeros(0) for key, value in fixed.items()}
 # the beam direction in the template frame is Rᵀ e_z, the third row of the rotation

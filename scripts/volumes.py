@@ -16,5 +16,10 @@ origin = rasterize.grid_origin_A(center, cfg["voxel_size_A"], cfg["box_vox"])
 for path, xyz, t in zip(snakemake.output.maps, coords, theta_A):
     density = rasterize.rasterize_gaussians(xyz, weights, sigma_A, cfg["voxel_size_A"], cfg["box_vox"], center)
     rasterize.write_mrc(path, density, cfg["voxel_size_A"], origin)
-    log.info("%s: θ = %s Å, integral %.1f e (model %.1f e)", path, np.round(t, 2),
-             density.sum() * cfg["voxel_size_A"] ** 3, weights.sum())  # fmt: skip
+    log.info(
+        "%s: θ = %s Å, integral %.1f e (model %.1f e)",
+        path,
+        np.round(t, 2),
+        density.sum() * cfg["voxel_size_A"] ** 3,
+        weights.sum(),
+    )

@@ -21,8 +21,9 @@ ctf = particles.star_ctf(source.table, rows)[0] if model.ctf_context is not None
 for label, noise in (("whitened", spectra), ("raw", None)):
     images = preprocess.training_grid_images(source, rows, image["box_px"], image["pixel_size_A"], noise)
     batches = inference.batched(images, snakemake.params.inference["batch_size"])
-    post = inference.posterior_batches(model, batches, len(images), grid_points=256, n_samples=1, device=device,
-                                       ctf=ctf)  # fmt: skip
+    post = inference.posterior_batches(
+        model, batches, len(images), grid_points=256, n_samples=1, device=device, ctf=ctf
+    )
     result[f"latent_{label}"] = post["latent"]
     result[f"mean_{label}"], result[f"std_{label}"] = post["mean"], post["std"]
     log.info("%s: %d particles, median posterior σ %.2f Å", label, len(rows), np.median(post["std"]))

@@ -42,18 +42,44 @@ def make_dataset(folder: Path, seed: int = 0) -> dict:
     rows = [(i % N_IMAGES + 1, "a.mrcs" if i % 2 else "b.mrcs") for i in range(9)]
     names = [f"{i:06d}@{stack}" for i, stack in rows]
     defocus = rng.uniform(8000, 20000, len(rows)).round(2)
-    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"], "rlnVoltage": [300.0],
-                           "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1],
-                           "rlnImagePixelSize": [1.5], "rlnImageSize": [BOX]})  # fmt: skip
-    table = pd.DataFrame({"rlnImageName": names, "rlnDefocusU": defocus, "rlnDefocusV": defocus - 100.0,
-                          "rlnDefocusAngle": 30.0, "rlnPhaseShift": 0.0, "rlnOpticsGroup": 1})  # fmt: skip
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroup": [1],
+            "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnVoltage": [300.0],
+            "rlnSphericalAberration": [2.7],
+            "rlnAmplitudeContrast": [0.1],
+            "rlnImagePixelSize": [1.5],
+            "rlnImageSize": [BOX],
+        }
+    )
+    table = pd.DataFrame(
+        {
+            "rlnImageName": names,
+            "rlnDefocusU": defocus,
+            "rlnDefocusV": defocus - 100.0,
+            "rlnDefocusAngle": 30.0,
+            "rlnPhaseShift": 0.0,
+            "rlnOpticsGroup": 1,
+        }
+    )
     particles.write_star(folder / "r31.star", {"optics": optics, "particles": table})
-    r30 = table.drop(columns="rlnOpticsGroup").assign(rlnDetectorPixelSize=7.5, rlnMagnification=50000.0,
-                                                       rlnVoltage=300.0, rlnSphericalAberration=2.7,
-                                                       rlnAmplitudeContrast=0.1)  # fmt: skip
+    r30 = table.drop(columns="rlnOpticsGroup").assign(
+        rlnDetectorPixelSize=7.5,
+        rlnMagnification=50000.0,
+        rlnVoltage=300.0,
+        rlnSphericalAberration=2.7,
+        rlnAmplitudeContrast=0.1,
+    )
     particles.write_star(folder / "r30.star", {"": r30}, version=None)
-    fields = [("uid", "<u8"), ("blob/path", "S16"), ("blob/idx", "<u4"), ("blob/psize_A", "<f4"),
-              ("ctf/df1_A", "<f4"), ("ctf/df2_A", "<f4")]  # fmt: skip
+    fields = [
+        ("uid", "<u8"),
+        ("blob/path", "S16"),
+        ("blob/idx", "<u4"),
+        ("blob/psize_A", "<f4"),
+        ("ctf/df1_A", "<f4"),
+        ("ctf/df2_A", "<f4"),
+    ]
     records = np.zeros(len(rows), dtype=fields)
     records["uid"] = np.arange(len(rows)) + 100
     records["blob/path"] = [f">{stack}".encode() for _, stack in rows]
@@ -78,9 +104,27 @@ def mutate_star(text: str, rng: random.Random) -> tuple[str, bytes | None]:
     """(kind, new bytes) for a STAR file's text."""
     lines = _lines(text)
     rows = _data_rows(lines)
-    kind = rng.choice(["truncate", "drop_field", "extra_field", "swap_rows", "duplicate_row", "delete_row",
-                       "crlf", "latin1", "non_numeric", "huge", "zero_index", "past_end", "rename_column",
-                       "no_loop", "empty", "blank_lines", "tabs"])  # fmt: skip
+    kind = rng.choice(
+        [
+            "truncate",
+            "drop_field",
+            "extra_field",
+            "swap_rows",
+            "duplicate_row",
+            "delete_row",
+            "crlf",
+            "latin1",
+            "non_numeric",
+            "huge",
+            "zero_index",
+            "past_end",
+            "rename_column",
+            "no_loop",
+            "empty",
+            "blank_lines",
+            "tabs",
+        ]
+    )
     row = rng.choice(rows)
     fields = lines[row].split()
     if kind == "truncate":
@@ -126,8 +170,9 @@ def mutate_star(text: str, rng: random.Random) -> tuple[str, bytes | None]:
 
 
 def mutate_stack(data: bytes, rng: random.Random) -> tuple[str, bytes]:
-    kind = rng.choice(["truncate", "append", "mode", "nx", "nz_less", "nz_more", "nsymbt", "stamp", "flip_data",
-                       "header_only"])  # fmt: skip
+    kind = rng.choice(
+        ["truncate", "append", "mode", "nx", "nz_less", "nz_more", "nsymbt", "stamp", "flip_data", "header_only"]
+    )
     data = bytearray(data)
     if kind == "truncate":
         return kind, bytes(data[: rng.randrange(len(data))])

@@ -95,8 +95,16 @@ class SlurmCluster:
         socket_path = Path("/run/munge/munge.socket.2")
         if not socket_path.exists():
             socket_path.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["munged", "--force", f"--pid-file={munge}/munged.pid", f"--log-file={munge}/munged.log",
-                            f"--seed-file={munge}/munged.seed"], check=True)  # fmt: skip
+            subprocess.run(
+                [
+                    "munged",
+                    "--force",
+                    f"--pid-file={munge}/munged.pid",
+                    f"--log-file={munge}/munged.log",
+                    f"--seed-file={munge}/munged.seed",
+                ],
+                check=True,
+            )
             self.started.append(("munged", munge / "munged.pid"))
         subprocess.run(["slurmctld"], check=True)
         self.started.append(("slurmctld", self.state / "slurmctld.pid"))

@@ -127,8 +127,11 @@ def test_new_datasets_reuse_the_model_and_a_fixed_stack_reruns_only_its_shard(ti
 
     # particles extracted without contrast inversion: flipped by the dataset's contrast, and the report
     # notices particles whose contrast is opposite to the simulations'
-    flipped = write_config(work, name="three.yaml", **{"datasets.user": user, "datasets.flipped.star": str(star),
-                                                       "datasets.flipped.contrast": "dark"})  # fmt: skip
+    flipped = write_config(
+        work,
+        name="three.yaml",
+        **{"datasets.user": user, "datasets.flipped.star": str(star), "datasets.flipped.contrast": "dark"},
+    )
     third = snakemake(work, flipped, "--cores", "2")
     assert third.returncode == 0, third.stderr[-3000:]
     one_shard = {**DEMO_CHAIN, "particles": 1, "infer": 1, "all": 1}  # shards: 1 by default
@@ -162,9 +165,14 @@ def test_a_model_trained_elsewhere_is_used_as_is_and_a_mismatched_card_stops_the
     for change, message in (
         ({"image.box_px": 48}, "image.box_px: card 32, config 48"),
         ({"templates.nma": {"max_rmsd_A": 5.0}}, "templates.nma.max_rmsd_A: card 6.0, config 5.0"),
-        ({"templates.theta_dims": 2, "datasets.demo.demo.populations": [{"theta_A": [0, 0], "sd_A": 1, "weight": 1}]},
-         "templates.theta_dims: card 1, config 2"),
-    ):  # fmt: skip
+        (
+            {
+                "templates.theta_dims": 2,
+                "datasets.demo.demo.populations": [{"theta_A": [0, 0], "sd_A": 1, "weight": 1}],
+            },
+            "templates.theta_dims: card 1, config 2",
+        ),
+    ):
         bad = write_config(tmp_path, name="bad.yaml", **trained, **change)
         result = snakemake(tmp_path, bad, "-n", "--cores", "1")
         assert result.returncode != 0

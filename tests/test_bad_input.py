@@ -103,8 +103,10 @@ def test_resampling_lands_on_the_training_pixel_size_and_keeps_sizes_in_angstrom
         mrc.set_data(np.repeat(image, 3, axis=0) + np.random.default_rng(0).normal(size=(3, 30, 30)).astype("f4"))
         mrc.set_image_stack()
     star = tmp_path / "p.star"
-    particles.write_star(star, {"particles": pd.DataFrame({"rlnImageName": [f"{i}@p.mrcs" for i in (1, 2, 3)],
-                                                           "rlnImagePixelSize": 0.89})})  # fmt: skip
+    particles.write_star(
+        star,
+        {"particles": pd.DataFrame({"rlnImageName": [f"{i}@p.mrcs" for i in (1, 2, 3)], "rlnImagePixelSize": 0.89})},
+    )
     source = particles.ParticleSource(particles.load_particles(star).table, star)
     preprocess.preprocess(source, tmp_path / "out.mrcs", 16, 1.78)
     with mrcfile.open(tmp_path / "out.mrcs") as mrc:
@@ -113,18 +115,23 @@ def test_resampling_lands_on_the_training_pixel_size_and_keeps_sizes_in_angstrom
 
 def test_one_optics_group_serves_particles_without_an_optics_group_column(tmp_path):
     star = tmp_path / "one.star"
-    particles.write_star(star, {
-        "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.25], "rlnVoltage": [300.0]}),
-        "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"]}),
-    })  # fmt: skip
+    particles.write_star(
+        star,
+        {
+            "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.25], "rlnVoltage": [300.0]}),
+            "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"]}),
+        },
+    )
     table = particles.load_particles(star).table
     assert table["pixel_size_A"].tolist() == [1.25, 1.25] and table["rlnVoltage"].tolist() == [300.0, 300.0]
 
 
 def test_a_non_numeric_pixel_size_names_the_file_the_particle_and_the_field(tmp_path):
     star = tmp_path / "text.star"
-    particles.write_star(star, {"particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"],
-                                                           "rlnImagePixelSize": ["1.0", "one"]})})  # fmt: skip
+    particles.write_star(
+        star,
+        {"particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"], "rlnImagePixelSize": ["1.0", "one"]})},
+    )
     with pytest.raises(InputError, match=r"text.star, particle 2: _rlnImagePixelSize 'one' is not a number"):
         particles.load_particles(star)
 
@@ -177,24 +184,40 @@ def test_star_files_are_written_back_with_the_version_they_came_with(tmp_path, h
         ({"datasets.demo.shards": 200}, "datasets.demo.shards: 200 shards but demo.n_particles is 96"),
         ({"datasets.user.star": "STAR", "datasets.user.shards": 6}, "datasets.user.shards: 6 shards but"),
         # the explicit likelihood (on in the tiny config): 1-D θ only, memory estimated first, defocus needed
-        ({"templates.theta_dims": 2, "datasets.demo": None}, "validation.likelihood: the explicit likelihood is "
-                                                             "implemented for a 1-D θ"),
-        ({"validation.likelihood.max_memory_gb": 0.001}, "validation.likelihood.max_memory_gb: the marginalized "
-                                                          "grids need about"),
+        (
+            {"templates.theta_dims": 2, "datasets.demo": None},
+            "validation.likelihood: the explicit likelihood is implemented for a 1-D θ",
+        ),
+        (
+            {"validation.likelihood.max_memory_gb": 0.001},
+            "validation.likelihood.max_memory_gb: the marginalized grids need about",
+        ),
         ({"simulator.astigmatism_max_A": 200.0}, "validation.likelihood.nuisance: marginalized sums defocus only"),
-        ({"datasets.user.star": "NODF"}, "datasets.user.report.likelihood.nuisance: ctf_known needs each particle's "
-                                         "defocus, and"),
-        ({"datasets.user.star": "NODF", "datasets.user.report": {"likelihood": None}, "train.condition_on_ctf": True},
-         "train.condition_on_ctf: the model needs each particle's defocus"),
-        ({"train.processes": 3}, "train.batch_size: 32 does not split evenly over 3 ranks (train.processes 3 × "
-                                 "train.nodes 1); use a multiple of 3"),
+        (
+            {"datasets.user.star": "NODF"},
+            "datasets.user.report.likelihood.nuisance: ctf_known needs each particle's defocus, and",
+        ),
+        (
+            {
+                "datasets.user.star": "NODF",
+                "datasets.user.report": {"likelihood": None},
+                "train.condition_on_ctf": True,
+            },
+            "train.condition_on_ctf: the model needs each particle's defocus",
+        ),
+        (
+            {"train.processes": 3},
+            "train.batch_size: 32 does not split evenly over 3 ranks (train.processes 3 × "
+            "train.nodes 1); use a multiple of 3",
+        ),
     ],
-)  # fmt: skip
+)
 def test_cheap_checks_stop_the_dry_run(tmp_path, data_dir, change, message):
     (tmp_path / "NOTES").write_text("this is not a structure\n")
     rows = "".join(f"{i}@relion31.mrcs 14 100000\n" for i in (1, 2))
-    (tmp_path / "NODF").write_text("data_\n\nloop_\n_rlnImageName #1\n_rlnDetectorPixelSize #2\n_rlnMagnification #3\n"
-                                   + rows)  # fmt: skip
+    (tmp_path / "NODF").write_text(
+        "data_\n\nloop_\n_rlnImageName #1\n_rlnDetectorPixelSize #2\n_rlnMagnification #3\n" + rows
+    )
     shutil.copy(data_dir / "relion31.mrcs", tmp_path)
     star = tmp_path / "relion31.star"
     star.write_text((data_dir / "relion31.star").read_text())
@@ -216,8 +239,12 @@ def test_documented_alternative_forms_run_through_the_workflow(tmp_path, data_di
     (tmp_path / "stacks").mkdir()
     shutil.copy(data_dir / "relion31.mrcs", tmp_path / "stacks")
     shutil.copy(data_dir / "relion31.star", tmp_path / "meta")
-    user = {"star": str(tmp_path / "meta" / "relion31.star"), "datadir": str(tmp_path / "stacks"),
-            "select": {"rlnClassNumber": [1]}, "pixel_size_A": 2.806}  # fmt: skip
+    user = {
+        "star": str(tmp_path / "meta" / "relion31.star"),
+        "datadir": str(tmp_path / "stacks"),
+        "select": {"rlnClassNumber": [1]},
+        "pixel_size_A": 2.806,
+    }
     changes = {
         "simulator.bead_sigma_A": [3.0, 5.0],
         "simulator.projection": "volumes",

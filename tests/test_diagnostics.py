@@ -44,8 +44,9 @@ def test_mmd_detects_shift():
 
 def test_unbiased_mmd_is_centred_under_the_null():
     rng = np.random.default_rng(5)
-    values = [diagnostics.mmd_test(rng.normal(size=(50, 3)), rng.normal(size=(50, 3)), 10, seed=i)["mmd2"]
-              for i in range(60)]  # fmt: skip
+    values = [
+        diagnostics.mmd_test(rng.normal(size=(50, 3)), rng.normal(size=(50, 3)), 10, seed=i)["mmd2"] for i in range(60)
+    ]
     assert abs(np.mean(values)) < 3 * np.std(values) / np.sqrt(len(values))
 
 
@@ -209,8 +210,13 @@ def test_fixed_snr_accuracy_is_the_68th_percentile_of_the_error():
         truth = rng.uniform(-5, 5, 20000)
         mean = truth + rng.normal(size=truth.shape) * sigma
         samples = mean[:, None] + rng.normal(size=(len(truth), 3)) * sigma
-        for key, value in (("snr", np.full(len(truth), snr)), ("theta_true", truth), ("samples", samples),
-                           ("mean", mean), ("std", np.full(len(truth), sigma))):  # fmt: skip
+        for key, value in (
+            ("snr", np.full(len(truth), snr)),
+            ("theta_true", truth),
+            ("samples", samples),
+            ("mean", mean),
+            ("std", np.full(len(truth), sigma)),
+        ):
             parts[key].append(value)
     sim = {f"fixed_snr_{key}": np.concatenate(value) for key, value in parts.items()}
     found = diagnostics.fixed_snr_accuracy(sim)

@@ -8,8 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_config_reference_is_current():
-    result = subprocess.run([sys.executable, str(ROOT / "docs" / "make_config_reference.py"), "--check"],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "make_config_reference.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 

@@ -39,8 +39,13 @@ def rules_with_envs():
             name = block.split(":", 1)[0].strip()
             conda = re.search(r"^\s+conda:\s*\n\s+\"([^\"]+)\"", block, flags=re.M)
             script = re.search(r"^\s+script:\s*\n\s+\"([^\"]+)\"", block, flags=re.M)
-            found.append((name, conda and (smk.parent / conda.group(1)).resolve(),
-                          script and (smk.parent / script.group(1)).resolve()))  # fmt: skip
+            found.append(
+                (
+                    name,
+                    conda and (smk.parent / conda.group(1)).resolve(),
+                    script and (smk.parent / script.group(1)).resolve(),
+                )
+            )
     return found
 
 
@@ -111,8 +116,17 @@ RULES = rules_with_envs()
 
 
 def test_every_rule_has_an_env_and_a_script():
-    assert {r[0] for r in RULES} >= {"structure", "templates", "volumes", "train", "demo_particles", "particles",
-                                     "infer", "validate", "report"}  # fmt: skip
+    assert {r[0] for r in RULES} >= {
+        "structure",
+        "templates",
+        "volumes",
+        "train",
+        "demo_particles",
+        "particles",
+        "infer",
+        "validate",
+        "report",
+    }
     for name, env, script in RULES:
         assert env is not None and env.is_file(), f"rule {name}: conda env missing"
         assert script is not None and script.is_file(), f"rule {name}: script missing"

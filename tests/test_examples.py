@@ -57,8 +57,11 @@ def test_example_config_dry_runs_at_paper_and_cpu_size(tmp_path, name):
 def test_tiny_example_runs_end_to_end(tmp_path, name):
     """Each example's structure, template recipe and priors, with a tiny network and dataset: every stage runs."""
     source, n_beads = EXAMPLES[name]
-    cfg = merged(ROOT / "config" / "config.yaml", ROOT / "config" / "examples" / f"{name}.yaml",
-                 ROOT / "tests" / "config" / "tiny_example.yaml")  # fmt: skip
+    cfg = merged(
+        ROOT / "config" / "config.yaml",
+        ROOT / "config" / "examples" / f"{name}.yaml",
+        ROOT / "tests" / "config" / "tiny_example.yaml",
+    )
     assert cfg["structure"]["source"].endswith(source)
     cfg["structure"]["source"] = str(ROOT / cfg["structure"]["source"])
     configfile = tmp_path / "config.yaml"

@@ -71,8 +71,11 @@ def test_npz_writer_streams_batches_and_gather_joins_shards(tmp_path):
         with NpzWriter(path) as writer:
             for rows in np.array_split(np.arange(n), 2):
                 writer.append(mean=mean[rows], latent=latent[rows])
-            writer.close(theta_grid_range_A=np.array([-5.0, 5.0]), seconds=np.array([1.5 + i]),
-                         device=np.array(["cpu" if i == 0 else "cuda:0"]))  # fmt: skip
+            writer.close(
+                theta_grid_range_A=np.array([-5.0, 5.0]),
+                seconds=np.array([1.5 + i]),
+                device=np.array(["cpu" if i == 0 else "cuda:0"]),
+            )
         shards.append((mean, latent))
         with np.load(path) as back:
             np.testing.assert_array_equal(back["latent"], latent)

@@ -16,8 +16,14 @@ def shell_simulator(snr=(1.0, 4.0)):
     unit = torch.nn.functional.normalize(torch.randn(80, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 5)
     templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-    priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=snr, defocus_range_A=(8000, 12000),
-                    bead_sigma_range_A=(3.0, 3.0), shift_max_A=2.0, mask_radius_A=30.0)  # fmt: skip
+    priors = Priors(
+        theta_range_A=(-4.0, 4.0),
+        snr_range=snr,
+        defocus_range_A=(8000, 12000),
+        bead_sigma_range_A=(3.0, 3.0),
+        shift_max_A=2.0,
+        mask_radius_A=30.0,
+    )
     return Simulator(AtomTemplates(templates, theta_A, torch.ones(80), oversample=1), 32, 3.0, priors)
 
 
@@ -62,10 +68,12 @@ def test_junk_batch_size():
 @pytest.fixture(scope="module")
 def junk_aware():
     sim = shell_simulator()
-    model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=16, width=8, transforms=2, hidden_features=(32, 32),
-                                      particle_head=True)  # fmt: skip
-    config = train_settings(steps=300, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100,
-                            junk_fraction=0.5)  # fmt: skip
+    model = models.PosteriorEstimator(
+        (-4.0, 4.0), latent_dim=16, width=8, transforms=2, hidden_features=(32, 32), particle_head=True
+    )
+    config = train_settings(
+        steps=300, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100, junk_fraction=0.5
+    )
     model, history, _ = training.train(model, sim, config)
     return model, history, sim
 
@@ -123,8 +131,11 @@ def test_a_junk_aware_model_finds_the_particles_of_a_micrograph(junk_aware):
         micrograph_demo.paste(canvas, image, x, y)
         truth.append((x, y))
     micrograph = (canvas + rng.normal(scale=np.sqrt(variance), size=canvas.shape)).astype(np.float32)
-    reference = predictive.LatentReference(inference.posterior_batches(
-        model, [sim.sample(300, generator)[1].numpy()], 300, grid_points=32, n_samples=1)["latent"])  # fmt: skip
+    reference = predictive.LatentReference(
+        inference.posterior_batches(model, [sim.sample(300, generator)[1].numpy()], 300, grid_points=32, n_samples=1)[
+            "latent"
+        ]
+    )
     options = {"batch_size": 256, "grid_points": 64, "grid_points_2d": 8, "score": "p_particle", "typical_p": 0.0}
     result = picking.evaluate_micrograph(model, micrograph, 3.0, 3.0, 32, 3, reference, options)
     assert result["maps"]["theta_mean"].shape == (75, 75) and result["map_pixel_A"] == 9.0

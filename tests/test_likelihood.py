@@ -127,9 +127,15 @@ def test_shift_and_defocus_refinement_converges_to_a_dense_grid(adk_ca):
     coords = torch.as_tensor(adk_ca.getCoords(), dtype=torch.float32)
     centre = coords.mean(0)
     templates = torch.stack([centre + (coords - centre) * (1 + 0.06 * k) for k in (-1, 0, 1)])
-    priors = Priors(theta_range_A=(-3.0, 3.0), shift_max_A=6.0, defocus_range_A=(8000.0, 16000.0),
-                    b_factor_range_A2=(40.0, 40.0), snr_range=(0.5, 0.5), bead_sigma_range_A=(3.0, 3.0),
-                    mask_radius_A=30.0)  # fmt: skip
+    priors = Priors(
+        theta_range_A=(-3.0, 3.0),
+        shift_max_A=6.0,
+        defocus_range_A=(8000.0, 16000.0),
+        b_factor_range_A2=(40.0, 40.0),
+        snr_range=(0.5, 0.5),
+        bead_sigma_range_A=(3.0, 3.0),
+        mask_radius_A=30.0,
+    )
     sim = Simulator(AtomTemplates(templates, [-3.0, 0.0, 3.0], torch.ones(len(coords)), oversample=2), 24, 3.0, priors)
     g = torch.Generator().manual_seed(3)
     rotations = uniform_rotations(5, g)

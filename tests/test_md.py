@@ -25,8 +25,9 @@ def short_run(tmp_path_factory):
     assert "HOH" in set(fragment.getResnames())
     noisy = fragment.select("not (resnum 2 and name CG CD NE CZ NH1 NH2)").copy()  # Arg 2 loses its side chain
     prody.writePDB(str(folder / "fragment.pdb"), noisy)
-    settings = md_settings(minimize_iterations=50, equilibration_ps=0.1, production_ps=1.0, frame_interval_ps=0.1,
-                             platform="CPU", seed=3)  # fmt: skip
+    settings = md_settings(
+        minimize_iterations=50, equilibration_ps=0.1, production_ps=1.0, frame_interval_ps=0.1, platform="CPU", seed=3
+    )
     facts = md.run(folder / "fragment.pdb", folder / "prepared.pdb", folder / "run.dcd", settings)
     return folder, facts, fragment
 
@@ -63,8 +64,16 @@ def test_unknown_platform_is_refused():
 
 def test_explicit_solvent_run_writes_the_solute_only(short_run, tmp_path):
     folder, _, _ = short_run
-    settings = md_settings(solvent="explicit", minimize_iterations=10, equilibration_ps=0.01, production_ps=0.04,
-                             frame_interval_ps=0.02, platform="CPU", padding_nm=0.6, seed=3)  # fmt: skip
+    settings = md_settings(
+        solvent="explicit",
+        minimize_iterations=10,
+        equilibration_ps=0.01,
+        production_ps=0.04,
+        frame_interval_ps=0.02,
+        platform="CPU",
+        padding_nm=0.6,
+        seed=3,
+    )
     facts = md.run(folder / "fragment.pdb", tmp_path / "prepared.pdb", tmp_path / "run.dcd", settings)
     traj = mdtraj.load(str(tmp_path / "run.dcd"), top=str(tmp_path / "prepared.pdb"))
     assert traj.n_frames == 2 and traj.n_atoms < facts["atoms"]  # water was simulated, not written

@@ -90,11 +90,30 @@ def write_micrograph(path, data, pixel_A):
 
 
 def ctf_star(tmp_path, names, pixel_A=1.0, drop=()):
-    optics = pd.DataFrame([{"rlnOpticsGroupName": "opticsGroup1", "rlnOpticsGroup": 1,
-                            "rlnMicrographPixelSize": pixel_A, "rlnVoltage": 300.0, "rlnSphericalAberration": 2.7,
-                            "rlnAmplitudeContrast": 0.1}])  # fmt: skip
-    rows = pd.DataFrame([{"rlnMicrographName": n, "rlnOpticsGroup": 1, "rlnDefocusU": 12000.0 + 100 * i,
-                          "rlnDefocusV": 11800.0, "rlnDefocusAngle": 30.0} for i, n in enumerate(names)])  # fmt: skip
+    optics = pd.DataFrame(
+        [
+            {
+                "rlnOpticsGroupName": "opticsGroup1",
+                "rlnOpticsGroup": 1,
+                "rlnMicrographPixelSize": pixel_A,
+                "rlnVoltage": 300.0,
+                "rlnSphericalAberration": 2.7,
+                "rlnAmplitudeContrast": 0.1,
+            }
+        ]
+    )
+    rows = pd.DataFrame(
+        [
+            {
+                "rlnMicrographName": n,
+                "rlnOpticsGroup": 1,
+                "rlnDefocusU": 12000.0 + 100 * i,
+                "rlnDefocusV": 11800.0,
+                "rlnDefocusAngle": 30.0,
+            }
+            for i, n in enumerate(names)
+        ]
+    )
     star = tmp_path / "CtfFind" / "job003" / "micrographs_ctf.star"
     write_star(star, {"optics": optics, "micrographs": rows.drop(columns=list(drop))})
     return star
@@ -111,8 +130,12 @@ def test_a_ctf_job_star_file_gives_micrographs_with_their_ctf_and_pixel_size(tmp
     headers = micrographs.check(found, 256.0, str(star))
     assert headers[0].shape == (300, 320)
     assert micrographs.read(found[0].path, headers[0]).shape == (300, 320)
-    files = micrographs.from_files(str(tmp_path / "MotionCorr" / "job002" / "*.mrc"), 15000.0, 1.0,
-                                   {"voltage_kV": 200.0, "cs_mm": 2.7, "amplitude_contrast": 0.07})  # fmt: skip
+    files = micrographs.from_files(
+        str(tmp_path / "MotionCorr" / "job002" / "*.mrc"),
+        15000.0,
+        1.0,
+        {"voltage_kV": 200.0, "cs_mm": 2.7, "amplitude_contrast": 0.07},
+    )
     assert len(files) == 2 and files[0].defocus_A == 15000 and files[0].voltage_kV == 200
 
 
@@ -146,9 +169,17 @@ def test_bad_micrographs_stop_with_the_file_and_field_named(tmp_path, case, mess
 
 
 def test_coordinate_star_files_open_with_starfile(tmp_path):
-    result = {"origin_A": (64.0, 64.0), "map_pixel_A": 8.0,
-              "maps": {"score": np.full((10, 10), 0.9), "theta_mean": np.ones((10, 10)), "theta_std": np.ones((10, 10)),
-                       "edge_mass": np.zeros((10, 10)), "atypicality_p": np.ones((10, 10))}}  # fmt: skip
+    result = {
+        "origin_A": (64.0, 64.0),
+        "map_pixel_A": 8.0,
+        "maps": {
+            "score": np.full((10, 10), 0.9),
+            "theta_mean": np.ones((10, 10)),
+            "theta_std": np.ones((10, 10)),
+            "edge_mass": np.zeros((10, 10)),
+            "atypicality_p": np.ones((10, 10)),
+        },
+    }
     rows = candidates.candidate_rows("mic.mrc", [(1, 2), (5, 5)], result, 1.0)
     candidates.write_coordinates(tmp_path / "mic_pick.star", rows)
     table = starfile.read(tmp_path / "mic_pick.star")
@@ -158,11 +189,18 @@ def test_coordinate_star_files_open_with_starfile(tmp_path):
     assert len(starfile.read(tmp_path / "none.star")) == 0
 
 
-TINY_SET = {"demo": {"n_micrographs": 2, "size_px": 384, "pixel_size_A": 2.0, "box_px": 72,
-                     "particles_per_micrograph": 8, "junk_per_micrograph": 2,
-                     "populations": [{"theta_A": -3.5, "sd_A": 0.4, "weight": 0.7},
-                                     {"theta_A": 3.0, "sd_A": 0.4, "weight": 0.3}]},
-            "shards": 2}  # fmt: skip
+TINY_SET = {
+    "demo": {
+        "n_micrographs": 2,
+        "size_px": 384,
+        "pixel_size_A": 2.0,
+        "box_px": 72,
+        "particles_per_micrograph": 8,
+        "junk_per_micrograph": 2,
+        "populations": [{"theta_A": -3.5, "sd_A": 0.4, "weight": 0.7}, {"theta_A": 3.0, "sd_A": 0.4, "weight": 0.3}],
+    },
+    "shards": 2,
+}
 
 
 @pytest.mark.slow
@@ -170,8 +208,14 @@ def test_tiny_micrograph_set_end_to_end(tmp_path):
     """A junk-aware tiny model on two synthetic micrographs: maps, candidates RELION reads, summary and figure."""
     from workflow_helpers import snakemake, write_config
 
-    configfile = write_config(tmp_path, **{"micrographs": {"synthetic": TINY_SET}, "train.junk_fraction": 0.25,
-                                           "picking": {"stride_px": 2, "threshold": 0.3}})  # fmt: skip
+    configfile = write_config(
+        tmp_path,
+        **{
+            "micrographs": {"synthetic": TINY_SET},
+            "train.junk_fraction": 0.25,
+            "picking": {"stride_px": 2, "threshold": 0.3},
+        },
+    )
     result = snakemake(tmp_path, configfile, "--cores", "2", "results/tiny/micrographs/synthetic/report/summary.json")
     assert result.returncode == 0, result.stderr[-5000:]
     out = tmp_path / "results" / "tiny" / "micrographs" / "synthetic"
@@ -226,8 +270,11 @@ def test_bad_micrograph_sets_stop_the_dry_run_naming_the_key(tmp_path, mset, mes
 
 def test_scores_are_zero_where_the_latent_is_atypical():
     theta_range = np.array([[-6.0, 6.0]])  # a uniform prior's σ: 12 / √12 = 3.46 Å
-    maps = {"theta_std": np.array([[np.sqrt(12.0), np.sqrt(3.0), 0.0]]), "atypicality_p": np.array([[0.5, 0.5, 0.01]]),
-            "p_particle": np.array([[1.0, 0.25, 1.0]])}  # fmt: skip
+    maps = {
+        "theta_std": np.array([[np.sqrt(12.0), np.sqrt(3.0), 0.0]]),
+        "atypicality_p": np.array([[0.5, 0.5, 0.01]]),
+        "p_particle": np.array([[1.0, 0.25, 1.0]]),
+    }
     sharp = candidates.window_score(maps, "sharp_typical", theta_range, typical_p=0.05)
     np.testing.assert_allclose(sharp, [[0.0, 0.5, 0.0]], atol=1e-6)  # the last is atypical: 0 however sharp
     particle = candidates.window_score(maps, "p_particle", theta_range, typical_p=0.05)

@@ -120,16 +120,19 @@ def test_a_ctf_conditioned_model_reads_the_defocus_saves_it_and_refuses_values_o
     context = models.ctf_context_from_priors(priors)
     assert context == {"features": ["defocus_A", "astigmatism_A"], "low": [5000.0, -300.0], "high": [20000.0, 300.0]}
     torch.manual_seed(1)
-    model = models.PosteriorEstimator((-4.0, 6.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,),
-                                      ctf_context=context).eval()  # fmt: skip
+    model = models.PosteriorEstimator(
+        (-4.0, 6.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,), ctf_context=context
+    ).eval()
     ctf = {"defocus_u_A": np.array([5300.0, 20300.0]), "defocus_v_A": np.array([4700.0, 19700.0])}
     features = model.ctf_features(ctf)  # the prior's ends map to ∓1: (U + V)/2 and (U − V)/2
     torch.testing.assert_close(features, torch.tensor([[-1.0, 1.0], [1.0, 1.0]]))
     images, grid = torch.randn(2, 32, 32), torch.linspace(-4, 6, 11)
     with torch.no_grad():
         latent = model.embedding(images)
-        near, far = (model.log_prob_grid(latent, grid, ctf=model.ctf_features(
-            {"defocus_u_A": np.full(2, d)})) for d in (6000.0, 19000.0))  # fmt: skip
+        near, far = (
+            model.log_prob_grid(latent, grid, ctf=model.ctf_features({"defocus_u_A": np.full(2, d)}))
+            for d in (6000.0, 19000.0)
+        )
         with pytest.raises(ValueError, match="condition_on_ctf"):
             model.log_prob_grid(latent, grid)
     assert (near - far).abs().max() > 1e-4  # the defocus reaches the flow
@@ -137,8 +140,9 @@ def test_a_ctf_conditioned_model_reads_the_defocus_saves_it_and_refuses_values_o
     loaded, _ = models.load_model(tmp_path / "m.pt")
     assert loaded.ctf_context == context
     with torch.no_grad():
-        torch.testing.assert_close(loaded.log_prob_grid(latent, grid, ctf=features), model.log_prob_grid(
-            latent, grid, ctf=features))  # fmt: skip
+        torch.testing.assert_close(
+            loaded.log_prob_grid(latent, grid, ctf=features), model.log_prob_grid(latent, grid, ctf=features)
+        )
     models.check_ctf_in_prior(model, {"defocus_u_A": np.array([8000.0, 20200.0])}, "p.star")  # within 2 %
     with pytest.raises(InputError, match=r"p.star, particle 2: defocus_A 26000 lies outside the range \[5000, 20000\]"):
         models.check_ctf_in_prior(model, {"defocus_u_A": np.array([8000.0, 26000.0])}, "p.star")

@@ -48,9 +48,10 @@ def test_relion30_pixel_size_from_detector_and_magnification(tmp_path):
 def test_star_round_trip(tmp_path):
     blocks = {
         "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.5]}),
-        "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"], "rlnOpticsGroup": [1, 1],
-                                   "cryoflowThetaMeanAngst": [-1.25, 3.5]}),
-    }  # fmt: skip
+        "particles": pd.DataFrame(
+            {"rlnImageName": ["1@a.mrcs", "2@a.mrcs"], "rlnOpticsGroup": [1, 1], "cryoflowThetaMeanAngst": [-1.25, 3.5]}
+        ),
+    }
     path = tmp_path / "out.star"
     particles.write_star(path, blocks)
     assert path.read_text().startswith("# version 30001")
@@ -105,8 +106,10 @@ def stack_of(n, box=16, seed=0):
 def test_relion30_single_unnamed_block(tmp_path):
     write_stack(tmp_path / "a.mrcs", stack_of(2))
     star = tmp_path / "r30.star"
-    star.write_text("data_\n\nloop_\n_rlnImageName\n_rlnDetectorPixelSize\n_rlnMagnification\n"
-                    "2@a.mrcs 14.0 100000\n1@a.mrcs 14.0 100000\n")  # fmt: skip
+    star.write_text(
+        "data_\n\nloop_\n_rlnImageName\n_rlnDetectorPixelSize\n_rlnMagnification\n"
+        "2@a.mrcs 14.0 100000\n1@a.mrcs 14.0 100000\n"
+    )
     found = particles.load_particles(star)
     np.testing.assert_allclose(found.table["pixel_size_A"], 1.4)
     assert found.table["optics_group"].tolist() == ["1", "1"]
@@ -164,10 +167,13 @@ def test_lenient_stacks_volume_flag_zero_voxel_extended_header(tmp_path, data_di
 def test_image_size_disagreement_warns_and_trusts_the_stack(tmp_path, caplog):
     write_stack(tmp_path / "a.mrcs", stack_of(2, box=20))
     star = tmp_path / "size.star"
-    particles.write_star(star, {
-        "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0], "rlnImageSize": [24]}),
-        "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"], "rlnOpticsGroup": [1, 1]}),
-    })  # fmt: skip
+    particles.write_star(
+        star,
+        {
+            "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0], "rlnImageSize": [24]}),
+            "particles": pd.DataFrame({"rlnImageName": ["1@a.mrcs", "2@a.mrcs"], "rlnOpticsGroup": [1, 1]}),
+        },
+    )
     with caplog.at_level("WARNING"):
         source = particles.ParticleSource(particles.load_particles(star).table, star)
     assert "_rlnImageSize says 24 px but the stacks hold 20 px" in caplog.text
@@ -178,10 +184,20 @@ def test_cryosparc_export(tmp_path):
     folder = tmp_path / "P1" / "J12" / "extract"
     folder.mkdir(parents=True)
     write_stack(folder / "blobs.mrc", stack_of(3, box=24))
-    fields = [("uid", "<u8"), ("blob/path", "S40"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,)),
-              ("blob/psize_A", "<f4"), ("ctf/accel_kv", "<f4"), ("ctf/cs_mm", "<f4"), ("ctf/amp_contrast", "<f4"),
-              ("ctf/df1_A", "<f4"), ("ctf/df2_A", "<f4"), ("ctf/df_angle_rad", "<f4"),
-              ("ctf/phase_shift_rad", "<f4")]  # fmt: skip
+    fields = [
+        ("uid", "<u8"),
+        ("blob/path", "S40"),
+        ("blob/idx", "<u4"),
+        ("blob/shape", "<u4", (2,)),
+        ("blob/psize_A", "<f4"),
+        ("ctf/accel_kv", "<f4"),
+        ("ctf/cs_mm", "<f4"),
+        ("ctf/amp_contrast", "<f4"),
+        ("ctf/df1_A", "<f4"),
+        ("ctf/df2_A", "<f4"),
+        ("ctf/df_angle_rad", "<f4"),
+        ("ctf/phase_shift_rad", "<f4"),
+    ]
     records = np.zeros(2, dtype=fields)
     records["uid"] = [11, 12]
     records["blob/path"] = [b">J12/extract/blobs.mrc", b">J12/extract/blobs.mrc"]
@@ -210,8 +226,12 @@ def test_cryosparc_export(tmp_path):
 
 
 def test_select_keeps_matching_particles_and_shards_split_contiguously(tmp_path):
-    star = star_with(tmp_path / "c.star", [f"{i}@a.mrcs" for i in range(1, 7)], rlnImagePixelSize=1.0,
-                     rlnClassNumber=[1, 2, 3, 1, 2, 3])  # fmt: skip
+    star = star_with(
+        tmp_path / "c.star",
+        [f"{i}@a.mrcs" for i in range(1, 7)],
+        rlnImagePixelSize=1.0,
+        rlnClassNumber=[1, 2, 3, 1, 2, 3],
+    )
     found = particles.load_particles(star, select={"rlnClassNumber": [1, 3]})
     assert found.table["rlnImageName"].tolist() == ["1@a.mrcs", "3@a.mrcs", "4@a.mrcs", "6@a.mrcs"]
     assert len(particles.load_particles(star, select={"_rlnClassNumber": 2}).table) == 2
@@ -225,9 +245,12 @@ def test_select_keeps_matching_particles_and_shards_split_contiguously(tmp_path)
 
 def test_concatenated_shards_read_like_the_whole(tmp_path):
     names = [f"{i}@a.mrcs" for i in range(1, 6)]
-    blocks = {"optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0]}),
-              "particles": pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": 1,
-                                         "cryoflowThetaMeanAngst": np.linspace(-2, 2, 5)})}  # fmt: skip
+    blocks = {
+        "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0]}),
+        "particles": pd.DataFrame(
+            {"rlnImageName": names, "rlnOpticsGroup": 1, "cryoflowThetaMeanAngst": np.linspace(-2, 2, 5)}
+        ),
+    }
     paths = []
     for i, rows in enumerate(starindex.shard_rows(5, 2)):
         paths.append(tmp_path / f"s{i}.star")
@@ -254,8 +277,11 @@ def test_bad_inputs_name_file_and_field(tmp_path, relion_job):
         particles.ParticleSource(past_end, relion_job)
     missing = table.copy()
     missing["rlnImageName"] = "1@Extract/job133/Micrographs/missing.mrcs"
-    with pytest.raises(InputError, match=r"particles.star: stack 'Extract/job133/Micrographs/missing.mrcs' in "
-                                         r"_rlnImageName not found"):  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"particles.star: stack 'Extract/job133/Micrographs/missing.mrcs' in "
+        r"_rlnImageName not found",
+    ):
         particles.ParticleSource(missing, relion_job)
     no_pixel = star_with(tmp_path / "nopixel.star", ["1@a.mrcs"])
     with pytest.raises(InputError, match=r"nopixel.star: pixel size not found"):
@@ -267,8 +293,11 @@ def test_bad_inputs_name_file_and_field(tmp_path, relion_job):
     write_stack(tmp_path / "big.mrcs", stack_of(1, box=32))
     write_stack(tmp_path / "small.mrcs", stack_of(1, box=16))
     mixed = star_with(tmp_path / "mixed.star", ["1@big.mrcs", "1@small.mrcs"], rlnImagePixelSize=1.0)
-    with pytest.raises(InputError, match=r"mixed.star: optics group 1 mixes box sizes: particle 2 .*small.mrcs\) "
-                                         r"is 16 px, particle 1 .*big.mrcs\) is 32 px"):  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"mixed.star: optics group 1 mixes box sizes: particle 2 .*small.mrcs\) "
+        r"is 16 px, particle 1 .*big.mrcs\) is 32 px",
+    ):
         particles.ParticleSource(particles.particle_table(mixed), mixed)
     optics = tmp_path / "optics.star"
     particles.write_star(

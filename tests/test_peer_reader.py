@@ -36,8 +36,15 @@ def import_cryodrgn():
 
 ImageSource, Starfile = import_cryodrgn()
 
-CTF = ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage", "rlnSphericalAberration",
-       "rlnAmplitudeContrast", "rlnPhaseShift"]  # fmt: skip
+CTF = [
+    "rlnDefocusU",
+    "rlnDefocusV",
+    "rlnDefocusAngle",
+    "rlnVoltage",
+    "rlnSphericalAberration",
+    "rlnAmplitudeContrast",
+    "rlnPhaseShift",
+]
 
 
 def cryodrgn_read(path, datadir):
@@ -79,9 +86,10 @@ def test_stack_without_map_stamp_and_a_relion30_file(tmp_path, data_dir):
     shutil.copy(data_dir / "hand.5.mrcs", tmp_path)
     star = tmp_path / "r30.star"
     rows = "\n".join(f"{i}@hand.5.mrcs 14.0 100000 12000 11800 30 300 2.7 0.1" for i in (5, 1, 3))
-    star.write_text("data_\n\nloop_\n_rlnImageName\n_rlnDetectorPixelSize\n_rlnMagnification\n_rlnDefocusU\n"
-                    "_rlnDefocusV\n_rlnDefocusAngle\n_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\n"
-                    + rows + "\n")  # fmt: skip
+    star.write_text(
+        "data_\n\nloop_\n_rlnImageName\n_rlnDetectorPixelSize\n_rlnMagnification\n_rlnDefocusU\n"
+        "_rlnDefocusV\n_rlnDefocusAngle\n_rlnVoltage\n_rlnSphericalAberration\n_rlnAmplitudeContrast\n" + rows + "\n"
+    )
     compare(star, tmp_path, expect_pixel=False)
     assert Starfile(str(star)).apix is None
     np.testing.assert_allclose(particles.load_particles(star).table["pixel_size_A"], 1.4)

@@ -17,8 +17,15 @@ from cryoflow.projection import AtomTemplates
 from cryoflow.simulator import Priors, Simulator
 
 pytestmark = pytest.mark.slow
-CTF_KEYS = ["defocus_u_A", "defocus_v_A", "astigmatism_angle_deg", "phase_shift_deg", "voltage_kV", "cs_mm",
-            "amplitude_contrast"]  # fmt: skip
+CTF_KEYS = [
+    "defocus_u_A",
+    "defocus_v_A",
+    "astigmatism_angle_deg",
+    "phase_shift_deg",
+    "voltage_kV",
+    "cs_mm",
+    "amplitude_contrast",
+]
 N = 400
 THETA = torch.linspace(-4.0, 4.0, 9)
 
@@ -28,8 +35,13 @@ def toy_simulator(sigma_A=3.0, theta_A=THETA, snr_range=(0.3, 3.0)):
     outer = torch.nn.functional.normalize(torch.randn(60, 3), dim=1)
     core = torch.nn.functional.normalize(torch.randn(30, 3), dim=1) * 6.0
     coords = torch.stack([torch.cat([outer * (13.0 + 1.5 * t), core]) for t in theta_A])
-    priors = Priors(theta_range_A=(float(theta_A.min()), float(theta_A.max())), snr_range=snr_range,
-                    defocus_range_A=(8000, 20000), bead_sigma_range_A=(sigma_A, sigma_A), shift_max_A=2.0)  # fmt: skip
+    priors = Priors(
+        theta_range_A=(float(theta_A.min()), float(theta_A.max())),
+        snr_range=snr_range,
+        defocus_range_A=(8000, 20000),
+        bead_sigma_range_A=(sigma_A, sigma_A),
+        shift_max_A=2.0,
+    )
     return Simulator(AtomTemplates(coords, theta_A, torch.ones(90), oversample=1), 32, 3.0, priors)
 
 
@@ -44,8 +56,9 @@ def trained():
 
 
 def latents(model, images):
-    return inference.posterior_batches(model, inference.batched(images, 100), len(images), grid_points=64,
-                                       n_samples=1)["latent"]  # fmt: skip
+    return inference.posterior_batches(model, inference.batched(images, 100), len(images), grid_points=64, n_samples=1)[
+        "latent"
+    ]
 
 
 def run(trained, particles_from, seed=0, flip=False, recorded=None, theta=None):
@@ -59,11 +72,22 @@ def run(trained, particles_from, seed=0, flip=False, recorded=None, theta=None):
     images = -images if flip else images
     ctf = {key: nuisance[key].numpy().copy() for key in CTF_KEYS}
     ctf.update(recorded(ctf) if recorded else {})  # what the particles' STAR rows say
-    post = inference.posterior_batches(model, inference.batched(images, 100), N, grid_points=128, n_samples=100,
-                                       seed=seed)  # fmt: skip
+    post = inference.posterior_batches(
+        model, inference.batched(images, 100), N, grid_points=128, n_samples=100, seed=seed
+    )
     pps = {"1": predictive.PredictiveSimulator(simulator, None, whitened=False)}
-    result = predictive.check(pps, images, ["1"] * N, post["samples"], post["latent"], (-4.0, 4.0), ctf, 200, seed,
-                              lambda batch: latents(model, batch))  # fmt: skip
+    result = predictive.check(
+        pps,
+        images,
+        ["1"] * N,
+        post["samples"],
+        post["latent"],
+        (-4.0, 4.0),
+        ctf,
+        200,
+        seed,
+        lambda batch: latents(model, batch),
+    )
     prior_images = simulator.simulate(simulator.sample_theta(N, generator), generator).numpy()
     prior = diagnostics.mmd_test(latents(model, prior_images), post["latent"], 200, seed)
     return result, prior
@@ -168,8 +192,9 @@ def test_predictive_noise_reproduces_the_particles_signal_biased_noise_estimate(
     s_y, s_x = fourier_frequencies(32, 3.0)
     true_power = 1.0 + 3.0 / (1.0 + (torch.sqrt(s_x**2 + s_y**2) * 30.0) ** 2)
     with torch.no_grad():
-        noise = torch.fft.irfft2(torch.fft.rfft2(torch.randn(n, 32, 32, generator=generator)) * true_power.sqrt(),
-                                 s=(32, 32))  # fmt: skip
+        noise = torch.fft.irfft2(
+            torch.fft.rfft2(torch.randn(n, 32, 32, generator=generator)) * true_power.sqrt(), s=(32, 32)
+        )
         raw = add_noise(simulator.noiseless(theta, nuisance), nuisance["snr"], simulator.mask, noise / noise.std())
     measured = estimate_noise_power(raw.numpy(), radius_px)
     particles = normalize(torch.as_tensor(whiten(raw.numpy(), measured))).numpy()
@@ -178,11 +203,13 @@ def test_predictive_noise_reproduces_the_particles_signal_biased_noise_estimate(
 
     ctf = {key: nuisance[key].numpy() for key in CTF_KEYS}
     pps = predictive.PredictiveSimulator(simulator, measured, whitened=True, noise_mask_radius_px=radius_px)
-    before = predictive.spectral_test(particles, pps.images(theta, pps.nuisance(n, ctf, generator),
-                                                            nuisance["snr"], generator), 200, 0)  # fmt: skip
+    before = predictive.spectral_test(
+        particles, pps.images(theta, pps.nuisance(n, ctf, generator), nuisance["snr"], generator), 200, 0
+    )
     shape = pps.match_noise_estimate(theta, pps.nuisance(n, ctf, generator), nuisance["snr"], generator)
-    after = predictive.spectral_test(particles, pps.images(theta, pps.nuisance(n, ctf, generator),
-                                                           nuisance["snr"], generator), 200, 0)  # fmt: skip
+    after = predictive.spectral_test(
+        particles, pps.images(theta, pps.nuisance(n, ctf, generator), nuisance["snr"], generator), 200, 0
+    )
     assert before["pvalue"] < 0.01 and after["pvalue"] > 0.05
     assert shape[:8].min() < 0.9 and shape[-8:].mean() > 1.0  # less noise than measured at low frequency
     unmatched = predictive.PredictiveSimulator(simulator, measured, whitened=True)

@@ -136,8 +136,14 @@ def test_whitening_in_the_pipeline_flattens_coloured_noise_of_each_group(tmp_pat
     noise = coloured_noise(600, box, seed=3).astype(np.float32)
     write_stack(tmp_path / "noise.mrcs", noise, 2.0)
     star = tmp_path / "noise.star"
-    particles.write_star(star, {"particles": pd.DataFrame(
-        {"rlnImageName": [f"{i + 1}@noise.mrcs" for i in range(600)], "rlnImagePixelSize": 2.0})})  # fmt: skip
+    particles.write_star(
+        star,
+        {
+            "particles": pd.DataFrame(
+                {"rlnImageName": [f"{i + 1}@noise.mrcs" for i in range(600)], "rlnImagePixelSize": 2.0}
+            )
+        },
+    )
     found = particles.load_particles(star)
     source = particles.ParticleSource(found.table, star)
     spectra = preprocess.estimate_noise_spectra(source, box, 2.0, mask_radius_A=40.0, noise_images=300, chunk=128)
@@ -158,8 +164,10 @@ def test_bad_pixels_stop_preprocessing_and_leave_no_output(tmp_path):
     images[4, 3, 3] = np.nan
     write_stack(tmp_path / "s.mrcs", images, 1.0)
     star = tmp_path / "nan.star"
-    particles.write_star(star, {"particles": pd.DataFrame(
-        {"rlnImageName": [f"{i + 1}@s.mrcs" for i in range(6)], "rlnImagePixelSize": 1.0})})  # fmt: skip
+    particles.write_star(
+        star,
+        {"particles": pd.DataFrame({"rlnImageName": [f"{i + 1}@s.mrcs" for i in range(6)], "rlnImagePixelSize": 1.0})},
+    )
     source = particles.ParticleSource(particles.load_particles(star).table, star)
     out = tmp_path / "out.mrcs"
     with pytest.raises(InputError, match=r"s.mrcs: particle 5 of .*nan.star \(_rlnImageName 5@s.mrcs\) has NaN"):

@@ -22,8 +22,9 @@ WORKER = str(ROOT / "tests" / "ddp_worker.py")
 
 def run(out, checkpoint, fingerprint="a", wait=True):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    settings = train_settings(steps=240, batch_size=32, learning_rate=2e-3, validation_size=64, validate_every=20,
-                              checkpoint_every=40, seed=3)  # fmt: skip
+    settings = train_settings(
+        steps=240, batch_size=32, learning_rate=2e-3, validation_size=64, validate_every=20, checkpoint_every=40, seed=3
+    )
     settings = json.dumps(dataclasses.asdict(settings))
     cmd = [sys.executable, WORKER, "train", str(out), str(checkpoint), settings, fingerprint, "4"]
     if wait:

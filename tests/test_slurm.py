@@ -46,8 +46,15 @@ def test_slurm_profile_is_the_plugins_and_asks_gpus_for_train_and_infer():
 def test_tiny_config_runs_through_the_slurm_executor(cluster, tmp_path):
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     del profile["use-conda"]  # no conda channels here; tests/test_envs.py checks the env files statically
-    profile.update({"latency-wait": 5, "jobs": 4, "slurm-keep-successful-logs": True,
-                    "slurm-init-seconds-before-status-checks": 1, "seconds-between-status-checks": 2})  # fmt: skip
+    profile.update(
+        {
+            "latency-wait": 5,
+            "jobs": 4,
+            "slurm-keep-successful-logs": True,
+            "slurm-init-seconds-before-status-checks": 1,
+            "seconds-between-status-checks": 2,
+        }
+    )
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
     profile["default-resources"]["mem_mb"] = 1500
     (tmp_path / "profile").mkdir()

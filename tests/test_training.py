@@ -64,8 +64,7 @@ def test_wall_time_budget_stops_early_with_a_scored_model():
     templates = AtomTemplates(torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A]), theta_A, torch.ones(30), 1)
     sim = Simulator(templates, 32, 3.0, Priors(theta_range_A=(-4.0, 4.0)))
     model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,))
-    config = train_settings(steps=10_000, batch_size=8, validation_size=16, validate_every=1000,
-                                     max_hours=1e-7)  # fmt: skip
+    config = train_settings(steps=10_000, batch_size=8, validation_size=16, validate_every=1000, max_hours=1e-7)
     model, history, last_state = training.train(model, sim, config)
     assert [row["step"] for row in history] == [1]
     assert set(last_state) == set(model.state_dict())
@@ -111,11 +110,18 @@ def test_a_ctf_conditioned_estimator_trains_and_covers_the_truth_given_each_imag
     unit = torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 5)
     templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-    priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), defocus_range_A=(5000, 25000),
-                    bead_sigma_range_A=(3.0, 3.0))  # fmt: skip
+    priors = Priors(
+        theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), defocus_range_A=(5000, 25000), bead_sigma_range_A=(3.0, 3.0)
+    )
     sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(n), oversample=1), 32, 3.0, priors)
-    model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=16, width=8, transforms=2, hidden_features=(32, 32),
-                                      ctf_context=models.ctf_context_from_priors(priors))  # fmt: skip
+    model = models.PosteriorEstimator(
+        (-4.0, 4.0),
+        latent_dim=16,
+        width=8,
+        transforms=2,
+        hidden_features=(32, 32),
+        ctf_context=models.ctf_context_from_priors(priors),
+    )
     config = train_settings(steps=200, batch_size=64, learning_rate=3e-3, validation_size=256, validate_every=100)
     model, history, _ = training.train(model, sim, config)
     assert min(row["val_loss"] for row in history) < models.uniform_prior_loss((-4.0, 4.0)) - 0.5
@@ -123,8 +129,9 @@ def test_a_ctf_conditioned_estimator_trains_and_covers_the_truth_given_each_imag
     theta = sim.sample_theta(300, generator)
     nuisance = sim.sample_nuisance(300, generator)
     images = sim.simulate(theta, generator, nuisance).numpy()
-    post = inference.posterior_batches(model, inference.batched(images, 100), 300, grid_points=200, n_samples=100,
-                                       ctf=nuisance)  # fmt: skip
+    post = inference.posterior_batches(
+        model, inference.batched(images, 100), 300, grid_points=200, n_samples=100, ctf=nuisance
+    )
     acc = diagnostics.accuracy(post["mean"], post["q05"], post["q95"], theta.numpy())
     assert acc["pearson_r"] > 0.7 and 0.8 <= acc["coverage_90"] <= 0.98
     with pytest.raises(ValueError, match="condition_on_ctf"):

@@ -140,9 +140,23 @@ def test_tiny_end_to_end_outputs(tiny_run):
     workdir, _ = tiny_run
     results, dataset = workdir / MODEL_DIR, workdir / DEMO_DIR
     summary = json.loads((dataset / "report" / "summary.json").read_text())
-    for key in ("n_particles", "mmd2", "mmd_pvalue", "pearson_r", "median_abs_error_A", "coverage_90",
-                "sbc_ks_pvalue", "coverage_error_max", "n_edge_posteriors", "inference_particles_per_s",
-                "mmd2_raw", "mmd_pvalue_raw", "mmd2_whitened", "mmd_verdict", "contrast_correlation"):  # fmt: skip
+    for key in (
+        "n_particles",
+        "mmd2",
+        "mmd_pvalue",
+        "pearson_r",
+        "median_abs_error_A",
+        "coverage_90",
+        "sbc_ks_pvalue",
+        "coverage_error_max",
+        "n_edge_posteriors",
+        "inference_particles_per_s",
+        "mmd2_raw",
+        "mmd_pvalue_raw",
+        "mmd2_whitened",
+        "mmd_verdict",
+        "contrast_correlation",
+    ):
         assert key in summary
     # the dataset's report names the model it was inferred with; the demo's contrast matches the simulator's
     card_sha256 = hashlib.sha256((results / "model" / "card.json").read_bytes()).hexdigest()
@@ -221,8 +235,13 @@ def test_tiny_2d_theta_end_to_end(tmp_path):
         {"theta_A": [3.0, 2.5], "sd_A": 0.4, "weight": 0.3},
     ]
     # the explicit likelihood (on in the tiny config) is 1-D only: off here
-    changes = {"templates.theta_dims": 2, "datasets.demo.demo.populations": populations,
-               "inference.grid_points_2d": 16, "validation.likelihood": None, "report.likelihood": None}  # fmt: skip
+    changes = {
+        "templates.theta_dims": 2,
+        "datasets.demo.demo.populations": populations,
+        "inference.grid_points_2d": 16,
+        "validation.likelihood": None,
+        "report.likelihood": None,
+    }
     result = snakemake(tmp_path, write_config(tmp_path, **changes), "--cores", "2")
     assert result.returncode == 0, result.stderr[-5000:]
     results, dataset = tmp_path / MODEL_DIR, tmp_path / DEMO_DIR
@@ -334,8 +353,18 @@ def test_a_job_killed_mid_write_leaves_no_output_and_the_rerun_completes(tmp_pat
 
     # on 2 data-parallel ranks (train.processes): torchrun's ranks die with the job and resume together
     configfile = write_config(tmp_path, **{"train.steps": 400, "train.checkpoint_every": 20, "train.processes": 2})
-    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(configfile),
-           "--cores", "2", "results/tiny/model/posterior.pt"]  # fmt: skip
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        "results/tiny/model/posterior.pt",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoint = tmp_path / "results" / "tiny" / "checkpoints" / "train.pt"
     deadline = time.monotonic() + 600
@@ -402,11 +431,21 @@ def test_md_templates_run_through_the_workflow(tmp_path):
 
     atoms = structure.load_structure(ROOT / "resources/structures/4ake.pdb")
     prody.writePDB(str(tmp_path / "fragment.pdb"), atoms.select("chain A and resnum 1 to 30"))
-    md = {"minimize_iterations": 20, "equilibration_ps": 0.02, "production_ps": 0.4, "frame_interval_ps": 0.02,
-          "platform": "CPU"}  # fmt: skip
-    changes = {"structure.source": str(tmp_path / "fragment.pdb"), "templates.method": "md", "templates.md": md,
-               "templates.n_templates": 3, "train.gpus": 0,
-               "templates.distance_selections": ["resnum 1 to 5", "resnum 25 to 30"]}  # fmt: skip
+    md = {
+        "minimize_iterations": 20,
+        "equilibration_ps": 0.02,
+        "production_ps": 0.4,
+        "frame_interval_ps": 0.02,
+        "platform": "CPU",
+    }
+    changes = {
+        "structure.source": str(tmp_path / "fragment.pdb"),
+        "templates.method": "md",
+        "templates.md": md,
+        "templates.n_templates": 3,
+        "train.gpus": 0,
+        "templates.distance_selections": ["resnum 1 to 5", "resnum 25 to 30"],
+    }
     configfile = write_config(tmp_path, **changes)
     targets = ["results/tiny/templates/ensemble.npz", "results/tiny/volumes/template_002.mrc"]
     result = snakemake(tmp_path, configfile, "--cores", "2", *targets)
@@ -422,8 +461,17 @@ def test_md_templates_run_through_the_workflow(tmp_path):
 def test_the_production_preset_layers_on_a_config(tmp_path):
     """config/production.yaml on top of the demo: the paper's network, the rest of the demo kept."""
     configfile = write_config(tmp_path, "config/config.yaml", **{"model.name": "demo_production"})
-    result = snakemake(tmp_path, configfile, "-n", "--cores", "1", "--configfile", str(configfile),
-                       str(ROOT / "config" / "production.yaml"), "--printshellcmds")  # fmt: skip
+    result = snakemake(
+        tmp_path,
+        configfile,
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(configfile),
+        str(ROOT / "config" / "production.yaml"),
+        "--printshellcmds",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "results/demo_production/model/posterior.pt" in result.stdout
     preset = yaml.safe_load((ROOT / "config" / "production.yaml").read_text())

@@ -65,8 +65,10 @@ def local_maxima(score: np.ndarray, min_distance_px: float, threshold: float, li
         if limit and len(picked) >= limit:
             break
         r0, r1, c0, c1 = r - reach, r + reach + 1, c - reach, c + reach + 1
-        sub = disc[max(0, -r0) : disc.shape[0] - max(0, r1 - score.shape[0]),
-                   max(0, -c0) : disc.shape[1] - max(0, c1 - score.shape[1])]  # fmt: skip
+        sub = disc[
+            max(0, -r0) : disc.shape[0] - max(0, r1 - score.shape[0]),
+            max(0, -c0) : disc.shape[1] - max(0, c1 - score.shape[1]),
+        ]
         taken[max(0, r0) : min(score.shape[0], r1), max(0, c0) : min(score.shape[1], c1)] |= sub
     return picked
 
@@ -133,8 +135,12 @@ def candidate_rows(micrograph: str, cells, result: dict, micrograph_pixel_A: flo
     rows = []
     for r, c in cells:
         x, y = map_to_micrograph_px(r, c, result, micrograph_pixel_A)
-        row = {"rlnMicrographName": micrograph, "rlnCoordinateX": round(x, 2), "rlnCoordinateY": round(y, 2),
-               "rlnAutopickFigureOfMerit": float(result["maps"]["score"][r, c])}  # fmt: skip
+        row = {
+            "rlnMicrographName": micrograph,
+            "rlnCoordinateX": round(x, 2),
+            "rlnCoordinateY": round(y, 2),
+            "rlnAutopickFigureOfMerit": float(result["maps"]["score"][r, c]),
+        }
         for key in MAP_COLUMNS:
             if key in result["maps"]:
                 row.update(map_columns(key, result["maps"][key][r, c]))
@@ -162,8 +168,11 @@ def write_map(path, values: np.ndarray, result: dict) -> list:
 def read_map(path) -> tuple[np.ndarray, float, tuple[float, float]]:
     """A map written by ``write_map``: values, pixel (Å) and origin (x, y) in Å."""
     with mrcfile.open(path, permissive=True) as mrc:
-        return (np.asarray(mrc.data, np.float32), float(mrc.voxel_size.x),
-                (float(mrc.header.origin.x), float(mrc.header.origin.y)))  # fmt: skip
+        return (
+            np.asarray(mrc.data, np.float32),
+            float(mrc.voxel_size.x),
+            (float(mrc.header.origin.x), float(mrc.header.origin.y)),
+        )
 
 
 def write_coordinates(path, rows: list[dict]) -> None:

@@ -91,15 +91,19 @@ def whitening_verdict(whitened: dict, raw: dict, alpha: float = 0.05) -> str:
     points to the posterior-predictive check (``cryoflow.predictive``) for the simulator itself.
     """
     if whitened["pvalue"] >= alpha:
-        return (f"Whitened particles are indistinguishable from simulations drawn from the prior (MMD p = "
-                f"{whitened['pvalue']:.3g}): the ensemble and priors cover these data.")  # fmt: skip
+        return (
+            f"Whitened particles are indistinguishable from simulations drawn from the prior (MMD p = "
+            f"{whitened['pvalue']:.3g}): the ensemble and priors cover these data."
+        )
     better = whitened["mmd2"] < (1.0 - WHITENING_MIN_GAIN) * raw["mmd2"]
     change = "lowers" if better else "does not lower"
-    return (f"Particle latents differ from those of simulations drawn from the prior (MMD p = "
-            f"{whitened['pvalue']:.3g}); whitening {change} the mismatch (MMD² {whitened['mmd2']:.3g} whitened vs "
-            f"{raw['mmd2']:.3g} raw). A dataset whose conformations or SNRs are not spread like the prior differs "
-            "this way even when the simulator is right; whether the simulator explains the particles is the "
-            "posterior-predictive check's verdict (ppc_verdict).")  # fmt: skip
+    return (
+        f"Particle latents differ from those of simulations drawn from the prior (MMD p = "
+        f"{whitened['pvalue']:.3g}); whitening {change} the mismatch (MMD² {whitened['mmd2']:.3g} whitened vs "
+        f"{raw['mmd2']:.3g} raw). A dataset whose conformations or SNRs are not spread like the prior differs "
+        "this way even when the simulator is right; whether the simulator explains the particles is the "
+        "posterior-predictive check's verdict (ppc_verdict)."
+    )
 
 
 def interval_coverage(samples: np.ndarray, truth: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -224,8 +228,9 @@ def validation_summary(sim: dict, seed: int = 0) -> tuple[dict, np.ndarray]:
         numbers.update({key + suffix(d, n_dims): value for key, value in found.items()})
     numbers["fixed_snr"] = fixed_snr_accuracy(sim)
     if "junk_p_particle" in sim:
-        numbers["particle_output"] = particle_output_accuracy(sim["p_particle"], sim["junk_p_particle"],
-                                                              sim["junk_kind"])  # fmt: skip
+        numbers["particle_output"] = particle_output_accuracy(
+            sim["p_particle"], sim["junk_p_particle"], sim["junk_kind"]
+        )
     numbers["coverage_error_max"] = max(numbers["coverage_error_max" + suffix(d, n_dims)] for d in range(n_dims))
     numbers["sbc_ks_pvalue"] = min(numbers["sbc_ks_pvalue" + suffix(d, n_dims)] for d in range(n_dims))
     return numbers, coverage[0] if n_dims == 1 else np.stack(coverage)
@@ -354,7 +359,8 @@ def likelihood_comparison(ref: dict) -> list[dict]:
             entry["median_kl_exact_to_estimator"] = float(np.median(ref["kl_exact_to_estimator"][rows]))
             entry["median_std_ratio"] = float(np.median(ref["estimator_std"][rows] / ref["exact_std"][rows]))
             entry["p68_ratio_estimator_to_exact"] = entry["estimator_p68_error_sample_A"] / max(
-                entry["exact_p68_error_sample_A"], 1e-12)  # fmt: skip
+                entry["exact_p68_error_sample_A"], 1e-12
+            )
             out.append(entry)
     return out
 
@@ -362,7 +368,10 @@ def likelihood_comparison(ref: dict) -> list[dict]:
 def likelihood_agreement(ref: dict) -> dict:
     """Particles: how often the exact and the estimated 90 % intervals do not overlap, and the median KL."""
     disjoint = (ref["exact_q95"] < ref["estimator_q05"]) | (ref["estimator_q95"] < ref["exact_q05"])
-    return {"n": int(len(disjoint)), "n_disjoint_90": int(disjoint.sum()),
-            "fraction_disjoint_90": float(disjoint.mean()) if len(disjoint) else 0.0,
-            "median_kl_exact_to_estimator": float(np.median(ref["kl_exact_to_estimator"])),
-            "median_std_ratio": float(np.median(ref["estimator_std"] / ref["exact_std"]))}  # fmt: skip
+    return {
+        "n": int(len(disjoint)),
+        "n_disjoint_90": int(disjoint.sum()),
+        "fraction_disjoint_90": float(disjoint.mean()) if len(disjoint) else 0.0,
+        "median_kl_exact_to_estimator": float(np.median(ref["kl_exact_to_estimator"])),
+        "median_std_ratio": float(np.median(ref["estimator_std"] / ref["exact_std"])),
+    }

@@ -83,8 +83,12 @@ class NpzWriter:
             value = np.ascontiguousarray(value)
             entry = self.arrays.get(key)
             if entry is None:
-                entry = self.arrays[key] = {"dtype": value.dtype, "tail": value.shape[1:], "rows": 0,
-                                            "file": open(self.folder / f"{len(self.arrays)}.raw", "wb")}  # fmt: skip
+                entry = self.arrays[key] = {
+                    "dtype": value.dtype,
+                    "tail": value.shape[1:],
+                    "rows": 0,
+                    "file": open(self.folder / f"{len(self.arrays)}.raw", "wb"),
+                }
             if value.shape[1:] != entry["tail"]:
                 raise ValueError(f"{self.path}: {key} rows of shape {value.shape[1:]}, earlier {entry['tail']}")
             if not np.can_cast(value.dtype, entry["dtype"], casting="same_kind") or (

@@ -84,8 +84,10 @@ def grid_problems(cfg: dict, positions, where: str) -> list[str]:
             f"volumes.box_vox: {vol['box_vox']} voxels × {vol['voxel_size_A']:g} Å = {vol_A:g} Å is smaller than the "
             f"structure ({where}: its CA atoms span at least {span:.0f} Å); use box_vox ≥ {need}"
         )
-    for key, radius in (("simulator.mask_radius_A", sim["mask_radius_A"]),
-                        ("particles.mask_radius_A", cfg["particles"]["mask_radius_A"])):  # fmt: skip
+    for key, radius in (
+        ("simulator.mask_radius_A", sim["mask_radius_A"]),
+        ("particles.mask_radius_A", cfg["particles"]["mask_radius_A"]),
+    ):
         if radius is not None and radius >= box_A / 2:
             problems.append(
                 f"{key}: {radius:g} Å reaches the edge of the {box_A:g} Å training box; use less than {box_A / 2:g}"

@@ -57,8 +57,9 @@ def likelihood_problems(cfg: dict, where: str, config: dict) -> list[str]:
     shifts = cfg["shift_points"] ** 2 if sim["shift_max_A"] > 0 else 1
     for mode in cfg["nuisance"]:
         known = MODES[mode]
-        rows = shifts * n_nuisance(cfg, known, sim["defocus_range_A"], sim["b_factor_range_A2"],
-                                   bead_range(sim["bead_sigma_A"]))  # fmt: skip
+        rows = shifts * n_nuisance(
+            cfg, known, sim["defocus_range_A"], sim["b_factor_range_A2"], bead_range(sim["bead_sigma_A"])
+        )
         need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows) / 2**30
         if need > cfg["max_memory_gb"]:
             problems.append(

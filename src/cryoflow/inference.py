@@ -141,8 +141,9 @@ def posterior_stream(
         latent = model.embedding(images)
         features = None
         if model.ctf_context is not None and ctf is not None:
-            features = model.ctf_features({key: value[offset : offset + len(images)] for key, value in ctf.items()
-                                           if key in CTF_KEYS})  # fmt: skip
+            features = model.ctf_features(
+                {key: value[offset : offset + len(images)] for key, value in ctf.items() if key in CTF_KEYS}
+            )
         offset += len(images)
         log_density = model.log_prob_grid(latent, grid_t, ctf=features).double().cpu().numpy()
         if len(axes) == 1:
@@ -172,8 +173,10 @@ def latents(model: PosteriorEstimator, images: np.ndarray, batch_size: int = 256
     """The embedding's latents (n, L) of images (n, box, box), in batches."""
     model.eval().to(device)
     model.embedding.to(memory_format=memory_format(model, device))
-    out = [model.embedding(torch.as_tensor(np.array(batch, dtype=np.float32), device=device)).float().cpu().numpy()
-           for batch in batched(images, batch_size)]  # fmt: skip
+    out = [
+        model.embedding(torch.as_tensor(np.array(batch, dtype=np.float32), device=device)).float().cpu().numpy()
+        for batch in batched(images, batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, model.architecture["latent_dim"]), np.float32)
 
 

@@ -66,8 +66,9 @@ def aggregates(simulator: Simulator, n: int, generator=None) -> torch.Tensor:
     centre = _uniform((n, blobs, 2), -radius_A, radius_A, generator, device)
     sigma = _uniform((n, blobs), 4.0, 20.0, generator, device)
     weight = torch.rand(n, blobs, generator=generator, device=device)
-    used = torch.arange(blobs, device=device)[None, :] < torch.randint(2, blobs + 1, (n, 1), generator=generator,
-                                                                        device=device)  # fmt: skip
+    used = torch.arange(blobs, device=device)[None, :] < torch.randint(
+        2, blobs + 1, (n, 1), generator=generator, device=device
+    )
     weight = weight * used
     axis = (torch.arange(box, device=device, dtype=torch.float32) - box // 2) * pixel
     dy = axis[None, None, :, None] - centre[..., 0, None, None]
@@ -96,16 +97,26 @@ def off_centre_particles(simulator: Simulator, n: int, nuisance: dict, generator
     angle = _uniform(n, 0.0, 2.0 * math.pi, generator, simulator.device)
     shift = torch.stack([distance * torch.cos(angle), distance * torch.sin(angle)], dim=-1)
     theta = simulator.sample_theta(n, generator)
-    spectrum = simulator.templates.spectrum(theta, nuisance["rotation"], shift, canvas, pixel,
-                                            nuisance["bead_sigma_A"][:, None, None])  # fmt: skip
+    spectrum = simulator.templates.spectrum(
+        theta, nuisance["rotation"], shift, canvas, pixel, nuisance["bead_sigma_A"][:, None, None]
+    )
     s_y, s_x = fourier_frequencies(canvas, pixel, device=simulator.device)
 
     def per_image(key):
         return nuisance[key][:, None, None]
 
-    transfer = ctf(s_y, s_x, per_image("defocus_u_A"), per_image("defocus_v_A"), per_image("astigmatism_angle_deg"),
-                   per_image("voltage_kV"), per_image("cs_mm"), per_image("amplitude_contrast"),
-                   per_image("phase_shift_deg"), per_image("b_factor_A2"))  # fmt: skip
+    transfer = ctf(
+        s_y,
+        s_x,
+        per_image("defocus_u_A"),
+        per_image("defocus_v_A"),
+        per_image("astigmatism_angle_deg"),
+        per_image("voltage_kV"),
+        per_image("cs_mm"),
+        per_image("amplitude_contrast"),
+        per_image("phase_shift_deg"),
+        per_image("b_factor_A2"),
+    )
     full = torch.fft.irfft2(spectrum * transfer, s=(canvas, canvas))
     # the noise level a centred particle would get: its variance inside the mask, from the whole canvas
     mask_fraction = simulator.mask.float().mean() * box**2 / canvas**2
@@ -128,8 +139,9 @@ def junk_images(simulator: Simulator, n: int, generator=None) -> tuple[torch.Ten
             continue
         count, picked = len(rows), {key: value[rows] for key, value in nuisance.items()}
         if name in ("ice", "edge"):
-            field = ice_texture(simulator, count, generator) if name == "ice" else carbon_edges(simulator, count,
-                                                                                                 generator)  # fmt: skip
+            field = (
+                ice_texture(simulator, count, generator) if name == "ice" else carbon_edges(simulator, count, generator)
+            )
             field = _ctf_filtered(simulator, field, picked)
             field = field / field.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
             low = 0.02 if name == "ice" else 0.05

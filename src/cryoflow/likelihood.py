@@ -210,18 +210,35 @@ class ExplicitLikelihood:
             return float(nuisance[key][index])
 
         if "ctf" in known:
-            keys = ("defocus_u_A", "defocus_v_A", "astigmatism_angle_deg", "phase_shift_deg", "voltage_kV", "cs_mm",
-                    "amplitude_contrast")  # fmt: skip
+            keys = (
+                "defocus_u_A",
+                "defocus_v_A",
+                "astigmatism_angle_deg",
+                "phase_shift_deg",
+                "voltage_kV",
+                "cs_mm",
+                "amplitude_contrast",
+            )
             ctf_cells = [(tuple(value(k) for k in keys), 0.0)]
         else:
             g = p.optics[0]
             n_defocus = s.defocus_points if gridsize.varies(p.defocus_range_A) else 1
             half_width = 0.5 * (p.defocus_range_A[1] - p.defocus_range_A[0]) / n_defocus
             ctf_cells = [
-                ((d, d, 0.0, float(p.phase_shift_range_deg[0]), g["voltage_kV"], g["cs_mm"], g["amplitude_contrast"]),
-                 half_width)
+                (
+                    (
+                        d,
+                        d,
+                        0.0,
+                        float(p.phase_shift_range_deg[0]),
+                        g["voltage_kV"],
+                        g["cs_mm"],
+                        g["amplitude_contrast"],
+                    ),
+                    half_width,
+                )
                 for d in midpoints(*p.defocus_range_A, s.defocus_points)
-            ]  # fmt: skip
+            ]
         b_values = [value("b_factor_A2")] if "b_factor" in known else midpoints(*p.b_factor_range_A2, s.b_factor_points)
         sigmas = (
             [value("bead_sigma_A")] if "bead_sigma" in known else midpoints(*p.bead_sigma_range_A, s.bead_sigma_points)

@@ -27,8 +27,12 @@ def split_rows(rows: Rows, chosen: torch.Tensor, cells: list[dict]) -> tuple[Row
     width, defocus halves where the defocus has one (new nuisance states appended to ``cells``)."""
     keep = torch.ones(len(rows.cell), dtype=torch.bool)
     keep[chosen] = False
-    parts = {"cell": [rows.cell[keep]], "shift_A": [rows.shift_A[keep]], "log_w": [rows.log_w[keep]],
-             "half_width": [rows.half_width[keep]]}  # fmt: skip
+    parts = {
+        "cell": [rows.cell[keep]],
+        "shift_A": [rows.shift_A[keep]],
+        "log_w": [rows.log_w[keep]],
+        "half_width": [rows.half_width[keep]],
+    }
     for r in chosen.tolist():
         hy, hx, hd = rows.half_width[r].tolist()
         ys = [-0.5 * hy, 0.5 * hy] if hy > 0 else [0.0]

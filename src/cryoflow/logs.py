@@ -68,8 +68,15 @@ class Progress:
         percent = 100.0 * self.done / max(self.total, 1)
         self.log.info(
             "%s %d/%d (%.0f%%) %.1f %s/s eta %.0fs %s",
-            self.label, self.done, self.total, percent, rate, self.unit, eta, extra,
-        )  # fmt: skip
+            self.label,
+            self.done,
+            self.total,
+            percent,
+            rate,
+            self.unit,
+            eta,
+            extra,
+        )
 
     @property
     def rate(self) -> float:

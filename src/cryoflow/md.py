@@ -65,9 +65,16 @@ def prepare(path: str | Path, settings: MDSettings):
     n_missing = sum(len(v) for v in fixer.missingAtoms.values()) + sum(len(v) for v in fixer.missingTerminals.values())
     fixer.addMissingAtoms()
     fixer.addMissingHydrogens(settings.ph)
-    log.info("%s: %d missing heavy atoms added, %d missing residues left out, non-standard residues replaced: %s; "
-             "hydrogens at pH %.1f; %d atoms", path, n_missing, missing_loops, replaced or "none", settings.ph,
-             fixer.topology.getNumAtoms())  # fmt: skip
+    log.info(
+        "%s: %d missing heavy atoms added, %d missing residues left out, non-standard residues replaced: %s; "
+        "hydrogens at pH %.1f; %d atoms",
+        path,
+        n_missing,
+        missing_loops,
+        replaced or "none",
+        settings.ph,
+        fixer.topology.getNumAtoms(),
+    )
     return fixer.topology, fixer.positions
 
 
@@ -113,18 +120,26 @@ def run(structure_path, prepared_pdb, trajectory_dcd, settings: MDSettings) -> d
     solute_topology, solute_positions = topology, positions
     topology, positions, system = build_system(topology, positions, settings)
     step_fs = settings.timestep_fs
-    integrator = openmm.LangevinMiddleIntegrator(settings.temperature_K * unit.kelvin,
-                                                 settings.friction_per_ps / unit.picosecond,
-                                                 step_fs * unit.femtosecond)  # fmt: skip
+    integrator = openmm.LangevinMiddleIntegrator(
+        settings.temperature_K * unit.kelvin, settings.friction_per_ps / unit.picosecond, step_fs * unit.femtosecond
+    )
     integrator.setRandomNumberSeed(settings.seed)
     platform = select_platform(settings.platform)
     simulation = app.Simulation(topology, system, integrator, platform)
     simulation.context.setPositions(positions)
-    log.info("OpenMM %s on platform %s: %d atoms (%s solvent)", openmm.__version__, platform.getName(),
-             topology.getNumAtoms(), settings.solvent)  # fmt: skip
+    log.info(
+        "OpenMM %s on platform %s: %d atoms (%s solvent)",
+        openmm.__version__,
+        platform.getName(),
+        topology.getNumAtoms(),
+        settings.solvent,
+    )
     if platform.getName() in ("CPU", "Reference") and settings.solvent == "implicit":
-        log.warning("GBn2 implicit solvent is a custom force: on the %s platform it runs tens of steps per second "
-                    "for a small protein; production runs belong on a GPU (CUDA)", platform.getName())  # fmt: skip
+        log.warning(
+            "GBn2 implicit solvent is a custom force: on the %s platform it runs tens of steps per second "
+            "for a small protein; production runs belong on a GPU (CUDA)",
+            platform.getName(),
+        )
     simulation.minimizeEnergy(maxIterations=settings.minimize_iterations)
     simulation.context.setVelocitiesToTemperature(settings.temperature_K * unit.kelvin, settings.seed)
     simulation.step(int(round(settings.equilibration_ps * 1000 / step_fs)))
@@ -147,7 +162,11 @@ def run(structure_path, prepared_pdb, trajectory_dcd, settings: MDSettings) -> d
         dcd = app.DCDFile(handle, solute_topology, step_fs * every * unit.femtosecond)
         for xyz in frames:
             dcd.writeModel(np.asarray(xyz) * unit.angstrom)
-    facts = {"platform": platform.getName(), "atoms": topology.getNumAtoms(), "frames": n_frames,
-             "ns_per_day": ns_per_day}  # fmt: skip
+    facts = {
+        "platform": platform.getName(),
+        "atoms": topology.getNumAtoms(),
+        "frames": n_frames,
+        "ns_per_day": ns_per_day,
+    }
     log.info("%d frames every %.2f ps; %.1f ns/day", n_frames, every * step_fs / 1000, ns_per_day)
     return facts

@@ -84,14 +84,25 @@ def make_micrographs(simulator: Simulator, out_dir: str | Path, settings: dict, 
         corner = rng.uniform(0, size_A / 2, size=2)
         empty = (corner[0], corner[1], corner[0] + size_A / 2, corner[1] + size_A / 2)
         margin = 0.5 * window_A + settings["min_separation_A"] * 0.1
-        spots = place(settings["particles_per_micrograph"] + settings["junk_per_micrograph"], size_A, margin,
-                      settings["min_separation_A"], empty, rng)  # fmt: skip
+        spots = place(
+            settings["particles_per_micrograph"] + settings["junk_per_micrograph"],
+            size_A,
+            margin,
+            settings["min_separation_A"],
+            empty,
+            rng,
+        )
         n_particles = min(settings["particles_per_micrograph"], len(spots))
         theta, _ = sample_mixture(n_particles, settings["populations"], priors.theta_range_A, rng)
         nuisance = simulator.sample_nuisance(n_particles, generator)
         same = torch.ones(n_particles)
-        nuisance.update(defocus_u_A=defocus * same, defocus_v_A=defocus * same, b_factor_A2=b_factor * same,
-                        shift_A=torch.zeros(n_particles, 2), phase_shift_deg=0 * same)  # fmt: skip
+        nuisance.update(
+            defocus_u_A=defocus * same,
+            defocus_v_A=defocus * same,
+            b_factor_A2=b_factor * same,
+            shift_A=torch.zeros(n_particles, 2),
+            phase_shift_deg=0 * same,
+        )
         snr = np.exp(rng.uniform(*np.log(settings["snr_range"]), size=n_particles))
         with torch.no_grad():
             signal = simulator.noiseless(torch.as_tensor(theta, dtype=torch.float32), nuisance)
@@ -101,37 +112,72 @@ def make_micrographs(simulator: Simulator, out_dir: str | Path, settings: dict, 
         for i in range(n_particles):
             x_px, y_px = int(round(spots[i][0] / pixel)), int(round(spots[i][1] / pixel))
             paste(canvas, signal[i].numpy() * np.sqrt(snr[i] * noise_var / signal_var[i]), x_px, y_px)
-            truth.append({"micrograph": name, "kind": "particle", "x_px": x_px, "y_px": y_px,
-                          "theta_A": float(np.atleast_1d(theta[i])[0]), "snr": float(snr[i])})  # fmt: skip
+            truth.append(
+                {
+                    "micrograph": name,
+                    "kind": "particle",
+                    "x_px": x_px,
+                    "y_px": y_px,
+                    "theta_A": float(np.atleast_1d(theta[i])[0]),
+                    "snr": float(snr[i]),
+                }
+            )
         blobs = torch.as_tensor(junk.aggregates(simulator, len(spots) - n_particles, generator))
         for k, spot in enumerate(spots[n_particles:]):
             x_px, y_px = int(round(spot[0] / pixel)), int(round(spot[1] / pixel))
             blob = blobs[k].numpy() * 2.0  # denser than protein: aggregates are bigger and darker
             scale = np.sqrt(np.median(snr) * noise_var / max(blob[simulator.mask.numpy()].var(), 1e-12))
             paste(canvas, _ctf_image(blob[None], simulator, defocus, b_factor)[0] * scale, x_px, y_px)
-            truth.append({"micrograph": name, "kind": "junk", "x_px": x_px, "y_px": y_px, "theta_A": float("nan"),
-                          "snr": float("nan")})  # fmt: skip
+            truth.append(
+                {
+                    "micrograph": name,
+                    "kind": "junk",
+                    "x_px": x_px,
+                    "y_px": y_px,
+                    "theta_A": float("nan"),
+                    "snr": float("nan"),
+                }
+            )
         # a patch of ice texture (a quarter of the micrograph, inside the empty region) at half the noise variance
         texture = _smooth_field(size, pixel, 150.0, generator)
         patch = np.zeros((size, size))
         e = (np.array(empty) / pixel).astype(int)
         patch[e[1] : e[1] + (e[3] - e[1]) // 2, e[0] : e[2]] = 1.0
         canvas += _ctf_image((texture * patch)[None], simulator, defocus, b_factor, size)[0] * np.sqrt(0.5 * noise_var)
-        noise = coloured_noise(1, size, pixel, settings["noise_colour_strength"], settings["noise_corner_A"],
-                               generator)[0].numpy()  # fmt: skip
+        noise = coloured_noise(
+            1, size, pixel, settings["noise_colour_strength"], settings["noise_corner_A"], generator
+        )[0].numpy()
         micrograph = -(canvas + noise * np.sqrt(noise_var)).astype(np.float32)  # protein dark, as recorded
         with atomic_path(out_dir / name) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(micrograph)
             mrc.voxel_size = pixel
-        rows.append({"rlnMicrographName": name, "rlnOpticsGroup": 1, "rlnDefocusU": defocus, "rlnDefocusV": defocus,
-                     "rlnDefocusAngle": 0.0, "rlnCtfBfactor": b_factor, "rlnCtfMaxResolution": 4.0})  # fmt: skip
-        log.info("wrote %s: %d particles, %d junk, defocus %.0f Å", name, n_particles, len(spots) - n_particles,
-                 defocus)  # fmt: skip
-    optics_block = pd.DataFrame([{
-        "rlnOpticsGroupName": "opticsGroup1", "rlnOpticsGroup": 1, "rlnMicrographOriginalPixelSize": pixel,
-        "rlnVoltage": optics["voltage_kV"], "rlnSphericalAberration": optics["cs_mm"],
-        "rlnAmplitudeContrast": optics["amplitude_contrast"], "rlnMicrographPixelSize": pixel,
-    }])  # fmt: skip
+        rows.append(
+            {
+                "rlnMicrographName": name,
+                "rlnOpticsGroup": 1,
+                "rlnDefocusU": defocus,
+                "rlnDefocusV": defocus,
+                "rlnDefocusAngle": 0.0,
+                "rlnCtfBfactor": b_factor,
+                "rlnCtfMaxResolution": 4.0,
+            }
+        )
+        log.info(
+            "wrote %s: %d particles, %d junk, defocus %.0f Å", name, n_particles, len(spots) - n_particles, defocus
+        )
+    optics_block = pd.DataFrame(
+        [
+            {
+                "rlnOpticsGroupName": "opticsGroup1",
+                "rlnOpticsGroup": 1,
+                "rlnMicrographOriginalPixelSize": pixel,
+                "rlnVoltage": optics["voltage_kV"],
+                "rlnSphericalAberration": optics["cs_mm"],
+                "rlnAmplitudeContrast": optics["amplitude_contrast"],
+                "rlnMicrographPixelSize": pixel,
+            }
+        ]
+    )
     star = out_dir / CTF_STAR
     write_star(star, {"optics": optics_block, "micrographs": pd.DataFrame(rows)})
     with atomic_path(out_dir / "truth.tsv") as tmp:
@@ -144,8 +190,18 @@ def _ctf_image(images: np.ndarray, simulator: Simulator, defocus_A: float, b_fac
     box = box or images.shape[-1]
     s_y, s_x = fourier_frequencies(box, simulator.pixel_size_A)
     optics = simulator.priors.optics[0]
-    transfer = ctf(s_y, s_x, defocus_A, defocus_A, 0.0, optics["voltage_kV"], optics["cs_mm"],
-                   optics["amplitude_contrast"], 0.0, b_factor_A2)  # fmt: skip
+    transfer = ctf(
+        s_y,
+        s_x,
+        defocus_A,
+        defocus_A,
+        0.0,
+        optics["voltage_kV"],
+        optics["cs_mm"],
+        optics["amplitude_contrast"],
+        0.0,
+        b_factor_A2,
+    )
     spectrum = torch.fft.rfft2(torch.as_tensor(images, dtype=torch.float32)) * transfer
     return torch.fft.irfft2(spectrum, s=(box, box)).numpy()
 
@@ -153,6 +209,7 @@ def _ctf_image(images: np.ndarray, simulator: Simulator, defocus_A: float, b_fac
 def _smooth_field(size: int, pixel_A: float, length_A: float, generator) -> np.ndarray:
     s_y, s_x = fourier_frequencies(size, pixel_A)
     white = torch.randn(size, size, generator=generator)
-    field = torch.fft.irfft2(torch.fft.rfft2(white) / (1.0 + (torch.sqrt(s_x**2 + s_y**2) * length_A) ** 2),
-                             s=(size, size))  # fmt: skip
+    field = torch.fft.irfft2(
+        torch.fft.rfft2(white) / (1.0 + (torch.sqrt(s_x**2 + s_y**2) * length_A) ** 2), s=(size, size)
+    )
     return (field / field.std()).numpy()

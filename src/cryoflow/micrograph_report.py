@@ -41,24 +41,47 @@ def rates(tp: int, fp: int, fn: int) -> dict:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-            "true_positives": tp, "false_positives": fp, "false_negatives": fn}  # fmt: skip
+    return {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "true_positives": tp,
+        "false_positives": fp,
+        "false_negatives": fn,
+    }
 
 
-def truth_comparison(micrograph_stats: list[dict], maps_dirs: dict, truth: pd.DataFrame, score: str,
-                     picking: dict, min_distance_A: float, match_radius_A: float, theta_range_A) -> dict:  # fmt: skip
+def truth_comparison(
+    micrograph_stats: list[dict],
+    maps_dirs: dict,
+    truth: pd.DataFrame,
+    score: str,
+    picking: dict,
+    min_distance_A: float,
+    match_radius_A: float,
+    theta_range_A,
+) -> dict:
     """Correlation of window posterior means with the true θ, and precision/recall of each score's candidates."""
     scores = list(candidates.SCORES)
-    found = {"theta_true": [], "theta_mean": [], "theta_std": [], "offset_A": [], "p_particle_particles": [],
-             "p_particle_junk": [], "picked_mean": [], "picked_true": []}  # fmt: skip
+    found = {
+        "theta_true": [],
+        "theta_mean": [],
+        "theta_std": [],
+        "offset_A": [],
+        "p_particle_particles": [],
+        "p_particle_junk": [],
+        "picked_mean": [],
+        "picked_true": [],
+    }
     per_score = {kind: [] for kind in scores}
     for stats in micrograph_stats:
         maps, geometry = load_maps(maps_dirs[stats["stem"]], stats["stem"], list(candidates.MAP_COLUMNS) + ["score"])
         rows = truth[truth["micrograph"] == stats["micrograph"]]
         particles, junk = rows[rows["kind"] == "particle"], rows[rows["kind"] == "junk"]
         pixel = stats["pixel_size_A"]
-        r, c = candidates.nearest_map_pixel(particles["x_px"], particles["y_px"], geometry, pixel,
-                                            maps["theta_mean"].shape)  # fmt: skip
+        r, c = candidates.nearest_map_pixel(
+            particles["x_px"], particles["y_px"], geometry, pixel, maps["theta_mean"].shape
+        )
         centre_x, centre_y = candidates.map_to_micrograph_px(r, c, geometry, pixel)
         found["offset_A"].append(np.hypot(centre_x - particles["x_px"], centre_y - particles["y_px"]) * pixel)
         found["theta_true"].append(particles["theta_A"].to_numpy(float))
@@ -71,10 +94,12 @@ def truth_comparison(micrograph_stats: list[dict], maps_dirs: dict, truth: pd.Da
         for kind in scores:
             if kind == "p_particle" and "p_particle" not in maps:
                 continue
-            values = candidates.window_score(maps, kind, np.asarray(theta_range_A, float).reshape(-1, 2),
-                                             picking["typical_p"])  # fmt: skip
-            cells = candidates.local_maxima(values, min_distance_A / geometry["map_pixel_A"], picking["threshold"],
-                                            picking["max_candidates"])  # fmt: skip
+            values = candidates.window_score(
+                maps, kind, np.asarray(theta_range_A, float).reshape(-1, 2), picking["typical_p"]
+            )
+            cells = candidates.local_maxima(
+                values, min_distance_A / geometry["map_pixel_A"], picking["threshold"], picking["max_candidates"]
+            )
             xy = np.array([candidates.map_to_micrograph_px(a, b, geometry, pixel) for a, b in cells]).reshape(-1, 2)
             true_xy = particles[["x_px", "y_px"]].to_numpy(float)
             per_score[kind].append((xy, true_xy, match_radius_A / pixel))
@@ -90,7 +115,7 @@ def truth_comparison(micrograph_stats: list[dict], maps_dirs: dict, truth: pd.Da
         "pearson_r_on_particles": round(float(np.corrcoef(joined["theta_mean"], joined["theta_true"])[0, 1]), 4),
         "median_abs_error_on_particles_A": round(
             float(np.median(np.abs(joined["theta_mean"] - joined["theta_true"]))), 3
-        ),  # fmt: skip
+        ),
         "median_std_on_particles_A": round(float(np.median(joined["theta_std"])), 3),
         "pearson_r_on_picked": round(float(np.corrcoef(joined["picked_mean"], joined["picked_true"])[0, 1]), 4)
         if len(joined["picked_mean"]) > 2
@@ -118,8 +143,17 @@ def display_image(image: np.ndarray, max_side: int = 768) -> np.ndarray:
     return np.clip((binned - mean) / sd, -3, 3), factor
 
 
-def plot_micrograph(image: np.ndarray, pixel_A: float, maps: dict, geometry: dict, picked_xy: np.ndarray,
-                    examples: dict | None, path, truth_xy=None, title: str = "") -> None:  # fmt: skip
+def plot_micrograph(
+    image: np.ndarray,
+    pixel_A: float,
+    maps: dict,
+    geometry: dict,
+    picked_xy: np.ndarray,
+    examples: dict | None,
+    path,
+    truth_xy=None,
+    title: str = "",
+) -> None:
     """Fig. 5 of the paper, for one micrograph: the micrograph with its candidates, |θ mean − reference|,
     posterior σ, the score, and example windows with their posteriors."""
     shown, _ = display_image(image)
@@ -134,8 +168,15 @@ def plot_micrograph(image: np.ndarray, pixel_A: float, maps: dict, geometry: dic
     ax = fig.add_subplot(rows, 4, 1)
     ax.imshow(shown, cmap="gray", extent=extent_A)
     if truth_xy is not None and len(truth_xy):
-        ax.scatter(truth_xy[:, 0] * pixel_A, truth_xy[:, 1] * pixel_A, s=60, facecolors="none", edgecolors="C2",
-                   linewidths=0.8, label="true particle")  # fmt: skip
+        ax.scatter(
+            truth_xy[:, 0] * pixel_A,
+            truth_xy[:, 1] * pixel_A,
+            s=60,
+            facecolors="none",
+            edgecolors="C2",
+            linewidths=0.8,
+            label="true particle",
+        )
     if len(picked_xy):
         ax.scatter(picked_xy[:, 0] * pixel_A, picked_xy[:, 1] * pixel_A, s=12, c="C3", marker="x", label="candidate")
     ax.set_title(title or "micrograph")
@@ -144,8 +185,11 @@ def plot_micrograph(image: np.ndarray, pixel_A: float, maps: dict, geometry: dic
         ax.legend(loc="lower right", fontsize=7)
     mean = maps["theta_mean"] if maps["theta_mean"].ndim == 2 else np.linalg.norm(maps["theta_mean"], axis=-1)
     sigma = maps["theta_std"] if maps["theta_std"].ndim == 2 else maps["theta_std"].mean(axis=-1)
-    panels = [(np.abs(mean), "|posterior mean θ − reference| (Å)", "viridis"),
-              (sigma, "posterior σ (Å)", "magma"), (maps["score"], "score", "cividis")]  # fmt: skip
+    panels = [
+        (np.abs(mean), "|posterior mean θ − reference| (Å)", "viridis"),
+        (sigma, "posterior σ (Å)", "magma"),
+        (maps["score"], "score", "cividis"),
+    ]
     for k, (values, label, cmap) in enumerate(panels, start=2):
         ax = fig.add_subplot(rows, 4, k)
         im = ax.imshow(values, cmap=cmap, extent=map_extent)

@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 PIXEL_MISMATCH = 0.01  # a header pixel size more than 1 % from the STAR file's stops
 PIXEL_COLUMNS = ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize", "rlnImagePixelSize")
-OPTICS_COLUMNS = {"voltage_kV": "rlnVoltage", "cs_mm": "rlnSphericalAberration",
-                  "amplitude_contrast": "rlnAmplitudeContrast"}  # fmt: skip
+OPTICS_COLUMNS = {
+    "voltage_kV": "rlnVoltage",
+    "cs_mm": "rlnSphericalAberration",
+    "amplitude_contrast": "rlnAmplitudeContrast",
+}
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,16 @@ def from_star(path: str | Path, datadir=None, pixel_size_A: float | None = None)
                 optics[extra].astype({OPTICS_GROUP: str}), on=OPTICS_GROUP, how="left"
             )
     if "rlnDefocusU" not in table.columns:
-        raise InputError(f"{path}: no _rlnDefocusU column: a micrograph STAR file from a CTF job is needed "
-                         "(CtfFind/jobNNN/micrographs_ctf.star)")  # fmt: skip
+        raise InputError(
+            f"{path}: no _rlnDefocusU column: a micrograph STAR file from a CTF job is needed "
+            "(CtfFind/jobNNN/micrographs_ctf.star)"
+        )
     pixel_column = next((c for c in PIXEL_COLUMNS if c in table.columns), None)
     if pixel_column is None and not pixel_size_A:
-        raise InputError(f"{path}: no micrograph pixel size (_rlnMicrographPixelSize in data_optics); set the "
-                         "micrograph set's pixel_size_A")  # fmt: skip
+        raise InputError(
+            f"{path}: no micrograph pixel size (_rlnMicrographPixelSize in data_optics); set the "
+            "micrograph set's pixel_size_A"
+        )
     out = []
     for i, row in enumerate(table.to_dict("records")):
         defocus_u = _number(row["rlnDefocusU"], path, i, "rlnDefocusU")
@@ -115,8 +122,16 @@ def from_star(path: str | Path, datadir=None, pixel_size_A: float | None = None)
             field = "pixel size" if pixel <= 0 else "_rlnDefocusU"
             raise InputError(f"{path}, micrograph {i + 1}: {field} must be positive")
         name = str(row[MICROGRAPH_NAME])
-        out.append(Micrograph(name=name, path=resolved[name], pixel_size_A=pixel, defocus_u_A=defocus_u,
-                              optics_group=str(row.get(OPTICS_GROUP, "1")), **values))  # fmt: skip
+        out.append(
+            Micrograph(
+                name=name,
+                path=resolved[name],
+                pixel_size_A=pixel,
+                defocus_u_A=defocus_u,
+                optics_group=str(row.get(OPTICS_GROUP, "1")),
+                **values,
+            )
+        )
     return out
 
 
@@ -134,7 +149,7 @@ def from_files(pattern: str, defocus_A: float, pixel_size_A: float, optics: dict
             defocus_v_A=float(defocus_A),
             defocus_angle_deg=0.0,
             **optics,
-        )  # fmt: skip
+        )
         for f in files
     ]
 
@@ -168,8 +183,10 @@ def read_header(path: Path) -> MicrographHeader:
     expected = offset + nx * ny * dtype.itemsize
     size = path.stat().st_size
     if size < expected:
-        raise InputError(f"{path}: the file has {size} bytes but its header ({nx} × {ny}, mode {int(header.mode)}) "
-                         f"needs {expected}: truncated")  # fmt: skip
+        raise InputError(
+            f"{path}: the file has {size} bytes but its header ({nx} × {ny}, mode {int(header.mode)}) "
+            f"needs {expected}: truncated"
+        )
     mx = int(header.mx) or nx
     pixel = float(header.cella.x) / mx if float(header.cella.x) > 0 else 0.0
     return MicrographHeader(offset, np.dtype(dtype), (ny, nx), pixel)
@@ -187,8 +204,10 @@ def check(micrographs: list[Micrograph], min_size_A: float, source: str) -> list
             )
         height_A, width_A = (n * m.pixel_size_A for n in header.shape)
         if min(height_A, width_A) < min_size_A:
-            raise InputError(f"{m.path}: {header.shape[1]} × {header.shape[0]} pixels ({width_A:.0f} × "
-                             f"{height_A:.0f} Å) is smaller than one {min_size_A:.0f} Å window")  # fmt: skip
+            raise InputError(
+                f"{m.path}: {header.shape[1]} × {header.shape[0]} pixels ({width_A:.0f} × "
+                f"{height_A:.0f} Å) is smaller than one {min_size_A:.0f} Å window"
+            )
         headers.append(header)
     return headers
 

@@ -110,11 +110,15 @@ class PosteriorEstimator(nn.Module):
             self.architecture["particle_head"] = True
         # train.condition_on_ctf: each image's CTF (its features scaled to [-1, 1] over the prior) joins the latent
         # as the flow's context; left out otherwise, as particle_head is
-        self.ctf_context = None if ctf_context is None else {
-            "features": list(ctf_context["features"]),
-            "low": [float(v) for v in ctf_context["low"]],
-            "high": [float(v) for v in ctf_context["high"]],
-        }  # fmt: skip
+        self.ctf_context = (
+            None
+            if ctf_context is None
+            else {
+                "features": list(ctf_context["features"]),
+                "low": [float(v) for v in ctf_context["low"]],
+                "high": [float(v) for v in ctf_context["high"]],
+            }
+        )
         if self.ctf_context is not None:
             self.architecture["ctf_context"] = self.ctf_context
         n_context = latent_dim + (0 if self.ctf_context is None else len(self.ctf_context["features"]))
@@ -152,9 +156,11 @@ class PosteriorEstimator(nn.Module):
             return None
         u = torch.as_tensor(ctf["defocus_u_A"], dtype=torch.float32)
         v = torch.as_tensor(ctf.get("defocus_v_A", u), dtype=torch.float32)
-        values = {"defocus_A": 0.5 * (u + v), "astigmatism_A": 0.5 * (u - v),
-                  "phase_shift_deg": torch.as_tensor(ctf.get("phase_shift_deg", torch.zeros_like(u)),
-                                                     dtype=torch.float32)}  # fmt: skip
+        values = {
+            "defocus_A": 0.5 * (u + v),
+            "astigmatism_A": 0.5 * (u - v),
+            "phase_shift_deg": torch.as_tensor(ctf.get("phase_shift_deg", torch.zeros_like(u)), dtype=torch.float32),
+        }
         columns = []
         for name, low, high in zip(self.ctf_context["features"], self.ctf_context["low"], self.ctf_context["high"]):
             centre, half = 0.5 * (low + high), max(0.5 * (high - low), 1e-6)
@@ -166,8 +172,9 @@ class PosteriorEstimator(nn.Module):
         if self.ctf_context is None:
             return latent.float()
         if ctf is None:
-            raise ValueError("this model is conditioned on the CTF (train.condition_on_ctf): each image's defocus "
-                             "is needed")  # fmt: skip
+            raise ValueError(
+                "this model is conditioned on the CTF (train.condition_on_ctf): each image's defocus is needed"
+            )
         return torch.cat([latent.float(), ctf.to(latent.device, torch.float32)], dim=1)
 
     def log_prob(self, theta: torch.Tensor, images: torch.Tensor, ctf: torch.Tensor | None = None) -> torch.Tensor:
@@ -261,12 +268,16 @@ def check_card(path: str | Path, metadata: dict) -> None:
         raise InputError(f"{card_path}: not JSON ({err})") from err
     last_step = "weights" in metadata  # posterior_last.pt: the card's checksum is of posterior.pt
     if "weights_sha256" in card and not last_step and sha256_files(path) != card["weights_sha256"]:
-        raise InputError(f"{card_path}: field 'weights_sha256' does not match {path}: the card belongs to other "
-                         "weights (a model file copied beside another model's card?)")  # fmt: skip
+        raise InputError(
+            f"{card_path}: field 'weights_sha256' does not match {path}: the card belongs to other "
+            "weights (a model file copied beside another model's card?)"
+        )
     for field in sorted(set(card) & set(metadata) - {"weights", "weights_sha256"}):
         if card[field] != metadata[field]:
-            raise InputError(f"{card_path}: field {field!r} differs from the metadata inside {path}: the card "
-                             "belongs to another model")  # fmt: skip
+            raise InputError(
+                f"{card_path}: field {field!r} differs from the metadata inside {path}: the card "
+                "belongs to another model"
+            )
 
 
 def ctf_context_from_priors(priors) -> dict:
@@ -277,8 +288,11 @@ def ctf_context_from_priors(priors) -> dict:
         features["astigmatism_A"] = (-priors.astigmatism_max_A, priors.astigmatism_max_A)
     if priors.phase_shift_range_deg[1] > priors.phase_shift_range_deg[0]:
         features["phase_shift_deg"] = tuple(priors.phase_shift_range_deg)
-    return {"features": list(features), "low": [v[0] for v in features.values()],
-            "high": [v[1] for v in features.values()]}  # fmt: skip
+    return {
+        "features": list(features),
+        "low": [v[0] for v in features.values()],
+        "high": [v[1] for v in features.values()],
+    }
 
 
 def check_ctf_in_prior(model: PosteriorEstimator, ctf: dict, where: str, tolerance: float = 0.02) -> None:
@@ -292,9 +306,11 @@ def check_ctf_in_prior(model: PosteriorEstimator, ctf: dict, where: str, toleran
         if len(outside):
             low, high = model.ctf_context["low"][k], model.ctf_context["high"][k]
             value = low + (features[outside[0], k] + 1) * 0.5 * (high - low)
-            raise InputError(f"{where}, particle {outside[0] + 1}: {name} {value:.6g} lies outside the range "
-                             f"[{low:g}, {high:g}] the CTF-conditioned model was trained on "
-                             f"({len(outside)} particles outside); retrain with a wider simulator prior")  # fmt: skip
+            raise InputError(
+                f"{where}, particle {outside[0] + 1}: {name} {value:.6g} lies outside the range "
+                f"[{low:g}, {high:g}] the CTF-conditioned model was trained on "
+                f"({len(outside)} particles outside); retrain with a wider simulator prior"
+            )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -64,8 +64,10 @@ def read_stack_header(path: Path) -> StackHeader:
     size = path.stat().st_size
     shape = f"mode {mode} ({dtype.name}), {nx} × {ny} × {nz}, {extended}-byte extended header"
     if size < expected:
-        raise InputError(f"{path}: the file has {size} bytes but its header ({shape}) needs {expected}: truncated, "
-                         "or the header's mode or nz is wrong")  # fmt: skip
+        raise InputError(
+            f"{path}: the file has {size} bytes but its header ({shape}) needs {expected}: truncated, "
+            "or the header's mode or nz is wrong"
+        )
     if size > expected:
         for other, other_dtype in MRC_MODES.items():
             if other != mode and offset + nx * ny * nz * np.dtype(other_dtype).itemsize == size:
@@ -74,11 +76,24 @@ def read_stack_header(path: Path) -> StackHeader:
                     f"{nx} × {ny} × {nz} values of mode {other} ({np.dtype(other_dtype).name}): the header's "
                     "mode word is wrong"
                 )
-        log.warning("%s: the file has %d bytes, %d more than its header (%s) needs (%d); reading the %d images "
-                    "the header describes", path, size, size - expected, shape, expected, nz)  # fmt: skip
+        log.warning(
+            "%s: the file has %d bytes, %d more than its header (%s) needs (%d); reading the %d images "
+            "the header describes",
+            path,
+            size,
+            size - expected,
+            shape,
+            expected,
+            nz,
+        )
     if int(header.ispg) == 1 and nz == nx and nz > 1:
-        log.warning("%s: looks like a 3-D volume (space group 1, nz = nx = %d), not a particle stack; "
-                    "its sections are read as %d images", path, nx, nz)  # fmt: skip
+        log.warning(
+            "%s: looks like a 3-D volume (space group 1, nz = nx = %d), not a particle stack; "
+            "its sections are read as %d images",
+            path,
+            nx,
+            nz,
+        )
     mx = int(header.mx) or nx
     pixel = float(header.cella.x) / mx if float(header.cella.x) > 0 else 0.0
     return StackHeader(path, offset, dtype, nz, nx, pixel)

@@ -150,10 +150,16 @@ def load_particles(path, pixel_size_A=None, select=None) -> ParticleSet:
 
 
 # the simulator's per-image CTF keys and the RELION columns they come from
-CTF_COLUMNS = {"defocus_u_A": "rlnDefocusU", "defocus_v_A": "rlnDefocusV", "astigmatism_angle_deg": "rlnDefocusAngle",
-               "voltage_kV": "rlnVoltage", "cs_mm": "rlnSphericalAberration",
-               "amplitude_contrast": "rlnAmplitudeContrast", "phase_shift_deg": "rlnPhaseShift",
-               "b_factor_A2": "rlnCtfBfactor"}  # fmt: skip
+CTF_COLUMNS = {
+    "defocus_u_A": "rlnDefocusU",
+    "defocus_v_A": "rlnDefocusV",
+    "astigmatism_angle_deg": "rlnDefocusAngle",
+    "voltage_kV": "rlnVoltage",
+    "cs_mm": "rlnSphericalAberration",
+    "amplitude_contrast": "rlnAmplitudeContrast",
+    "phase_shift_deg": "rlnPhaseShift",
+    "b_factor_A2": "rlnCtfBfactor",
+}
 
 
 def star_ctf(table: pd.DataFrame, rows) -> tuple[dict | None, list[str]]:
@@ -303,8 +309,11 @@ class ParticleSource:
                     log.warning(
                         "%s: optics group %s: _rlnImageSize says %s px but the stacks hold %d px images; "
                         "using the stacks",
-                        self.star_path, group, stated, boxes[0],
-                    )  # fmt: skip
+                        self.star_path,
+                        group,
+                        stated,
+                        boxes[0],
+                    )
 
     def __len__(self) -> int:
         return len(self.indices)

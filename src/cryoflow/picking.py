@@ -52,8 +52,7 @@ def tile_noise_power(image: np.ndarray, box: int) -> np.ndarray:
     tiles = tiles - tiles.mean(axis=(-2, -1), keepdims=True)
     radius = preprocess.radial_index(box)
     counts = np.bincount(radius.ravel())
-    per_tile = np.stack([np.bincount(radius.ravel(), p.ravel()) / counts
-                         for p in np.abs(np.fft.rfft2(tiles)) ** 2])  # fmt: skip
+    per_tile = np.stack([np.bincount(radius.ravel(), p.ravel()) / counts for p in np.abs(np.fft.rfft2(tiles)) ** 2])
     return np.median(per_tile, axis=0)
 
 
@@ -70,8 +69,9 @@ def windows(image: np.ndarray, box: int, stride: int) -> np.ndarray:
     return view[::stride, ::stride]
 
 
-def window_batches(image: np.ndarray, box: int, stride: int, noise_power: np.ndarray | None, batch_size: int,
-                   limit: int | None = None):  # fmt: skip
+def window_batches(
+    image: np.ndarray, box: int, stride: int, noise_power: np.ndarray | None, batch_size: int, limit: int | None = None
+):
     """Windows in row-major batches, whitened (unless ``noise_power`` is None) and normalized like particles.
 
     Only one batch of windows is ever copied out of the strided view (all of a 4k micrograph's windows
@@ -91,9 +91,21 @@ def window_batches(image: np.ndarray, box: int, stride: int, noise_power: np.nda
 MAP_KEYS = ("theta_mean", "theta_std", "edge_mass", "atypicality_p", "score")
 
 
-def evaluate_micrograph(model, image: np.ndarray, pixel_A: float, train_pixel_A: float, box: int, stride: int,
-                        reference: LatentReference, options: dict, device="cpu", whiten: bool = True,
-                        seed: int = 0, label: str = "micrograph", ctf: dict | None = None) -> dict:  # fmt: skip
+def evaluate_micrograph(
+    model,
+    image: np.ndarray,
+    pixel_A: float,
+    train_pixel_A: float,
+    box: int,
+    stride: int,
+    reference: LatentReference,
+    options: dict,
+    device="cpu",
+    whiten: bool = True,
+    seed: int = 0,
+    label: str = "micrograph",
+    ctf: dict | None = None,
+) -> dict:
     """Posterior maps of one micrograph: resample, measure the noise, slide windows, run the network.
 
     ``ctf`` (``micrograph_ctf``): the micrograph's CTF, which every window shares (CTF-conditioned models).
@@ -109,10 +121,17 @@ def evaluate_micrograph(model, image: np.ndarray, pixel_A: float, train_pixel_A:
     n = len(rows) * len(cols)
     parts: dict[str, list] = {}
     for summary in inference.posterior_stream(
-        model, window_batches(resampled, box, stride, noise_power, options["batch_size"]), n,
-        grid_points=options["grid_points"], grid_points_2d=options["grid_points_2d"], n_samples=1, seed=seed,
-        device=device, label=label, ctf=None if ctf is None else {k: np.full(n, v) for k, v in ctf.items()},
-    ):  # fmt: skip
+        model,
+        window_batches(resampled, box, stride, noise_power, options["batch_size"]),
+        n,
+        grid_points=options["grid_points"],
+        grid_points_2d=options["grid_points_2d"],
+        n_samples=1,
+        seed=seed,
+        device=device,
+        label=label,
+        ctf=None if ctf is None else {k: np.full(n, v) for k, v in ctf.items()},
+    ):
         parts.setdefault("theta_mean", []).append(summary["mean"])
         parts.setdefault("theta_std", []).append(summary["std"])
         parts.setdefault("edge_mass", []).append(summary["edge_mass"])
@@ -139,13 +158,17 @@ def evaluate_micrograph(model, image: np.ndarray, pixel_A: float, train_pixel_A:
 
 def micrograph_ctf(micrograph) -> dict[str, float]:
     """A ``micrographs.Micrograph``'s CTF in the simulator's keys."""
-    return {"defocus_u_A": micrograph.defocus_u_A, "defocus_v_A": micrograph.defocus_v_A,
-            "phase_shift_deg": micrograph.phase_shift_deg}  # fmt: skip
+    return {
+        "defocus_u_A": micrograph.defocus_u_A,
+        "defocus_v_A": micrograph.defocus_v_A,
+        "phase_shift_deg": micrograph.phase_shift_deg,
+    }
 
 
 @torch.no_grad()
-def example_windows(model, result: dict, cells, box: int, stride: int, grid_points: int, device="cpu",
-                    ctf: dict | None = None) -> dict:  # fmt: skip
+def example_windows(
+    model, result: dict, cells, box: int, stride: int, grid_points: int, device="cpu", ctf: dict | None = None
+) -> dict:
     """The windows at map pixels ``cells`` [(row, col)] as the network saw them, with their posterior mass
     on the θ grid (1-D θ): for the figure."""
     view = windows(result["resampled"], box, stride)
@@ -159,7 +182,8 @@ def example_windows(model, result: dict, cells, box: int, stride: int, grid_poin
         model.eval().to(device)
         latent = model.embedding(torch.as_tensor(images, device=device))
         features = None if ctf is None else model.ctf_features({k: np.full(len(images), v) for k, v in ctf.items()})
-        log_density = model.log_prob_grid(latent, torch.as_tensor(grid, dtype=torch.float32, device=device),
-                                          ctf=features)  # fmt: skip
+        log_density = model.log_prob_grid(
+            latent, torch.as_tensor(grid, dtype=torch.float32, device=device), ctf=features
+        )
         out.update(theta_grid_A=grid, mass=inference.normalized_mass(log_density.double().cpu().numpy()))
     return out

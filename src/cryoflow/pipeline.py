@@ -88,8 +88,14 @@ def build_simulator(
     theta = ensemble["theta_A"]
     if (projection or sim_cfg["projection"]) == "volumes":
         volumes, voxel_size = load_volumes(volume_paths)
-        templates = VolumeTemplates(volumes, theta, voxel_size, sim_cfg["volume_oversample"], device=device,
-                                    map_sigma_A=map_bead_sigma_A(sim_cfg["bead_sigma_A"]))  # fmt: skip
+        templates = VolumeTemplates(
+            volumes,
+            theta,
+            voxel_size,
+            sim_cfg["volume_oversample"],
+            device=device,
+            map_sigma_A=map_bead_sigma_A(sim_cfg["bead_sigma_A"]),
+        )
     else:
         templates = AtomTemplates(
             ensemble["coords_A"], theta, ensemble["weights"], sim_cfg["oversample"], device=device
@@ -149,7 +155,18 @@ def build_model(ensemble: dict, train_cfg: dict, priors: Priors | None = None) -
 
 
 def training_config(train_cfg: dict, seed: int) -> TrainingConfig:
-    keys = ("steps", "batch_size", "learning_rate", "weight_decay", "clip_grad_norm", "lr_schedule",
-            "validation_size", "validate_every", "checkpoint_every", "max_hours", "mixed_precision",
-            "junk_fraction")  # fmt: skip
+    keys = (
+        "steps",
+        "batch_size",
+        "learning_rate",
+        "weight_decay",
+        "clip_grad_norm",
+        "lr_schedule",
+        "validation_size",
+        "validate_every",
+        "checkpoint_every",
+        "max_hours",
+        "mixed_precision",
+        "junk_fraction",
+    )
     return TrainingConfig(seed=seed, **{k: train_cfg[k] for k in keys})

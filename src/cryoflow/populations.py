@@ -63,8 +63,9 @@ def estimate(samples: np.ndarray, theta_range_A, n_bins: int = 36, n_bootstrap: 
     likelihood = bin_likelihoods(np.asarray(samples, dtype=float), edges)
     weights = em_weights(likelihood)
     rng = np.random.default_rng(seed)
-    boot = np.stack([em_weights(likelihood[rng.integers(0, len(likelihood), len(likelihood))])
-                     for _ in range(n_bootstrap)])  # fmt: skip
+    boot = np.stack(
+        [em_weights(likelihood[rng.integers(0, len(likelihood), len(likelihood))]) for _ in range(n_bootstrap)]
+    )
     density = weights / width
     with np.errstate(divide="ignore"):
         energy = -np.log(density)
@@ -105,8 +106,14 @@ def modes(weights: np.ndarray, edges: np.ndarray, min_weight: float = 0.05) -> l
     states = []
     for a, b in basins:
         mass = float(weights[a:b].sum())
-        states.append({"theta_low_A": float(edges[a]), "theta_high_A": float(edges[b]), "weight": mass,
-                       "theta_mean_A": float(np.sum(weights[a:b] * centres[a:b]) / max(mass, 1e-12))})  # fmt: skip
+        states.append(
+            {
+                "theta_low_A": float(edges[a]),
+                "theta_high_A": float(edges[b]),
+                "weight": mass,
+                "theta_mean_A": float(np.sum(weights[a:b] * centres[a:b]) / max(mass, 1e-12)),
+            }
+        )
     return states
 
 

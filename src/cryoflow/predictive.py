@@ -51,8 +51,9 @@ class PredictiveSimulator:
     and, with ``whitened``, the images are whitened by it, as the particles were.
     """
 
-    def __init__(self, simulator, noise_power: np.ndarray | None, whitened: bool,
-                 noise_mask_radius_px: float | None = None):  # fmt: skip
+    def __init__(
+        self, simulator, noise_power: np.ndarray | None, whitened: bool, noise_mask_radius_px: float | None = None
+    ):
         self.sim = simulator
         self.noise_power = None if noise_power is None else np.asarray(noise_power, dtype=float)
         self.whitened = whitened
@@ -206,9 +207,9 @@ def combined_pvalue(*pvalues: float) -> float:
 
 def knn_distance(points: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
     """Mean distance of each point to its k nearest neighbours in ``reference``."""
-    d = np.sqrt(np.maximum(
-        (points**2).sum(1)[:, None] + (reference**2).sum(1)[None, :] - 2.0 * points @ reference.T, 0.0
-    ))  # fmt: skip
+    d = np.sqrt(
+        np.maximum((points**2).sum(1)[:, None] + (reference**2).sum(1)[None, :] - 2.0 * points @ reference.T, 0.0)
+    )
     if exclude_self:
         np.fill_diagonal(d, np.inf)
     return np.sort(d, axis=1)[:, :k].mean(axis=1)
@@ -244,24 +245,42 @@ def verdict(latent: dict, spectrum: dict, n_atypical: int, n: int) -> str:
     pvalue = min(latent_adjusted, spectrum_adjusted)
     tests = f"p = {pvalue:.3g}; latents p = {latent['pvalue']:.3g}, power spectra p = {spectrum['pvalue']:.3g}"
     if pvalue >= ALPHA:
-        text = (f"Particles and their posterior-predictive simulations are indistinguishable ({tests}): the "
-                "simulator, at each particle's own CTF and posterior θ, explains these images.")  # fmt: skip
+        text = (
+            f"Particles and their posterior-predictive simulations are indistinguishable ({tests}): the "
+            "simulator, at each particle's own CTF and posterior θ, explains these images."
+        )
     else:
-        text = (f"Particles differ from their posterior-predictive simulations ({tests}): something the simulator "
-                "does differently from the microscope is not absorbed by θ.")  # fmt: skip
+        text = (
+            f"Particles differ from their posterior-predictive simulations ({tests}): something the simulator "
+            "does differently from the microscope is not absorbed by θ."
+        )
         if spectrum_adjusted < ALPHA:
-            text += (" Their power spectra differ: the resolution envelope (bead width, B-factor prior) or the CTF "
-                     "(defocus values that do not match the images) is wrong.")  # fmt: skip
+            text += (
+                " Their power spectra differ: the resolution envelope (bead width, B-factor prior) or the CTF "
+                "(defocus values that do not match the images) is wrong."
+            )
         if latent_adjusted < ALPHA:
-            text += (" Their latents differ: in tests this catches particles of opposite contrast (set the dataset's "
-                     "contrast), states outside the template ensemble (widen the ensemble), and large envelope or "
-                     "defocus errors.")  # fmt: skip
+            text += (
+                " Their latents differ: in tests this catches particles of opposite contrast (set the dataset's "
+                "contrast), states outside the template ensemble (widen the ensemble), and large envelope or "
+                "defocus errors."
+            )
     expected = ALPHA * n
     return text + (f" {n_atypical} of {n} particles are atypical at p < {ALPHA} ({expected:.0f} expected by chance).")
 
 
-def check(predictive_by_group: dict, images: np.ndarray, groups, samples: np.ndarray, latents: np.ndarray,
-          theta_range_A, ctf: dict | None, n_permutations: int, seed: int, latent_fn) -> dict:  # fmt: skip
+def check(
+    predictive_by_group: dict,
+    images: np.ndarray,
+    groups,
+    samples: np.ndarray,
+    latents: np.ndarray,
+    theta_range_A,
+    ctf: dict | None,
+    n_permutations: int,
+    seed: int,
+    latent_fn,
+) -> dict:
     """The posterior-predictive check of particles ``images`` (preprocessed, the training grid).
 
     ``predictive_by_group``: a ``PredictiveSimulator`` per optics group label in ``groups``;
@@ -299,8 +318,18 @@ def check(predictive_by_group: dict, images: np.ndarray, groups, samples: np.nda
     spectrum = spectral_test(images, predicted, n_permutations, seed)
     pvalues = atypicality_pvalues(latents, predicted_latents)
     n_atypical = int(np.sum(pvalues < ALPHA))
-    return {"mmd2": test["mmd2"], "latent_pvalue": test["pvalue"], "bandwidth": test["bandwidth"],
-            "spectrum_mmd2": spectrum["mmd2"], "spectrum_pvalue": spectrum["pvalue"],
-            "pvalue": combined_pvalue(test["pvalue"], spectrum["pvalue"]), "atypical_pvalues": pvalues,
-            "n_atypical": n_atypical, "snr": snr, "theta_A": theta, "predicted_latent": predicted_latents,
-            "noise_estimate_bias": noise_bias, "verdict": verdict(test, spectrum, n_atypical, n)}  # fmt: skip
+    return {
+        "mmd2": test["mmd2"],
+        "latent_pvalue": test["pvalue"],
+        "bandwidth": test["bandwidth"],
+        "spectrum_mmd2": spectrum["mmd2"],
+        "spectrum_pvalue": spectrum["pvalue"],
+        "pvalue": combined_pvalue(test["pvalue"], spectrum["pvalue"]),
+        "atypical_pvalues": pvalues,
+        "n_atypical": n_atypical,
+        "snr": snr,
+        "theta_A": theta,
+        "predicted_latent": predicted_latents,
+        "noise_estimate_bias": noise_bias,
+        "verdict": verdict(test, spectrum, n_atypical, n),
+    }

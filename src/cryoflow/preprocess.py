@@ -239,8 +239,15 @@ def estimate_noise_spectra(
         padded, n_out = resampling_plan(box_in, pixel, pixel_size_A)
         log.info(
             "optics group %s: %d particles, %d px at %.4g Å → padded to %d px → Fourier box %d at %.5g Å → box %d",
-            group, len(rows), box_in, pixel, padded, n_out, padded * pixel / n_out, box_px,
-        )  # fmt: skip
+            group,
+            len(rows),
+            box_in,
+            pixel,
+            padded,
+            n_out,
+            padded * pixel / n_out,
+            box_px,
+        )
         pick = np.asarray(picked[str(group)], dtype=np.int64)
         observed, used = 0.0, 0
         for part in np.array_split(pick, max(1, int(np.ceil(len(pick) / chunk)))):
@@ -251,11 +258,17 @@ def estimate_noise_spectra(
                 observed = observed + background_power(images, mask_radius_px) * keep.sum()
                 used += int(keep.sum())
         if used == 0:
-            raise InputError(f"{source.star_path}: optics group {group}: every image measured for the noise "
-                             "spectrum is blank (constant pixels)")  # fmt: skip
+            raise InputError(
+                f"{source.star_path}: optics group {group}: every image measured for the noise "
+                "spectrum is blank (constant pixels)"
+            )
         if used < len(pick):
-            log.warning("optics group %s: %d of %d images picked for the noise spectrum are blank (constant); "
-                        "left out", group, len(pick) - used, len(pick))  # fmt: skip
+            log.warning(
+                "optics group %s: %d of %d images picked for the noise spectrum are blank (constant); left out",
+                group,
+                len(pick) - used,
+                len(pick),
+            )
         spectra[str(group)] = correct_mask_leakage(observed / used, box_px, mask_radius_px)
         log.info("optics group %s: noise spectrum from %d particles", group, used)
     return spectra
@@ -389,8 +402,9 @@ def preprocess(
         try:
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
-                images = training_grid_images(source, part, box_px, pixel_size_A, noise_spectra,
-                                              blank[start : start + chunk])  # fmt: skip
+                images = training_grid_images(
+                    source, part, box_px, pixel_size_A, noise_spectra, blank[start : start + chunk]
+                )
                 writer.write(images)
                 progress.update(len(part))
         finally:
@@ -398,7 +412,11 @@ def preprocess(
         writer.close()
     if blank.any():
         first = int(rows[np.flatnonzero(blank)[0]])
-        log.warning("%s: %d blank (constant) images, the first particle %d (%s): they hold no signal",
-                    source.star_path, blank.sum(), source.first_row + first + 1,
-                    source.table[IMAGE_NAME].iloc[first])  # fmt: skip
+        log.warning(
+            "%s: %d blank (constant) images, the first particle %d (%s): they hold no signal",
+            source.star_path,
+            blank.sum(),
+            source.first_row + first + 1,
+            source.table[IMAGE_NAME].iloc[first],
+        )
     return blank

@@ -162,8 +162,9 @@ def slice_spectrum(
     origin = (base[..., 2] * m + base[..., 1]) * half + base[..., 0]
     flat = spectra.reshape(-1)
     size = m * m * half
-    sources = [(index[:, k, None].long() * size, None if weight is None else weight[:, k, None])
-               for k in range(index.shape[1])]  # fmt: skip
+    sources = [
+        (index[:, k, None].long() * size, None if weight is None else weight[:, k, None]) for k in range(index.shape[1])
+    ]
     out = torch.zeros(k.shape[:2], dtype=spectra.dtype, device=spectra.device)
     for dz in (0, 1):
         wz = frac_k[..., 2] if dz else 1 - frac_k[..., 2]
@@ -285,8 +286,15 @@ class VolumeTemplates:
     T · M² (M/2 + 1) complex64 values, M = oversample · N.
     """
 
-    def __init__(self, volumes_zyx, theta_A, voxel_size_A: float, oversample: int = 3, device="cpu",
-                 map_sigma_A: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        volumes_zyx,
+        theta_A,
+        voxel_size_A: float,
+        oversample: int = 3,
+        device="cpu",
+        map_sigma_A: float | None = None,
+    ):
         self.device = torch.device(device)
         self.map_sigma_A = map_sigma_A
         volumes = torch.as_tensor(volumes_zyx, dtype=torch.float32, device=self.device)
@@ -309,8 +317,9 @@ class VolumeTemplates:
         range works with maps rasterized at its low end.
         """
         s_y, s_x = fourier_frequencies(box, pixel_size_A, device=self.device)
-        sliced = slice_spectrum(self.spectra, rotation, s_y, s_x, self.voxel_size_A,
-                                *interpolation_weights(self.axes, theta))  # fmt: skip
+        sliced = slice_spectrum(
+            self.spectra, rotation, s_y, s_x, self.voxel_size_A, *interpolation_weights(self.axes, theta)
+        )
         phase = shift_phase(s_y, s_x, shift_A) * centre_phase(box, self.device)
         if bead_sigma_A is not None and self.map_sigma_A is not None:
             sigma = torch.as_tensor(bead_sigma_A, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)

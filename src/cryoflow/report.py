@@ -183,8 +183,15 @@ def plot_latents(
         letter = chr(ord("A") + col)
         x, y = embedding_exp[marked[col]]
         for ax in axes:
-            ax.annotate(letter, (x, y), fontsize=11, fontweight="bold", ha="center", va="center",
-                        bbox={"boxstyle": "circle,pad=0.15", "fc": "white", "alpha": 0.8})  # fmt: skip
+            ax.annotate(
+                letter,
+                (x, y),
+                fontsize=11,
+                fontweight="bold",
+                ha="center",
+                va="center",
+                bbox={"boxstyle": "circle,pad=0.15", "fc": "white", "alpha": 0.8},
+            )
         thumb = fig.add_subplot(grid[1, col])
         thumb.imshow(thumbnails[col], cmap="gray")
         thumb.set_title(f"{letter}: σ = {width_exp[marked[col]]:.2f} Å", fontsize=9)
@@ -243,8 +250,13 @@ def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path, fixed_
     ax.set_title("expected coverage")
     ax = axes[0, 1]
     bins = 20
-    ax.hist(pits, bins=bins, range=(0, 1), color=[f"C{d}" for d in range(n_dims)],
-            label=[theta_label(d, n_dims) for d in range(n_dims)])  # fmt: skip
+    ax.hist(
+        pits,
+        bins=bins,
+        range=(0, 1),
+        color=[f"C{d}" for d in range(n_dims)],
+        label=[theta_label(d, n_dims) for d in range(n_dims)],
+    )
     expected = len(pits[0]) / bins
     band = 2.58 * np.sqrt(expected * (1 - 1 / bins))  # 99 % band of a uniform histogram's counts
     ax.axhspan(expected - band, expected + band, color="grey", alpha=0.3)
@@ -253,8 +265,9 @@ def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path, fixed_
     ax.set_title("SBC ranks, KS p = " + ", ".join(f"{p:.3g}" for p in ks_pvalues))
     ax = axes[0, 2]
     for d, values in enumerate(per_dim):
-        ax.errorbar(values["theta_true"], values["mean"], yerr=values["std"], fmt=".", alpha=0.3,
-                    label=theta_label(d, n_dims))  # fmt: skip
+        ax.errorbar(
+            values["theta_true"], values["mean"], yerr=values["std"], fmt=".", alpha=0.3, label=theta_label(d, n_dims)
+        )
     lims = [min(v["theta_true"].min() for v in per_dim), max(v["theta_true"].max() for v in per_dim)]
     ax.plot(lims, lims, color="k")
     ax.set_xlabel("true θ [Å]")
@@ -276,8 +289,14 @@ def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path, fixed_
                 y = values["std"] if key == "std" else np.abs(values["mean"] - values["theta_true"])
                 name = theta_label(d, n_dims)
                 ax.scatter(views[d], y, s=4, alpha=0.3, color=f"C{d}")
-                _binned_median(ax, views[d], y, 9, color="C3" if n_dims == 1 else f"C{d}",
-                               label="median" if n_dims == 1 else f"{name} median")  # fmt: skip
+                _binned_median(
+                    ax,
+                    views[d],
+                    y,
+                    9,
+                    color="C3" if n_dims == 1 else f"C{d}",
+                    label="median" if n_dims == 1 else f"{name} median",
+                )
             ax.set_xlabel("angle between beam and direction of motion [°]")
             ax.set_ylabel(text)
     _save(fig, path)
@@ -310,8 +329,11 @@ def plot_fixed_snr(ax, fixed_snr, n_dims: int, exact=()) -> None:
     if not fixed_snr:
         ax.set_axis_off()
         return
-    keys = [("p68_error_sample_A", "68 % |sample − θ|"), ("p68_error_mean_A", "68 % |mean − θ|"),
-            ("mean_std_A", "mean σ")]  # fmt: skip
+    keys = [
+        ("p68_error_sample_A", "68 % |sample − θ|"),
+        ("p68_error_mean_A", "68 % |mean − θ|"),
+        ("mean_std_A", "mean σ"),
+    ]
     width = 0.8 / (len(keys) * n_dims)
     for j, (key, text) in enumerate(keys):
         for d in range(n_dims):
@@ -319,8 +341,7 @@ def plot_fixed_snr(ax, fixed_snr, n_dims: int, exact=()) -> None:
             offset = (j * n_dims + d) * width
             values = [entry[name] for entry in fixed_snr]
             label = text if n_dims == 1 else f"{text} ({theta_label(d, n_dims)})"
-            ax.bar(np.arange(len(fixed_snr)) + offset, values, width, label=label, color=f"C{j}",
-                   alpha=1.0 - 0.4 * d)  # fmt: skip
+            ax.bar(np.arange(len(fixed_snr)) + offset, values, width, label=label, color=f"C{j}", alpha=1.0 - 0.4 * d)
     snrs = [entry["snr"] for entry in fixed_snr]
     styles = {"marginalized": "--", "ctf_known": ":"}
     for entry in exact if n_dims == 1 else ():
@@ -328,8 +349,13 @@ def plot_fixed_snr(ax, fixed_snr, n_dims: int, exact=()) -> None:
             continue
         for j, (key, _) in enumerate(keys):
             x = snrs.index(entry["snr"]) + j * width
-            ax.hlines(entry["exact_" + key], x - width / 2, x + width / 2, colors="k",
-                      linestyles=styles.get(entry["nuisance"], "--"))  # fmt: skip
+            ax.hlines(
+                entry["exact_" + key],
+                x - width / 2,
+                x + width / 2,
+                colors="k",
+                linestyles=styles.get(entry["nuisance"], "--"),
+            )
     for mode in dict.fromkeys(e["nuisance"] for e in exact if e["snr"] in snrs):
         n = min(e["n"] for e in exact if e["nuisance"] == mode)
         text = f"exact likelihood, {mode.replace('_', ' ')} (first {n} images)"

@@ -36,14 +36,12 @@ from cryoflow.theta import bounds
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     """Rotation matrices (B, 3, 3) from unit quaternions (B, 4) in (w, x, y, z) order."""
     w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(q.shape[:-1] + (3, 3))  # fmt: skip
+    rows = (
+        (1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
+        (2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)),
+        (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)),
+    )
+    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
 
 
 def uniform_rotations(n: int, generator: torch.Generator | None = None, device=None, dtype=torch.float32):
@@ -242,8 +240,9 @@ class Simulator:
     def noiseless(self, theta: torch.Tensor, nuisance: dict[str, torch.Tensor]) -> torch.Tensor:
         """CTF-modulated projections (B, box, box) in electrons per pixel, before noise."""
         sigma = nuisance["bead_sigma_A"][:, None, None]
-        spectrum = self.templates.spectrum(theta, nuisance["rotation"], nuisance["shift_A"], self.box,
-                                           self.pixel_size_A, sigma)  # fmt: skip
+        spectrum = self.templates.spectrum(
+            theta, nuisance["rotation"], nuisance["shift_A"], self.box, self.pixel_size_A, sigma
+        )
         return torch.fft.irfft2(spectrum * self.transfer(nuisance), s=(self.box, self.box))
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -106,8 +106,10 @@ def anm_modes(ca_coords: np.ndarray, n_modes: int, cutoff_A: float, spring_const
     coords = np.asarray(ca_coords, dtype=np.float64)
     internal = 3 * len(coords) - 6  # 3N coordinates less three translations and three rotations
     if n_modes > internal:
-        raise InputError(f"templates.nma.modes: mode {n_modes} asked for, but {len(coords)} CA atoms have "
-                         f"{max(internal, 0)} internal normal modes; choose modes 1 to {max(internal, 0)}")  # fmt: skip
+        raise InputError(
+            f"templates.nma.modes: mode {n_modes} asked for, but {len(coords)} CA atoms have "
+            f"{max(internal, 0)} internal normal modes; choose modes 1 to {max(internal, 0)}"
+        )
     if len(coords) > SPARSE_FROM_CA:
         _, eigenvectors = lowest_modes_sparse(anm_hessian(coords, cutoff_A, spring_constant), n_modes)
     else:
@@ -185,8 +187,10 @@ def atom_modes(atoms: prody.AtomGroup, n_modes: int, cutoff_A: float, spring_con
     if len(overlapping):  # a spring of zero length has no direction: the Hessian would be NaN
         label = [f"{c}{r}" for c, r in zip(atoms.getChids()[is_ca], atoms.getResnums()[is_ca])]
         first, second = overlapping[0]
-        raise InputError(f"structure: the CA of residues {label[first]} and {label[second]} sit at the same position "
-                         f"({len(overlapping)} such pairs: overlapping copies?); select one copy")  # fmt: skip
+        raise InputError(
+            f"structure: the CA of residues {label[first]} and {label[second]} sit at the same position "
+            f"({len(overlapping)} such pairs: overlapping copies?); select one copy"
+        )
     ca_vectors = anm_modes(ref[is_ca], n_modes, cutoff_A, spring_constant)
     if is_ca.all():
         return ca_vectors

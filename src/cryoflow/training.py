@@ -277,8 +277,13 @@ def train(
                 history.append(row)
                 if val_loss < best_loss:
                     best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
-                progress.update(0, step=step, loss=row["train_loss"], val_loss=val_loss,
-                                images_per_s=round(progress.rate * config.batch_size))  # fmt: skip
+                progress.update(
+                    0,
+                    step=step,
+                    loss=row["train_loss"],
+                    val_loss=val_loss,
+                    images_per_s=round(progress.rate * config.batch_size),
+                )
             running, n_running, running_particle = 0.0, 0, 0.0
             if checkpoint and step - last_saved >= config.checkpoint_every and step < config.steps:
                 generators = distributed.gather(generator.get_state())

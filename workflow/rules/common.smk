@@ -289,8 +289,18 @@ def micrograph_truth(wildcards):
 def micrograph_params(wildcards):
     """What the pick and report jobs read of a set's settings (not the demo's simulation settings)."""
     ms = MICROGRAPH_SETS[wildcards.mset]
-    keys = ("datadir", "pixel_size_A", "contrast", "shards", "files", "defocus_A", "voltage_kV", "cs_mm",
-            "amplitude_contrast", "picking")  # fmt: skip
+    keys = (
+        "datadir",
+        "pixel_size_A",
+        "contrast",
+        "shards",
+        "files",
+        "defocus_A",
+        "voltage_kV",
+        "cs_mm",
+        "amplitude_contrast",
+        "picking",
+    )
     out = {key: ms[key] for key in keys}
     out["match_radius_A"] = ms["demo"]["match_radius_A"] if ms["demo"] else None
     return out
