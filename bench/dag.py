@@ -22,7 +22,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cryoflow import particles, starindex  # noqa: E402
+from cryoflow.io import starindex  # noqa: E402
+from cryoflow.io.star import write_star  # noqa: E402
 
 
 def make_dataset(folder: Path, n_stacks: int, per_stack: int) -> Path:
@@ -57,7 +58,7 @@ def make_dataset(folder: Path, n_stacks: int, per_stack: int) -> Path:
             "rlnDefocusV": np.full(n, 15000.0),
         }
     )
-    particles.write_star(job / "particles.star", {"optics": optics, "particles": table})
+    write_star(job / "particles.star", {"optics": optics, "particles": table})
     return job / "particles.star"
 
 
@@ -104,7 +105,7 @@ def main():
     print(f"{len(index)} particles in {len(paths)} stacks, {args.shards} shards (dataset written in {made:.1f} s)")
     print("| step | seconds |")
     print("|---|---|")
-    print(f"| index the STAR file and resolve every stack (cryoflow.starindex) | {indexed:.2f} |")
+    print(f"| index the STAR file and resolve every stack (cryoflow.io.starindex) | {indexed:.2f} |")
     print(f"| `snakemake -n` of the whole workflow (start-up, config check, DAG) | {planned:.2f} |")
 
 

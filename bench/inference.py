@@ -42,9 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic import PIXEL_SIZE_A, make_dataset  # noqa: E402
 
-from cryoflow import inference, particles, preprocess  # noqa: E402
-from cryoflow.fileio import NpzWriter  # noqa: E402
-from cryoflow.models import PosteriorEstimator  # noqa: E402
+from cryoflow.io import particles
+from cryoflow.io.mrcstack import iter_stack
+from cryoflow.io.npz import NpzWriter  # noqa: E402
+from cryoflow.io.star import write_star
+from cryoflow.physics import (
+    preprocess,  # noqa: E402
+    whitening,
+)
+from cryoflow.sbi import inference
+from cryoflow.sbi.models import PosteriorEstimator  # noqa: E402
 
 PAPER_HIDDEN = (256,) * 10 + (128, 64)
 THETA_RANGE_A = (-10.0, 10.0)
@@ -64,7 +71,7 @@ def cryoflow_path(star: Path, n: int, box: int, batch: int, out: Path) -> None:
     model = paper_model()
     columns = {key: [] for key in inference.STAR_COLUMNS.values()}
     with NpzWriter(out / "shard.npz") as writer:
-        batches = particles.iter_stack(out / "shard.mrcs", batch)
+        batches = iter_stack(out / "shard.mrcs", batch)
         stream = inference.posterior_stream(model, batches, n, 512, 200, label="bench")
         for summary in stream:
             summary["latent"] = summary["latent"].astype(np.float16)
@@ -75,7 +82,7 @@ def cryoflow_path(star: Path, n: int, box: int, batch: int, out: Path) -> None:
     table = found.table.iloc[:n][list(found.blocks["particles"].columns)].reset_index(drop=True)
     for column, key in inference.STAR_COLUMNS.items():
         table[column] = np.concatenate(columns[key])
-    particles.write_star(out / "shard.star", {"optics": found.blocks["optics"], "particles": table})
+    write_star(out / "shard.star", {"optics": found.blocks["optics"], "particles": table})
 
 
 @torch.no_grad()
@@ -84,8 +91,8 @@ def upstream_path(star: Path, n: int, box: int, batch: int, out: Path, latents: 
     found = particles.load_particles(star)
     source = particles.ParticleSource(found.table.iloc[:n], star)
     images = source.read(np.arange(n))  # the whole dataset in memory
-    noise = preprocess.estimate_noise_power(images[:1000], 0.4 * box)
-    images = preprocess.normalize(preprocess.whiten(images, noise))
+    noise = whitening.estimate_noise_power(images[:1000], 0.4 * box)
+    images = whitening.normalize(whitening.whiten(images, noise))
     model = paper_model().eval()
     tensor = torch.from_numpy(images)
     samples = []

@@ -2,7 +2,7 @@
 
 Both run in this process on the same held-out images of a trained model
 (the demo's, ``results/demo`` after ``snakemake --cores all``): the
-explicit likelihood (``cryoflow.likelihood``, the grids of the schema's
+explicit likelihood (``cryoflow.sbi.likelihood``, the grids of the schema's
 ``validation.likelihood`` defaults, nuisances marginalized) on templates
 subsets of 10 and 20 of the model's templates, and the amortized posterior
 (embedding + exact grid density + summaries, ``inference.posterior_stream``)
@@ -32,7 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cryoflow import heldout, inference, likelihood, models, pipeline, reference  # noqa: E402
+from cryoflow.sbi import heldout, inference, likelihood, models, reference  # noqa: E402
+from cryoflow.workflow import pipeline  # noqa: E402
 
 
 def schema_likelihood_defaults() -> dict:

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from likelihood import schema_likelihood_defaults  # noqa: E402
 
-from cryoflow import heldout, likelihood, pipeline, reference  # noqa: E402
+from cryoflow.sbi import heldout, likelihood, reference  # noqa: E402
+from cryoflow.workflow import pipeline  # noqa: E402
 
 REFINEMENTS = {
     "refine_levels + 2": {"refine_levels": 2},

@@ -29,8 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cryoflow import inference, picking, predictive, training  # noqa: E402
-from cryoflow.models import PosteriorEstimator  # noqa: E402
+from cryoflow.analysis import picking, predictive  # noqa: E402
+from cryoflow.sbi import inference, training
+from cryoflow.sbi.models import PosteriorEstimator  # noqa: E402
 
 SIZES = {
     "demo": {"box": 64, "pixel_A": 2.0, "latent_dim": 64, "width": 16, "transforms": 3, "hidden": (64, 64, 64)},

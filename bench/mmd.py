@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cryoflow import diagnostics  # noqa: E402
+from cryoflow.analysis import diagnostics  # noqa: E402
 
 
 def mmd_test_one_at_a_time(x: np.ndarray, y: np.ndarray, n_permutations: int, seed: int) -> dict:

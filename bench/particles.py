@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic import PIXEL_SIZE_A, make_dataset  # noqa: E402
 
-from cryoflow import particles, preprocess  # noqa: E402
+from cryoflow.io import particles
+from cryoflow.physics import preprocess  # noqa: E402
 
 
 def run_child(star: Path, n: int, train_box: int, pixel_A: float, out: Path) -> dict:

@@ -23,7 +23,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cryoflow import diagnostics, inference, models, pipeline, predictive, structure, templates, theta  # noqa: E402
+from cryoflow.analysis import diagnostics, predictive  # noqa: E402
+from cryoflow.ensemble import templates  # noqa: E402
+from cryoflow.io import structure  # noqa: E402
+from cryoflow.physics import theta  # noqa: E402
+from cryoflow.sbi import inference, models  # noqa: E402
+from cryoflow.workflow import pipeline  # noqa: E402
 
 PERMUTATIONS = 1000  # the smallest p-value is 1/1001, and 2/1001 for the check's combined p
 CTF_KEYS = [

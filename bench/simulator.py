@@ -21,14 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cryoflow.projection import (  # noqa: E402
+from cryoflow.physics.projection import (  # noqa: E402
     AtomTemplates,
     VolumeTemplates,
     project_gaussians_exact,
     project_gaussians_fourier,
 )
-from cryoflow.rasterize import rasterize_gaussians  # noqa: E402
-from cryoflow.simulator import Priors, Simulator  # noqa: E402
+from cryoflow.physics.rasterize import rasterize_gaussians  # noqa: E402
+from cryoflow.physics.simulator import Priors, Simulator  # noqa: E402
 
 
 def images_per_s(fn, batch: int, min_time_s: float = 1.0) -> float:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryoflow import particles, preprocess
+from cryoflow.io.star import read_star, write_star
+from cryoflow.physics import preprocess
 
 PIXEL_SIZE_A = 1.0
 
@@ -16,7 +17,7 @@ PIXEL_SIZE_A = 1.0
 def make_dataset(folder: Path, n: int, box: int, per_stack: int, seed: int = 0) -> Path:
     """``folder``/particles.star and ``folder``/Extract/job001/Movies/mic_*.mrcs with n particles."""
     star = folder / "particles.star"
-    if star.is_file() and len(particles.read_star(star)["particles"]) >= n:
+    if star.is_file() and len(read_star(star)["particles"]) >= n:
         return star
     stacks = folder / "Extract" / "job001" / "Movies"
     stacks.mkdir(parents=True, exist_ok=True)
@@ -44,5 +45,5 @@ def make_dataset(folder: Path, n: int, box: int, per_stack: int, seed: int = 0) 
         }
     )
     table = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": 1, "rlnDefocusU": 15000.0, "rlnDefocusV": 14500.0})
-    particles.write_star(star, {"optics": optics, "particles": table})
+    write_star(star, {"optics": optics, "particles": table})
     return star

@@ -26,7 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cryoflow import structure, templates  # noqa: E402
+from cryoflow.ensemble import templates  # noqa: E402
+from cryoflow.io import structure  # noqa: E402
 
 
 def assembly(n_copies: int, seed: int = 0) -> np.ndarray:

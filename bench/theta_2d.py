@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cryoflow import inference  # noqa: E402
-from cryoflow.models import PosteriorEstimator  # noqa: E402
+from cryoflow.sbi import inference  # noqa: E402
+from cryoflow.sbi.models import PosteriorEstimator  # noqa: E402
 
 ESTIMATORS = {
     "demo": {"latent_dim": 64, "width": 16, "transforms": 3, "hidden_features": (64, 64, 64)},

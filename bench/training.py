@@ -13,7 +13,7 @@ of 256 with AdamW and gradient clipping:
 Prints simulated images/s, training steps/s and end-to-end images/s for each,
 and their ratio. Uses CUDA when present.
 
-With ``--ranks 1,2`` a second table: ``cryoflow.training.train`` itself on 1,
+With ``--ranks 1,2`` a second table: ``cryoflow.sbi.training.train`` itself on 1,
 2, … data-parallel ranks (torchrun; gloo ranks sharing ``--threads`` cores on
 the CPU, one GPU per rank on CUDA), the same global batch, images/s and the
 speed-up over one rank. On a 2-core CPU two ranks cannot be faster: that row
@@ -37,10 +37,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cryoflow import distributed, training  # noqa: E402
-from cryoflow.models import PosteriorEstimator, count_parameters  # noqa: E402
-from cryoflow.projection import AtomTemplates, interpolate_coords, project_gaussians_exact  # noqa: E402
-from cryoflow.simulator import Priors, Simulator, add_noise, normalize  # noqa: E402
+from cryoflow.physics.projection import AtomTemplates, interpolate_coords, project_gaussians_exact  # noqa: E402
+from cryoflow.physics.simulator import Priors, Simulator, add_noise, normalize  # noqa: E402
+from cryoflow.sbi import distributed, training  # noqa: E402
+from cryoflow.sbi.models import PosteriorEstimator, count_parameters  # noqa: E402
 
 PAPER_HIDDEN = (256,) * 10 + (128, 64)
 
@@ -130,7 +130,7 @@ def rank_table(args) -> None:
     cuda = torch.cuda.is_available()
     where = f"{torch.cuda.device_count()} × {torch.cuda.get_device_name(0)}" if cuda else f"CPU, {args.threads} threads"
     print(
-        f"data-parallel training (cryoflow.training.train), {where}: {args.rank_box} px, global batch "
+        f"data-parallel training (cryoflow.sbi.training.train), {where}: {args.rank_box} px, global batch "
         f"{args.rank_batch}, ResNet width {args.rank_width}, {args.rank_steps} timed steps"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))

@@ -4,8 +4,10 @@ import shutil
 
 import torch
 
-from cryoflow import micrograph_demo, pipeline, theta
+from cryoflow.demo import micrograph_set
 from cryoflow.logs import configure
+from cryoflow.physics import theta
+from cryoflow.workflow import pipeline
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.demo
@@ -19,7 +21,7 @@ simulator = pipeline.build_simulator(
 )
 project = snakemake.output.star.rsplit("/CtfFind/", 1)[0]  # …/demo: the RELION project folder
 try:
-    star = micrograph_demo.make_micrographs(
+    star = micrograph_set.make_micrographs(
         simulator, project, cfg, window_A=image["box_px"] * image["pixel_size_A"], seed=snakemake.params.seed + 3
     )
 except BaseException:

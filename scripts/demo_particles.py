@@ -5,8 +5,10 @@ from pathlib import Path
 
 import torch
 
-from cryoflow import demo, pipeline, theta
+from cryoflow.demo import dataset
 from cryoflow.logs import configure
+from cryoflow.physics import theta
+from cryoflow.workflow import pipeline
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.demo
@@ -19,7 +21,7 @@ simulator = pipeline.build_simulator(
 )
 project = Path(snakemake.output.star).parents[2]  # …/demo: the RELION project folder
 try:
-    star = demo.make_dataset(
+    star = dataset.make_dataset(
         simulator,
         project,
         cfg["n_particles"],

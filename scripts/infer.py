@@ -6,20 +6,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoflow import inference, models, particles, training
-from cryoflow.fileio import InputError, NpzWriter
+from cryoflow.errors import InputError
+from cryoflow.io import particles
+from cryoflow.io.mrcstack import iter_stack, read_stack_header
+from cryoflow.io.npz import NpzWriter
+from cryoflow.io.star import particle_block_name, read_star, star_version, write_star
 from cryoflow.logs import configure
+from cryoflow.sbi import inference, models, training
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.inference
 torch.set_num_threads(snakemake.threads)
 device = training.select_device(cfg["device"])
 model, metadata = models.load_model(snakemake.input.model, device)
-blocks = particles.read_star(snakemake.input.star)
-table = blocks[particles.particle_block_name(blocks, snakemake.input.star)]
+blocks = read_star(snakemake.input.star)
+table = blocks[particle_block_name(blocks, snakemake.input.star)]
 start = time.perf_counter()
 columns = {}
-n_images = particles.read_stack_header(Path(snakemake.input.stack)).n_images
+n_images = read_stack_header(Path(snakemake.input.stack)).n_images
 if len(table) != n_images:
     raise InputError(f"{snakemake.input.star}: {len(table)} particles but {snakemake.input.stack} has {n_images}")
 ctf = None
@@ -34,7 +38,7 @@ if model.ctf_context is not None:  # a CTF-conditioned model: each particle's ow
 with NpzWriter(snakemake.output.npz) as writer:
     for summary in inference.posterior_stream(
         model,
-        particles.iter_stack(snakemake.input.stack, cfg["batch_size"]),
+        iter_stack(snakemake.input.stack, cfg["batch_size"]),
         n_images,
         grid_points=cfg["grid_points"],
         grid_points_2d=cfg["grid_points_2d"],
@@ -56,7 +60,7 @@ with NpzWriter(snakemake.output.npz) as writer:
     )
 for column, values in columns.items():
     table[column] = np.concatenate(values)
-particles.write_star(snakemake.output.star, blocks, particles.star_version(snakemake.input.star))
+write_star(snakemake.output.star, blocks, star_version(snakemake.input.star))
 widths = {column: round(float(table[column].median()), 2) for column in columns if column.endswith("StdAngst")}
 log.info(
     "%d particles in %.1f s (%.0f particles/s on %s); median posterior σ in Å: %s",

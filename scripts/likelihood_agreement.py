@@ -3,9 +3,13 @@
 import numpy as np
 import torch
 
-from cryoflow import diagnostics, models, particles, pipeline, reference, report, starindex, training
-from cryoflow.fileio import atomic_path, write_json
+from cryoflow.analysis import diagnostics
+from cryoflow.io import particles, starindex
+from cryoflow.io.fileio import atomic_path, write_json
 from cryoflow.logs import configure
+from cryoflow.report import figures
+from cryoflow.sbi import models, reference, training
+from cryoflow.workflow import pipeline
 
 log = configure(snakemake.log[0])
 params = snakemake.params
@@ -19,7 +23,7 @@ simulator = pipeline.load_simulator(
 post = np.load(snakemake.input.posterior)
 table = particles.particle_table(snakemake.input.star)
 rows = np.array(starindex.sample_rows(len(table), cfg["n_images"], params.seed))
-images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], rows)
+images = figures.gathered_images(snakemake.input.stacks, post["shard_particles"], rows)
 ctf, missing = particles.star_ctf(table, rows)
 if ctf is not None and missing:
     log.info("CTF columns absent (the prior's values are used): %s", missing)

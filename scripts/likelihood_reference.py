@@ -3,9 +3,11 @@
 import numpy as np
 import torch
 
-from cryoflow import diagnostics, models, pipeline, reference, training
-from cryoflow.fileio import atomic_path
+from cryoflow.analysis import diagnostics
+from cryoflow.io.fileio import atomic_path
 from cryoflow.logs import configure
+from cryoflow.sbi import models, reference, training
+from cryoflow.workflow import pipeline
 
 log = configure(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

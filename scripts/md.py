@@ -1,6 +1,6 @@
 """Rule md: prepare the selected chains with PDBFixer and run OpenMM; the prepared PDB and a DCD trajectory."""
 
-from cryoflow import md
+from cryoflow.ensemble import md
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])

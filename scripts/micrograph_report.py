@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryoflow import candidates, micrograph_report, micrographs
-from cryoflow.fileio import write_json
+from cryoflow.analysis import candidates
+from cryoflow.io import micrographs
+from cryoflow.io.fileio import write_json
+from cryoflow.io.star import write_star
 from cryoflow.logs import configure
-from cryoflow.star import write_star
+from cryoflow.report import micrograph_report
 
 log = configure(snakemake.log[0])
 ms = snakemake.params.mset

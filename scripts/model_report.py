@@ -4,9 +4,11 @@ import json
 
 import numpy as np
 
-from cryoflow import diagnostics, report, theta
-from cryoflow.fileio import sha256_files, write_json
+from cryoflow.analysis import diagnostics
+from cryoflow.io.fileio import sha256_files, write_json
 from cryoflow.logs import configure
+from cryoflow.physics import theta
+from cryoflow.report import figures
 
 log = configure(snakemake.log[0])
 seed = snakemake.params.seed
@@ -20,7 +22,7 @@ pits = [
 ks_pvalues = [numbers["sbc_ks_pvalue" + theta.suffix(d, n_dims)] for d in range(n_dims)]
 if hasattr(snakemake.input, "likelihood"):  # the explicit-likelihood reference on the same fixed-SNR images
     numbers["likelihood_reference"] = diagnostics.likelihood_comparison(dict(np.load(snakemake.input.likelihood)))
-report.plot_calibration(
+figures.plot_calibration(
     diagnostics.CREDIBILITY_LEVELS,
     coverage,
     sim,
@@ -40,7 +42,7 @@ for entry in numbers.get("likelihood_reference", ()):
         {k: round(v, 3) for k, v in entry.items() if isinstance(v, float)},
     )
 ensemble = np.load(snakemake.input.ensemble)
-report.plot_ensemble(ensemble["theta_A"], ensemble["rmsd_A"], snakemake.output.ensemble)
+figures.plot_ensemble(ensemble["theta_A"], ensemble["rmsd_A"], snakemake.output.ensemble)
 card = json.loads(open(snakemake.input.card).read())
 numbers["model"] = {
     "name": card.get("name"),

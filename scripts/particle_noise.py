@@ -1,7 +1,8 @@
 """Rule particle_noise: check the particles end to end, then measure each optics group's noise spectrum."""
 
-from cryoflow import particles, preprocess
+from cryoflow.io import particles
 from cryoflow.logs import configure
+from cryoflow.physics import preprocess, whitening
 
 log = configure(snakemake.log[0])
 source_cfg = snakemake.params.source
@@ -21,7 +22,7 @@ spectra = preprocess.estimate_noise_spectra(
     source,
     image["box_px"],
     image["pixel_size_A"],
-    preprocess.noise_mask_radius_A(cfg["mask_radius_A"], image),
+    whitening.noise_mask_radius_A(cfg["mask_radius_A"], image),
     noise_images=cfg["noise_images"],
     chunk=cfg["chunk_size"],
     seed=snakemake.params.seed,

@@ -1,7 +1,9 @@
 """Rule particles: one shard of the particles on the training grid (resampled, whitened, normalized)."""
 
-from cryoflow import particles, preprocess, starindex
+from cryoflow.io import particles, starindex
+from cryoflow.io.star import write_star
 from cryoflow.logs import configure
+from cryoflow.physics import preprocess
 
 log = configure(snakemake.log[0])
 source_cfg = snakemake.params.source
@@ -35,4 +37,4 @@ blank = preprocess.preprocess(
 )
 blocks = particles.shard_blocks(found, list(rows))
 blocks[found.block_name]["cryoflowBlankImage"] = blank.astype(int)  # counted in the report
-particles.write_star(snakemake.output.star, blocks, found.version)
+write_star(snakemake.output.star, blocks, found.version)

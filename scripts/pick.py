@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoflow import candidates, micrographs, models, picking, predictive, starindex, training
-from cryoflow.fileio import atomic_path, write_json
+from cryoflow.analysis import candidates, picking, predictive
+from cryoflow.io import micrographs, starindex
+from cryoflow.io.fileio import atomic_path, write_json
 from cryoflow.logs import configure
+from cryoflow.sbi import models, training
 
 log = configure(snakemake.log[0])
 ms = snakemake.params.mset
@@ -72,7 +74,7 @@ try:
         )
         stem = f"{index:05d}_{Path(m.name).stem}"
         for key, values in result["maps"].items():
-            candidates.write_map(tmp_dir / f"{stem}_{key}.mrc", values, result)
+            candidates.write_score_map(tmp_dir / f"{stem}_{key}.mrc", values, result)
         cells = candidates.local_maxima(
             result["maps"]["score"], min_distance_A / result["map_pixel_A"], cfg["threshold"], cfg["max_candidates"]
         )

@@ -5,9 +5,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryoflow import cryosparc_results, particles, populations, report, theta
-from cryoflow.fileio import atomic_path, write_json
+from cryoflow.analysis import populations
+from cryoflow.io import cryosparc_results
+from cryoflow.io.fileio import atomic_path, write_json
+from cryoflow.io.star import particle_block_name, read_star, star_version, write_star
 from cryoflow.logs import configure
+from cryoflow.physics import theta
+from cryoflow.report import figures
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.report
@@ -39,7 +43,7 @@ with atomic_path(snakemake.output.table) as tmp:
             "free_energy_kT": np.concatenate([e["free_energy_kT"] for e in estimates]),
         }
     ).to_csv(tmp, sep="\t", index=False)
-report.plot_populations(means, estimates, snakemake.output.figure)
+figures.plot_populations(means, estimates, snakemake.output.figure)
 
 # per-state particle subsets, for reconstruction in RELION or cryoSPARC (1-D θ)
 folder = Path(snakemake.output.states)
@@ -47,15 +51,15 @@ folder.mkdir(parents=True, exist_ok=True)
 rows = []
 if n_dims == 1:
     intervals = cfg["states"] or [[s["theta_low_A"], s["theta_high_A"]] for s in summary["population"]]
-    blocks = particles.read_star(snakemake.input.star)
-    name = particles.particle_block_name(blocks, snakemake.input.star)
-    version = particles.star_version(snakemake.input.star)
+    blocks = read_star(snakemake.input.star)
+    name = particle_block_name(blocks, snakemake.input.star)
+    version = star_version(snakemake.input.star)
     for k, (low, high) in enumerate(intervals, start=1):
         keep = populations.mass_inside(samples[0], low, high) >= cfg["state_min_mass"]
         subset = dict(blocks)
         subset[name] = blocks[name][keep].reset_index(drop=True)
         path = folder / f"state{k}.star"
-        particles.write_star(path, subset, version)
+        write_star(path, subset, version)
         if snakemake.params.cryosparc:  # for cryoSPARC's Import Result Group
             cryosparc_results.write_results(snakemake.params.cryosparc, subset[name], path.with_suffix(".cs"))
         rows.append(

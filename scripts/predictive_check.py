@@ -3,9 +3,14 @@
 import numpy as np
 import torch
 
-from cryoflow import inference, models, particles, pipeline, predictive, preprocess, report, starindex, training
-from cryoflow.fileio import atomic_path, write_json
+from cryoflow.analysis import predictive
+from cryoflow.io import particles, starindex
+from cryoflow.io.fileio import atomic_path, write_json
 from cryoflow.logs import configure
+from cryoflow.physics import preprocess, whitening
+from cryoflow.report import figures
+from cryoflow.sbi import inference, models, training
+from cryoflow.workflow import pipeline
 
 log = configure(snakemake.log[0])
 params = snakemake.params
@@ -17,7 +22,7 @@ simulator = pipeline.load_simulator(snakemake.input, config)  # on the CPU: smal
 post = np.load(snakemake.input.posterior)
 table = particles.particle_table(snakemake.input.star)
 rows = np.array(starindex.sample_rows(len(table), params.report["mmd_max_points"], params.seed))
-images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], rows)
+images = figures.gathered_images(snakemake.input.stacks, post["shard_particles"], rows)
 # each particle's own CTF, where its STAR row has one; the prior's otherwise
 ctf, missing = particles.star_ctf(table, rows)
 if ctf is None:
@@ -27,7 +32,7 @@ elif missing:
 spectra = preprocess.read_noise_spectra(snakemake.input.noise)
 groups = table["optics_group"].astype(str).to_numpy()[rows]
 # the predictive images' noise spectrum is measured outside the radius the particles' was
-noise_radius_A = preprocess.noise_mask_radius_A(params.particles["mask_radius_A"], params.image)
+noise_radius_A = whitening.noise_mask_radius_A(params.particles["mask_radius_A"], params.image)
 noise_radius_px = noise_radius_A / simulator.pixel_size_A
 whiten = params.particles["whiten"]
 by_group = {

@@ -4,9 +4,11 @@ import json
 
 import numpy as np
 
-from cryoflow import particles, pipeline, theta
-from cryoflow.fileio import write_json
+from cryoflow.io import particles
+from cryoflow.io.fileio import write_json
 from cryoflow.logs import configure
+from cryoflow.physics import theta
+from cryoflow.workflow import pipeline
 
 log = configure(snakemake.log[0])
 simulator = snakemake.params.simulator

@@ -6,14 +6,16 @@ import numpy as np
 import starfile
 import umap
 
-from cryoflow import diagnostics, report, theta
-from cryoflow.fileio import write_json
+from cryoflow.analysis import diagnostics
+from cryoflow.io.fileio import write_json
 from cryoflow.logs import configure
+from cryoflow.physics import theta
+from cryoflow.report import figures
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.report
 seed = snakemake.params.seed
-figures = dict(zip(snakemake.params.figures, snakemake.output.figures))
+figure_files = dict(zip(snakemake.params.figures, snakemake.output.figures))
 post = dict(np.load(snakemake.input.posterior))
 post["latent"] = post["latent"].astype(np.float32)
 sim = dict(np.load(snakemake.input.simulations))
@@ -44,7 +46,7 @@ if truth is not None:
     keys = [k + theta.suffix(d, n_dims) for d in range(n_dims) for k in ("pearson_r", "coverage_90")]
     log.info("against the known truth: %s", {k: round(summary[k], 3) for k in keys})
 
-report.plot_posteriors(post, theta_range, figures["posterior_histograms"], truth, diagnostics.EDGE_MASS_ATYPICAL)
+figures.plot_posteriors(post, theta_range, figure_files["posterior_histograms"], truth, diagnostics.EDGE_MASS_ATYPICAL)
 # one UMAP for simulations, experimental particles and the whitened / raw subset, so the panels share axes
 n_exp = len(post["latent"])
 rng = np.random.default_rng(seed)
@@ -52,19 +54,26 @@ pick_exp = np.sort(rng.choice(n_exp, min(n_exp, 2000), replace=False))
 parts = [sim["latent"], post["latent"][pick_exp], whitening["latent_whitened"], whitening["latent_raw"]]
 embedded = umap.UMAP(n_neighbors=cfg["umap_neighbors"], random_state=seed).fit_transform(np.concatenate(parts))
 sim_2d, exp_2d, whitened_2d, raw_2d = np.split(embedded, np.cumsum([len(p) for p in parts])[:-1])
-marked = report.distinct_points(exp_2d, 4)
-thumbnails = report.gathered_images(snakemake.input.stacks, post["shard_particles"], pick_exp[marked])
+marked = figures.distinct_points(exp_2d, 4)
+thumbnails = figures.gathered_images(snakemake.input.stacks, post["shard_particles"], pick_exp[marked])
 width = np.sqrt(np.sum(post["std"].reshape(n_exp, -1) ** 2, axis=1))  # σ, or √(σ₁² + σ₂²) for a 2-D θ
-report.plot_latents(
-    sim_2d, exp_2d, width[pick_exp], summary["mmd2"], summary["mmd_pvalue"], figures["latent_umap"], thumbnails, marked
+figures.plot_latents(
+    sim_2d,
+    exp_2d,
+    width[pick_exp],
+    summary["mmd2"],
+    summary["mmd_pvalue"],
+    figure_files["latent_umap"],
+    thumbnails,
+    marked,
 )
-report.plot_whitening_mmd(sim_2d, whitened_2d, raw_2d, summary, figures["whitening_mmd"])
+figures.plot_whitening_mmd(sim_2d, whitened_2d, raw_2d, summary, figure_files["whitening_mmd"])
 order = np.argsort(theta.columns(post["mean"], n_dims)[0])
 examples = order[np.linspace(0, n_exp - 1, min(cfg["n_example_particles"], n_exp)).astype(int)]
-images = report.gathered_images(snakemake.input.stacks, post["shard_particles"], examples)
-report.plot_examples(images, post, examples, figures["example_particles"])
+images = figures.gathered_images(snakemake.input.stacks, post["shard_particles"], examples)
+figures.plot_examples(images, post, examples, figure_files["example_particles"])
 # contrast: the mean particle against the mean simulated image (both on the training grid)
-mean_particle = report.gathered_images(snakemake.input.stacks, post["shard_particles"], pick_exp).mean(axis=0)
+mean_particle = figures.gathered_images(snakemake.input.stacks, post["shard_particles"], pick_exp).mean(axis=0)
 box = mean_particle.shape[-1]
 summary["contrast_correlation"] = diagnostics.contrast_correlation(mean_particle, sim["mean_image"], 0.35 * box)
 if summary["contrast_correlation"] < 0:

@@ -1,12 +1,12 @@
 """Rule structure: fetch or read the structure, select chains and beads, write the reference PDB."""
 
-from cryoflow import structure
+from cryoflow.io import structure, structure_text
 from cryoflow.logs import configure
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.structure
 source = cfg["source"]
-if structure.is_pdb_id(source):
+if structure_text.is_pdb_id(source):
     path = structure.fetch_structure(source, cfg["cache_dir"], cfg["format"], cfg["rcsb_url"])
 else:
     path = source

@@ -8,9 +8,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from cryoflow import structure, templates, theta
-from cryoflow.fileio import InputError, atomic_path
+from cryoflow.ensemble import templates
+from cryoflow.errors import InputError
+from cryoflow.io import structure
+from cryoflow.io.fileio import atomic_path
 from cryoflow.logs import configure
+from cryoflow.physics import theta
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.templates

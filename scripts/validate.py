@@ -3,10 +3,13 @@
 import numpy as np
 import torch
 
-import cryoflow.junk
-from cryoflow import diagnostics, heldout, inference, models, pipeline, training
-from cryoflow.fileio import atomic_path
+from cryoflow.analysis import diagnostics
+from cryoflow.io.fileio import atomic_path
 from cryoflow.logs import configure
+from cryoflow.physics.junk import KINDS as JUNK_KINDS
+from cryoflow.physics.junk import junk_images
+from cryoflow.sbi import heldout, inference, models, training
+from cryoflow.workflow import pipeline
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.validation
@@ -35,7 +38,7 @@ result = inference.posterior_batches(
 junk = {}
 if model.particle is not None:
     with torch.no_grad():
-        rubbish, kind = cryoflow.junk.junk_images(simulator, n, heldout.junk_generator(simulator, seed))
+        rubbish, kind = junk_images(simulator, n, heldout.junk_generator(simulator, seed))
         found = inference.posterior_batches(
             model,
             inference.batched(rubbish.cpu().numpy(), cfg["batch_size"]),
@@ -46,7 +49,7 @@ if model.particle is not None:
             label="validate junk",
             ctf=nuisance,  # CTF-conditioned models: any CTF of the prior (only p_particle is read)
         )
-    junk = {"junk_p_particle": found["p_particle"], "junk_kind": np.array(cryoflow.junk.KINDS)[kind.cpu().numpy()]}
+    junk = {"junk_p_particle": found["p_particle"], "junk_kind": np.array(JUNK_KINDS)[kind.cpu().numpy()]}
 # sets at one fixed SNR each (Fig. 2C): θ, poses and CTFs from the prior, the SNR held
 fixed = {"snr": [], "theta_true": [], "samples": [], "mean": [], "std": []}
 for k, snr in enumerate(cfg["fixed_snr"]):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from cryoflow import rasterize, theta
 from cryoflow.logs import configure
+from cryoflow.physics import rasterize, theta
 
 log = configure(snakemake.log[0])
 cfg = snakemake.params.volumes

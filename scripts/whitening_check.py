@@ -3,9 +3,11 @@
 import numpy as np
 import torch
 
-from cryoflow import inference, models, particles, preprocess, starindex, training
-from cryoflow.fileio import atomic_path
+from cryoflow.io import particles, starindex
+from cryoflow.io.fileio import atomic_path
 from cryoflow.logs import configure
+from cryoflow.physics import preprocess
+from cryoflow.sbi import inference, models, training
 
 log = configure(snakemake.log[0])
 image = snakemake.params.image

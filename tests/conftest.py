@@ -23,7 +23,7 @@ def data_dir():
 @pytest.fixture(scope="session")
 def adk_ca():
     """4AKE chain A as CA beads (214 residues)."""
-    from cryoflow import structure
+    from cryoflow.io import structure
 
     return structure.select_atoms(structure.load_structure(ROOT / "resources/structures/4ake.pdb"), ["A"], "CA")
 
@@ -53,7 +53,7 @@ def train_settings(**overrides):
     """A TrainingConfig with the schema's train defaults (seed 0), ``overrides`` on top."""
     import dataclasses
 
-    from cryoflow import training
+    from cryoflow.sbi import training
 
     fields = {f.name for f in dataclasses.fields(training.TrainingConfig)}
     values = {k: v for k, v in schema_defaults("train").items() if k in fields}

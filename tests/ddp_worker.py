@@ -14,11 +14,12 @@ import sys
 
 import torch
 
-from cryoflow import distributed, junk, models, training
-from cryoflow.distributed import World
 from cryoflow.logs import configure
-from cryoflow.projection import AtomTemplates
-from cryoflow.simulator import Priors, Simulator
+from cryoflow.physics import junk
+from cryoflow.physics.projection import AtomTemplates
+from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.sbi import distributed, models, training
+from cryoflow.sbi.distributed import World
 
 
 def problem(particle_head: bool, width: int = 8):

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from cryoflow import particles
 from cryoflow.errors import InputError
+from cryoflow.io import particles
+from cryoflow.io.star import write_star
 
 N_IMAGES, BOX = 6, 12
 
@@ -63,7 +64,7 @@ def make_dataset(folder: Path, seed: int = 0) -> dict:
             "rlnOpticsGroup": 1,
         }
     )
-    particles.write_star(folder / "r31.star", {"optics": optics, "particles": table})
+    write_star(folder / "r31.star", {"optics": optics, "particles": table})
     r30 = table.drop(columns="rlnOpticsGroup").assign(
         rlnDetectorPixelSize=7.5,
         rlnMagnification=50000.0,
@@ -71,7 +72,7 @@ def make_dataset(folder: Path, seed: int = 0) -> dict:
         rlnSphericalAberration=2.7,
         rlnAmplitudeContrast=0.1,
     )
-    particles.write_star(folder / "r30.star", {"": r30}, version=None)
+    write_star(folder / "r30.star", {"": r30}, version=None)
     fields = [
         ("uid", "<u8"),
         ("blob/path", "S16"),

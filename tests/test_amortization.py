@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from workflow_helpers import job_stats, snakemake, write_config
 
-from cryoflow import particles, starindex
+from cryoflow.io import particles, starindex
+from cryoflow.io.star import write_star
 
 SEED = 2025  # tests/config/tiny.yaml
 DEMO_STAR = Path("results/tiny/datasets/demo/demo/Extract/job007/particles.star")
@@ -85,7 +86,7 @@ def restack(star: Path, folder: Path, per_stack: int, corrupt: str | None = None
         return folder / "particles.star"
     blocks = found.blocks
     blocks[found.block_name] = blocks[found.block_name].assign(rlnImageName=names)
-    particles.write_star(folder / "particles.star", blocks, found.version)
+    write_star(folder / "particles.star", blocks, found.version)
     return folder / "particles.star"
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryoflow.ctf import ctf, electron_wavelength_A, first_zero_frequency
+from cryoflow.physics.ctf import ctf, electron_wavelength_A, first_zero_frequency
 
 
 @pytest.mark.parametrize("kv,expected", [(300, 0.019687), (200, 0.025079), (100, 0.037014)])

@@ -4,10 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cryoflow import demo, particles, preprocess
-from cryoflow import theta as theta_module
-from cryoflow.projection import AtomTemplates
-from cryoflow.simulator import Priors, Simulator
+from cryoflow.demo import dataset as demo
+from cryoflow.io import particles
+from cryoflow.physics import theta as theta_module
+from cryoflow.physics import whitening
+from cryoflow.physics.projection import AtomTemplates
+from cryoflow.physics.simulator import Priors, Simulator
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def test_demo_truth_follows_the_mixture(dataset):
 
 def test_demo_noise_is_coloured():
     noise = demo.coloured_noise(200, 64, 1.0, strength=4.0, corner_A=20.0, generator=torch.Generator().manual_seed(0))
-    power = preprocess.radial_power(noise.numpy())
+    power = whitening.radial_power(noise.numpy())
     assert power[2] / power[30] > 3.0
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cryoflow import diagnostics
+from cryoflow.analysis import diagnostics
 
 
 def test_median_heuristic_matches_brute_force():
@@ -119,7 +119,7 @@ def test_view_angle_against_the_motion_axis():
 
 
 def test_whitening_verdict_says_what_to_do():
-    from cryoflow.diagnostics import whitening_verdict
+    from cryoflow.analysis.diagnostics import whitening_verdict
 
     ok = whitening_verdict({"mmd2": 0.001, "pvalue": 0.4}, {"mmd2": 0.2, "pvalue": 0.001})
     assert ok.startswith("Whitened particles are indistinguishable from simulations")
@@ -133,8 +133,8 @@ def test_whitening_verdict_says_what_to_do():
 
 def test_whitening_fixes_latent_mismatch_from_coloured_noise():
     """MMD sees the shift a noise colour causes in a feature, and whitening the images removes it."""
-    from cryoflow.diagnostics import mmd_test
-    from cryoflow.preprocess import estimate_noise_power, radial_power, whiten
+    from cryoflow.analysis.diagnostics import mmd_test
+    from cryoflow.physics.whitening import estimate_noise_power, radial_power, whiten
 
     rng = np.random.default_rng(4)
     box = 32
@@ -154,7 +154,7 @@ def test_whitening_fixes_latent_mismatch_from_coloured_noise():
 
 
 def test_distinct_points_cover_every_cluster():
-    from cryoflow.report import distinct_points
+    from cryoflow.report.figures import distinct_points
 
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]])

@@ -1,4 +1,4 @@
-"""Data-parallel training on 2 gloo ranks (cryoflow.distributed): the same step as one rank with the whole
+"""Data-parallel training on 2 gloo ranks (cryoflow.sbi.distributed): the same step as one rank with the whole
 batch, the same convergence, a resume after SIGKILL, and a dying rank that stops the others."""
 
 import dataclasses
@@ -14,8 +14,8 @@ import pytest
 import torch
 from conftest import train_settings
 
-from cryoflow import distributed, trainjob
-from cryoflow.fileio import InputError
+from cryoflow.errors import InputError
+from cryoflow.sbi import distributed, trainjob
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "ddp_worker.py")
@@ -45,11 +45,11 @@ def test_rank_seeds_keep_rank_0_and_differ_between_ranks():
 
 
 def test_launch_commands_for_one_node_and_for_a_slurm_allocation():
-    one = distributed.launch_command(["-m", "cryoflow.trainjob", "job.json"], 4)
+    one = distributed.launch_command(["-m", "cryoflow.sbi.trainjob", "job.json"], 4)
     assert one[1:4] == ["-m", "torch.distributed.run", "--nproc-per-node=4"] and "--standalone" in one
-    assert one[-3:] == ["-m", "cryoflow.trainjob", "job.json"]
+    assert one[-3:] == ["-m", "cryoflow.sbi.trainjob", "job.json"]
     env = {"SLURM_JOB_ID": "4321", "MASTER_ADDR": "node017"}
-    two = distributed.launch_command(["-m", "cryoflow.trainjob", "job.json"], 4, nodes=2, env=env)
+    two = distributed.launch_command(["-m", "cryoflow.sbi.trainjob", "job.json"], 4, nodes=2, env=env)
     assert two[:5] == ["srun", "--overlap", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1"]
     assert "--nnodes=2" in two and "--rdzv-endpoint=node017:29821" in two and "--rdzv-id=4321" in two
     with pytest.raises(RuntimeError, match="train.nodes is 2.*SLURM_JOB_ID"):

@@ -57,8 +57,9 @@ def top_level_imports(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            if node.module == "cryoflow":
-                names |= {f"cryoflow.{alias.name}" for alias in node.names}
+            if node.module.split(".")[0] == "cryoflow":
+                # a module of a subpackage (from cryoflow.io import star) or a name in a module
+                names |= {f"{node.module}.{alias.name}" for alias in node.names}
     return names
 
 
@@ -73,9 +74,13 @@ def third_party_imports(script: Path) -> set[str]:
         for name in top_level_imports(path):
             top = name.split(".")[0]
             if top == "cryoflow":
-                module = ROOT / "src" / (name.replace(".", "/") + ".py")
-                if module.is_file():
-                    todo.append(module)
+                # the module itself and each package on its path (whose __init__ runs on import)
+                parts = name.split(".")
+                for n in range(1, len(parts) + 1):
+                    base = ROOT / "src" / "/".join(parts[:n])
+                    for module in (base.with_suffix(".py"), base / "__init__.py"):
+                        if module.is_file():
+                            todo.append(module)
             elif top not in sys.stdlib_module_names and top != "__future__":
                 external.add(top)
     return external
@@ -162,3 +167,12 @@ def test_import_map_knows_every_third_party_import():
     """An unknown import name would be checked under its own name; make sure that is deliberate."""
     imports = set().union(*(third_party_imports(s) for _, _, s in RULES))
     assert imports <= set(PACKAGE_OF), imports - set(PACKAGE_OF)
+
+
+def test_subpackages_import_nothing():
+    """Each rule's env carries only its stage's dependencies: a subpackage's __init__ must import nothing,
+    or importing one module would pull in its neighbours' dependencies."""
+    for init in sorted((ROOT / "src" / "cryoflow").glob("*/__init__.py")):
+        tree = ast.parse(init.read_text())
+        imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not imports, f"{init.relative_to(ROOT)} imports {ast.unparse(imports[0])}"

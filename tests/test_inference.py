@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cryoflow.inference import (
+from cryoflow.sbi.inference import (
     STAR_COLUMNS,
     posterior_grid,
     star_columns,
@@ -40,8 +40,8 @@ def test_grid_posterior_agrees_with_sampling_the_flow():
     """Summaries from the exact grid density match samples drawn from the flow itself (inside the prior)."""
     import torch
 
-    from cryoflow import models
-    from cryoflow.inference import posterior_batches
+    from cryoflow.sbi import models
+    from cryoflow.sbi.inference import posterior_batches
 
     torch.manual_seed(1)
     model = models.PosteriorEstimator((-4.0, 6.0), latent_dim=8, width=4, transforms=2, hidden_features=(16,)).eval()
@@ -59,8 +59,8 @@ def test_grid_posterior_agrees_with_sampling_the_flow():
 
 
 def test_npz_writer_streams_batches_and_gather_joins_shards(tmp_path):
-    from cryoflow.fileio import NpzWriter
-    from cryoflow.inference import concatenate_npz
+    from cryoflow.io.npz import NpzWriter
+    from cryoflow.sbi.inference import concatenate_npz
 
     rng = np.random.default_rng(0)
     shards = []
@@ -91,7 +91,7 @@ def test_npz_writer_streams_batches_and_gather_joins_shards(tmp_path):
 
 
 def test_npz_writer_leaves_nothing_when_interrupted(tmp_path):
-    from cryoflow.fileio import NpzWriter
+    from cryoflow.io.npz import NpzWriter
 
     with pytest.raises(RuntimeError), NpzWriter(tmp_path / "x.npz") as writer:
         writer.append(mean=np.zeros(3))

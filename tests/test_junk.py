@@ -5,9 +5,10 @@ import pytest
 import torch
 from conftest import train_settings
 
-from cryoflow import inference, junk, models, training
-from cryoflow.projection import AtomTemplates
-from cryoflow.simulator import Priors, Simulator
+from cryoflow.physics import junk
+from cryoflow.physics.projection import AtomTemplates
+from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.sbi import inference, models, training
 
 
 def shell_simulator(snr=(1.0, 4.0)):
@@ -113,12 +114,13 @@ def test_a_junk_aware_model_saves_and_loads_its_particle_output(tmp_path, junk_a
 def test_a_junk_aware_model_finds_the_particles_of_a_micrograph(junk_aware):
     """Shell particles pasted at known places in a 768 Å micrograph with white noise: the windows' p_particle
     peaks pick them (precision and recall ≥ 0.8), and windows on particles give posterior means that follow θ."""
-    from cryoflow import candidates, micrograph_demo, picking, predictive
+    from cryoflow.analysis import candidates, picking, predictive
+    from cryoflow.demo import micrograph_set
 
     model, _, sim = junk_aware
     rng = np.random.default_rng(3)
     generator = torch.Generator().manual_seed(3)
-    spots = micrograph_demo.place(12, 768.0, 60.0, 150.0, (0, 0, 0, 0), rng)
+    spots = micrograph_set.place(12, 768.0, 60.0, 150.0, (0, 0, 0, 0), rng)
     theta = torch.as_tensor(rng.uniform(-4, 4, len(spots)), dtype=torch.float32)
     nuisance = sim.sample_nuisance(len(spots), generator)
     nuisance["shift_A"] = torch.zeros(len(spots), 2)
@@ -128,7 +130,7 @@ def test_a_junk_aware_model_finds_the_particles_of_a_micrograph(junk_aware):
     truth = []
     for (x_A, y_A), image in zip(spots, signal.numpy()):
         x, y = int(round(x_A / 3.0)), int(round(y_A / 3.0))
-        micrograph_demo.paste(canvas, image, x, y)
+        micrograph_set.paste(canvas, image, x, y)
         truth.append((x, y))
     micrograph = (canvas + rng.normal(scale=np.sqrt(variance), size=canvas.shape)).astype(np.float32)
     reference = predictive.LatentReference(
@@ -148,7 +150,7 @@ def test_a_junk_aware_model_finds_the_particles_of_a_micrograph(junk_aware):
 
 
 def test_particle_output_accuracy_is_the_area_under_the_roc_curve():
-    from cryoflow import diagnostics
+    from cryoflow.analysis import diagnostics
 
     kinds = np.array(["empty", "ice", "empty", "off_centre"])
     perfect = diagnostics.particle_output_accuracy(np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.2, 0.3, 0.6]), kinds)

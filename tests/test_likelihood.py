@@ -9,9 +9,10 @@ import yaml
 from conftest import ROOT
 from scipy import integrate, special
 
-from cryoflow import likelihood, so3
-from cryoflow.projection import AtomTemplates
-from cryoflow.simulator import Priors, Simulator, uniform_rotations
+from cryoflow.physics import so3
+from cryoflow.physics.projection import AtomTemplates
+from cryoflow.physics.simulator import Priors, Simulator, uniform_rotations
+from cryoflow.sbi import likelihood, reference
 
 
 def grid(**overrides) -> likelihood.GridSettings:
@@ -214,9 +215,9 @@ def test_refined_posterior_concentrates_on_the_truth(adk_simulator):
     assert np.median(np.abs(finer.max(1) - best)) < 0.5
     assert np.all(out["n_cells"] == 8 * 4 * 8 + 4 * 4 * 7)
     theta_grid = np.linspace(-2.9, 2.9, 30)
-    log_post = likelihood.posterior_on_grid(out["log_likelihood"], [-3.0, 0.0, 3.0], theta_grid)
+    log_post = reference.posterior_on_grid(out["log_likelihood"], [-3.0, 0.0, 3.0], theta_grid)
     assert np.all(np.abs(theta_grid[log_post.argmax(1)] - theta.numpy()) < 0.3)
-    assert np.allclose(likelihood.kl_divergence(log_post, log_post), 0.0)
+    assert np.allclose(reference.kl_divergence(log_post, log_post), 0.0)
 
 
 def test_grids_too_large_for_memory_are_refused_before_allocation(adk_simulator):

@@ -6,8 +6,9 @@ import prody
 import pytest
 from conftest import schema_defaults
 
-from cryoflow import md, structure, templates
-from cryoflow.fileio import InputError
+from cryoflow.ensemble import md, templates
+from cryoflow.errors import InputError
+from cryoflow.io import structure
 
 
 def md_settings(**overrides):

@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 import starfile
 
-from cryoflow import candidates, micrographs, picking, preprocess
-from cryoflow.fileio import InputError
-from cryoflow.star import write_star
+from cryoflow.analysis import candidates, picking
+from cryoflow.errors import InputError
+from cryoflow.io import micrographs
+from cryoflow.io.star import write_star
+from cryoflow.physics import whitening
 
 
 def gaussian_image(shape, centre_px, sigma_px):
@@ -38,7 +40,7 @@ def test_tile_noise_power_of_white_noise_is_flat_and_whitening_flattens_coloured
     noise_power = picking.tile_noise_power(coloured, 64)
     assert noise_power[2] / noise_power[30] > 5
     batches = list(picking.window_batches(coloured, 64, 16, noise_power, 256))
-    flat = preprocess.radial_power(np.concatenate(batches))
+    flat = whitening.radial_power(np.concatenate(batches))
     assert flat[2:32].max() / flat[2:32].min() < 1.3
     np.testing.assert_allclose(np.concatenate(batches).std(axis=(1, 2), ddof=1), 1.0, rtol=1e-4)  # as particles
 
@@ -73,12 +75,12 @@ def test_local_maxima_pick_peaks_apart_and_above_threshold():
 def test_maps_are_mrc_images_with_the_stride_as_pixel_and_the_first_window_as_origin(tmp_path):
     result = {"origin_A": (64.0, 64.0), "map_pixel_A": 8.0}
     values = np.random.default_rng(1).random((20, 30)).astype(np.float32)
-    [path] = candidates.write_map(tmp_path / "m.mrc", values, result)
+    [path] = candidates.write_score_map(tmp_path / "m.mrc", values, result)
     assert mrcfile.validate(str(path), print_file=open("/dev/null", "w"))
-    data, pixel, origin = candidates.read_map(path)
+    data, pixel, origin = candidates.read_score_map(path)
     np.testing.assert_array_equal(data, values)
     assert pixel == 8.0 and origin == (64.0, 64.0)
-    two = candidates.write_map(tmp_path / "t.mrc", np.stack([values, -values], axis=-1), result)
+    two = candidates.write_score_map(tmp_path / "t.mrc", np.stack([values, -values], axis=-1), result)
     assert [p.name for p in two] == ["t1.mrc", "t2.mrc"]
 
 
@@ -257,15 +259,30 @@ def test_tiny_micrograph_set_end_to_end(tmp_path):
         ),
     ],
 )
-def test_bad_micrograph_sets_stop_the_dry_run_naming_the_key(tmp_path, mset, message):
-    from workflow_helpers import snakemake, write_config
+def test_bad_micrograph_sets_are_refused_naming_the_key(tmp_path, mset, message):
+    from workflow_helpers import check_config, write_config
+
+    from cryoflow.errors import ConfigError
 
     write_micrograph(tmp_path / "data" / "a.mrc", np.zeros((300, 300)), 1.0)
     (tmp_path / "data" / "b.mrc_cut").write_bytes((tmp_path / "data" / "a.mrc").read_bytes()[:181024])
     mset = {k: v.format(data=tmp_path / "data") if isinstance(v, str) else v for k, v in mset.items()}
+    with pytest.raises(ConfigError) as refused:
+        check_config(tmp_path, write_config(tmp_path, micrographs={"m": mset}))
+    assert message in str(refused.value)
+
+
+def test_a_truncated_micrograph_stops_snakemake_before_any_job(tmp_path):
+    """The wiring: common.smk's input functions show the micrograph check's message."""
+    from workflow_helpers import snakemake, write_config
+
+    write_micrograph(tmp_path / "data" / "a.mrc", np.zeros((300, 300)), 1.0)
+    (tmp_path / "data" / "b.mrc_cut").write_bytes((tmp_path / "data" / "a.mrc").read_bytes()[:181024])
+    mset = {"files": str(tmp_path / "data" / "*.mr*"), "defocus_A": 1e4, "pixel_size_A": 1.0}
     result = snakemake(tmp_path, write_config(tmp_path, micrographs={"m": mset}), "-n")
     output = result.stdout + result.stderr
-    assert result.returncode != 0 and message in output, output[-2000:]
+    assert result.returncode != 0 and "micrographs.m.files: " in output and "truncated" in output, output[-2000:]
+    assert not (tmp_path / "results").exists()
 
 
 def test_scores_are_zero_where_the_latent_is_atypical():
@@ -298,5 +315,5 @@ def test_window_batches_copy_one_batch_at_a_time():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert first.shape == second.shape == (256, 64, 64) and peak < 64 * 2**20
-    np.testing.assert_allclose(second[0], preprocess.normalize(image[None, :64, 256:320])[0], atol=1e-5)
+    np.testing.assert_allclose(second[0], whitening.normalize(image[None, :64, 256:320])[0], atol=1e-5)
     assert sum(len(b) for b in picking.window_batches(image[:200, :300], 64, 8, None, 50)) == 18 * 30

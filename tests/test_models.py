@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cryoflow import models
-from cryoflow.fileio import InputError
+from cryoflow.errors import InputError
+from cryoflow.sbi import models
 
 
 def test_resnet18_has_resnet18_size():
@@ -114,7 +114,7 @@ def test_2d_model_round_trips_and_old_1d_buffers_stay_scalar(model_2d, small_mod
 
 
 def test_a_ctf_conditioned_model_reads_the_defocus_saves_it_and_refuses_values_outside_its_prior(tmp_path):
-    from cryoflow.simulator import Priors
+    from cryoflow.physics.simulator import Priors
 
     priors = Priors(theta_range_A=(-4.0, 6.0), defocus_range_A=(5000.0, 20000.0), astigmatism_max_A=300.0)
     context = models.ctf_context_from_priors(priors)
@@ -151,7 +151,7 @@ def test_a_ctf_conditioned_model_reads_the_defocus_saves_it_and_refuses_values_o
 def test_a_card_beside_other_weights_is_refused_naming_the_field(small_model, tmp_path):
     import json
 
-    from cryoflow.fileio import sha256_files
+    from cryoflow.io.fileio import sha256_files
 
     meta = {"name": "a", "best_val_loss": 1.25, "steps_run": 300}
     models.save_model(tmp_path / "posterior.pt", small_model, meta)

@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryoflow import particles, starindex
-from cryoflow.fileio import InputError
+from cryoflow.errors import InputError
+from cryoflow.io import particles, starindex
+from cryoflow.io.star import concatenate_star, read_star, star_version, write_star
 
 STACK_NAME = "relion31.mrcs"
 
@@ -53,9 +54,9 @@ def test_star_round_trip(tmp_path):
         ),
     }
     path = tmp_path / "out.star"
-    particles.write_star(path, blocks)
+    write_star(path, blocks)
     assert path.read_text().startswith("# version 30001")
-    back = particles.read_star(path)
+    back = read_star(path)
     pd.testing.assert_frame_equal(back["particles"], blocks["particles"])
     assert particles.particle_table(path)["pixel_size_A"].tolist() == [1.5, 1.5]
 
@@ -95,7 +96,7 @@ def write_stack(path, images, pixel_size_A=1.0, volume=False):
 
 
 def star_with(path, names, **columns):
-    particles.write_star(path, {"particles": pd.DataFrame({"rlnImageName": names, **columns})})
+    write_star(path, {"particles": pd.DataFrame({"rlnImageName": names, **columns})})
     return path
 
 
@@ -132,9 +133,9 @@ def test_relion31_particles_before_optics_and_relion5_version_kept(tmp_path):
     source = particles.ParticleSource(found.table, star)
     np.testing.assert_array_equal(source.read([0, 1, 2]), stack_of(3)[[2, 2, 0]])  # repeated, unsorted
     out = tmp_path / "shard.star"
-    particles.write_star(out, particles.shard_blocks(found, np.array([2])), found.version)
+    write_star(out, particles.shard_blocks(found, np.array([2])), found.version)
     assert out.read_text().startswith("# version 50001")
-    back = particles.read_star(out)
+    back = read_star(out)
     assert back["particles"]["rlnImageName"].tolist() == ["1@a.mrcs"]
     assert list(back["particles"].columns) == ["rlnImageName", "rlnOpticsGroup"]  # no reader columns
     assert list(back) == ["particles", "optics"]
@@ -167,7 +168,7 @@ def test_lenient_stacks_volume_flag_zero_voxel_extended_header(tmp_path, data_di
 def test_image_size_disagreement_warns_and_trusts_the_stack(tmp_path, caplog):
     write_stack(tmp_path / "a.mrcs", stack_of(2, box=20))
     star = tmp_path / "size.star"
-    particles.write_star(
+    write_star(
         star,
         {
             "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0], "rlnImageSize": [24]}),
@@ -255,10 +256,10 @@ def test_concatenated_shards_read_like_the_whole(tmp_path):
     for i, rows in enumerate(starindex.shard_rows(5, 2)):
         paths.append(tmp_path / f"s{i}.star")
         part = dict(blocks, particles=blocks["particles"].iloc[rows].reset_index(drop=True))
-        particles.write_star(paths[-1], part, version=50001)
-    particles.concatenate_star(paths, tmp_path / "all.star")
-    back = particles.read_star(tmp_path / "all.star")
-    assert particles.star_version(tmp_path / "all.star") == 50001
+        write_star(paths[-1], part, version=50001)
+    concatenate_star(paths, tmp_path / "all.star")
+    back = read_star(tmp_path / "all.star")
+    assert star_version(tmp_path / "all.star") == 50001
     pd.testing.assert_frame_equal(back["particles"], blocks["particles"])
     pd.testing.assert_frame_equal(back["optics"], blocks["optics"])
 
@@ -300,7 +301,7 @@ def test_bad_inputs_name_file_and_field(tmp_path, relion_job):
     ):
         particles.ParticleSource(particles.particle_table(mixed), mixed)
     optics = tmp_path / "optics.star"
-    particles.write_star(
+    write_star(
         optics,
         {
             "optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [1.0]}),

@@ -13,8 +13,8 @@ import numpy as np
 import particle_fuzzer
 import pytest
 
-from cryoflow import particles
 from cryoflow.errors import InputError
+from cryoflow.io import particles
 
 
 def import_cryodrgn():
@@ -125,11 +125,11 @@ def test_fuzzer_fixtures_and_the_fuzzed_files_both_read(tmp_path):
 
 
 def test_results_written_back_to_cryosparc_read_in_cryosparc_tools_and_cryodrgn(tmp_path):
-    """posterior.cs (cryoflow.cryosparc_results): the export's rows in the results' order, every input field,
+    """posterior.cs (cryoflow.io.cryosparc_results): the export's rows in the results' order, every input field,
     cryoflow's fields added; cryosparc-tools reads them, and cryoDRGN reads the same images from it."""
     from cryosparc.dataset import Dataset
 
-    from cryoflow import cryosparc_results
+    from cryoflow.io import cryosparc_results
 
     base = particle_fuzzer.make_dataset(tmp_path / "base")
     export = base["folder"] / "p.cs"

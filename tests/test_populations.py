@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cryoflow import populations
+from cryoflow.analysis import populations
 
 
 def calibrated_posteriors(n=1000, seed=0, low=-9.0, high=9.0):

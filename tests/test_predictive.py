@@ -12,9 +12,10 @@ import pytest
 import torch
 from conftest import train_settings
 
-from cryoflow import diagnostics, inference, models, predictive, training
-from cryoflow.projection import AtomTemplates
-from cryoflow.simulator import Priors, Simulator
+from cryoflow.analysis import diagnostics, predictive
+from cryoflow.physics.projection import AtomTemplates
+from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.sbi import inference, models, training
 
 pytestmark = pytest.mark.slow
 CTF_KEYS = [
@@ -179,9 +180,9 @@ def test_verdict_names_the_test_that_rejects_after_the_bonferroni_factor():
 def test_predictive_noise_reproduces_the_particles_signal_biased_noise_estimate():
     """Signal outside the mask (high defocus, strong signal) inflates the particles' background power at low
     frequencies; predictive noise coloured to make the same estimate gives the same whitened spectra."""
-    from cryoflow.ctf import fourier_frequencies
-    from cryoflow.preprocess import estimate_noise_power, whiten
-    from cryoflow.simulator import add_noise, normalize
+    from cryoflow.physics.ctf import fourier_frequencies
+    from cryoflow.physics.simulator import add_noise, normalize
+    from cryoflow.physics.whitening import estimate_noise_power, whiten
 
     simulator = toy_simulator(snr_range=(1.0, 3.0))
     generator = torch.Generator().manual_seed(3)

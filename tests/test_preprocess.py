@@ -3,9 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryoflow import particles, preprocess
-from cryoflow.fileio import InputError
-from cryoflow.preprocess import estimate_noise_power, radial_power, whiten
+from cryoflow.errors import InputError
+from cryoflow.io import particles
+from cryoflow.io.star import write_star
+from cryoflow.physics import preprocess, whitening
+from cryoflow.physics.whitening import estimate_noise_power, radial_power, whiten
 
 
 def band_limited_image(box, cutoff, seed=0):
@@ -37,7 +39,7 @@ def test_crop_or_pad_keeps_the_centre():
 def coloured_noise(n, box, seed=0):
     rng = np.random.default_rng(seed)
     white = rng.normal(size=(n, box, box))
-    radius = preprocess.radial_index(box)
+    radius = whitening.radial_index(box)
     shape = 1.0 / np.sqrt(1.0 + (radius / 6.0) ** 2) + 0.2  # strongly coloured: ~25× power range
     return np.fft.irfft2(np.fft.rfft2(white) * shape, s=(box, box))
 
@@ -81,12 +83,12 @@ def test_preprocess_writes_normalized_stack_on_training_grid(relion_job, tmp_pat
 def test_particles_are_normalized_exactly_as_training_images():
     import torch
 
-    from cryoflow import simulator
+    from cryoflow.physics import simulator
 
     images = np.random.default_rng(2).normal(3.0, 5.0, size=(4, 16, 16)).astype(np.float32)
-    np.testing.assert_array_equal(preprocess.normalize(images), simulator.normalize(torch.from_numpy(images)).numpy())
-    assert np.isclose(preprocess.normalize(images)[0].std(ddof=1), 1.0, atol=1e-5)
-    blank = preprocess.normalize(np.full((1, 8, 8), 7.0, np.float32))
+    np.testing.assert_array_equal(whitening.normalize(images), simulator.normalize(torch.from_numpy(images)).numpy())
+    assert np.isclose(whitening.normalize(images)[0].std(ddof=1), 1.0, atol=1e-5)
+    blank = whitening.normalize(np.full((1, 8, 8), 7.0, np.float32))
     assert np.all(blank == 0.0)
 
 
@@ -112,7 +114,7 @@ def two_group_source(tmp_path, n=4):
         "optics": pd.DataFrame({"rlnOpticsGroup": [1, 2], "rlnImagePixelSize": [1.0, 1.5], "rlnImageSize": [96, 64]}),
         "particles": pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": [1] * n + [2] * n}),
     }
-    particles.write_star(star, blocks)
+    write_star(star, blocks)
     found = particles.load_particles(star)
     return particles.ParticleSource(found.table, star)
 
@@ -126,7 +128,7 @@ def test_optics_groups_of_different_pixel_and_box_sizes_meet_on_one_grid(tmp_pat
         assert mrc.data.shape == (8, 40, 40) and mrc.is_image_stack()
         assert mrc.voxel_size.x == pytest.approx(2.0)
         np.testing.assert_allclose(mrc.data[0], mrc.data[7], atol=2e-3)
-        expected = preprocess.normalize(gaussian_blob(40, 2.0)[None])[0]
+        expected = whitening.normalize(gaussian_blob(40, 2.0)[None])[0]
         np.testing.assert_allclose(mrc.data[0], expected, atol=2e-3)
         assert mrc.header.dmax == pytest.approx(mrc.data.max()) and mrc.header.rms == pytest.approx(1.0, abs=1e-3)
 
@@ -136,7 +138,7 @@ def test_whitening_in_the_pipeline_flattens_coloured_noise_of_each_group(tmp_pat
     noise = coloured_noise(600, box, seed=3).astype(np.float32)
     write_stack(tmp_path / "noise.mrcs", noise, 2.0)
     star = tmp_path / "noise.star"
-    particles.write_star(
+    write_star(
         star,
         {
             "particles": pd.DataFrame(
@@ -164,7 +166,7 @@ def test_bad_pixels_stop_preprocessing_and_leave_no_output(tmp_path):
     images[4, 3, 3] = np.nan
     write_stack(tmp_path / "s.mrcs", images, 1.0)
     star = tmp_path / "nan.star"
-    particles.write_star(
+    write_star(
         star,
         {"particles": pd.DataFrame({"rlnImageName": [f"{i + 1}@s.mrcs" for i in range(6)], "rlnImagePixelSize": 1.0})},
     )

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cryoflow import rasterize, structure
-from cryoflow.ctf import fourier_frequencies
-from cryoflow.projection import (
+from cryoflow.io import structure
+from cryoflow.physics import rasterize
+from cryoflow.physics.ctf import fourier_frequencies
+from cryoflow.physics.projection import (
     AtomTemplates,
     VolumeTemplates,
     grid_axes,
@@ -16,7 +17,7 @@ from cryoflow.projection import (
     project_gaussians_fourier,
     project_volume_fourier,
 )
-from cryoflow.simulator import uniform_rotations
+from cryoflow.physics.simulator import uniform_rotations
 
 
 def test_single_bead_projects_to_analytic_gaussian():

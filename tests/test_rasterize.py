@@ -2,7 +2,8 @@ import mrcfile
 import numpy as np
 import pytest
 
-from cryoflow import rasterize, structure
+from cryoflow.io import structure
+from cryoflow.physics import rasterize
 
 
 def test_map_integrates_to_mass_and_is_centred(adk_ca):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from cryoflow.ctf import fourier_frequencies
-from cryoflow.projection import AtomTemplates, project_gaussians_exact
-from cryoflow.simulator import (
+from cryoflow.physics.ctf import fourier_frequencies
+from cryoflow.physics.projection import AtomTemplates, project_gaussians_exact
+from cryoflow.physics.simulator import (
     Priors,
     Simulator,
     add_noise,

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryoflow import particles, starindex
 from cryoflow.errors import InputError
+from cryoflow.io import particles, starindex
+from cryoflow.io.star import write_star
 
 
 def partition(labels) -> set:
@@ -41,7 +42,7 @@ def test_select_keeps_the_rows_the_particle_stage_keeps(tmp_path):
     names = [f"{i}@s{i % 3}.mrcs" for i in range(1, 10)]
     star = tmp_path / "c.star"
     columns = {"rlnImageName": names, "rlnClassNumber": [1, 2, 3, 1, 2, 3, 1, 2, 3], "rlnGroupName": list("aabbccaab")}
-    particles.write_star(star, {"particles": pd.DataFrame(columns)})
+    write_star(star, {"particles": pd.DataFrame(columns)})
     for select in ({"rlnClassNumber": [1, 3]}, {"_rlnClassNumber": 2}, {"rlnGroupName": ["a", "c"]}):
         index = starindex.index_star(star, select)
         kept = particles.select_particles(pd.DataFrame(columns), select, star)

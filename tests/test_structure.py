@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryoflow import structure
-from cryoflow.fileio import InputError
+from cryoflow.errors import InputError
+from cryoflow.io import structure, structure_text
 
 
 def test_pdb_and_mmcif_agree(root, data_dir):
@@ -120,6 +120,6 @@ def test_fetch_offline_error(tmp_path):
 
 
 def test_pdb_id_detection(tmp_path):
-    assert structure.is_pdb_id("4AKE") and structure.is_pdb_id("1ake")
-    assert not structure.is_pdb_id("resources/structures/4ake.pdb")
-    assert not structure.is_pdb_id("ABCD")
+    assert structure_text.is_pdb_id("4AKE") and structure_text.is_pdb_id("1ake")
+    assert not structure_text.is_pdb_id("resources/structures/4ake.pdb")
+    assert not structure_text.is_pdb_id("ABCD")

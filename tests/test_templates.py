@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from cryoflow import structure, templates
-from cryoflow.fileio import InputError
+from cryoflow.ensemble import templates
+from cryoflow.errors import InputError
+from cryoflow.io import structure
 
 
 def test_kabsch_rmsd_ignores_rigid_motion():
@@ -79,7 +80,7 @@ def test_template_counts_and_errors(adk_ca):
 def test_sparse_shift_invert_modes_match_dense_diagonalization(adk_ca):
     import prody
 
-    from cryoflow.templates import anm_hessian, lowest_modes_sparse
+    from cryoflow.ensemble.templates import anm_hessian, lowest_modes_sparse
 
     coords = adk_ca.getCoords().astype(float)
     dense = prody.ANM("dense")
@@ -116,7 +117,7 @@ def test_anm_hessian_equals_prodys_with_pairs_at_the_cutoff_included(adk_ca):
 def test_assembly_with_long_chain_ids_selects_and_writes_pdb(tmp_path, adk_ca):
     import prody
 
-    from cryoflow import structure
+    from cryoflow.io import structure
 
     parts = []
     for i, chain in enumerate(["AA", "AB", "A-2"]):

@@ -3,9 +3,10 @@ import pytest
 import torch
 from conftest import train_settings
 
-from cryoflow import diagnostics, inference, models, training
-from cryoflow.projection import AtomTemplates
-from cryoflow.simulator import Priors, Simulator
+from cryoflow.analysis import diagnostics
+from cryoflow.physics.projection import AtomTemplates
+from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.sbi import inference, models, training
 
 
 @pytest.fixture(scope="module")

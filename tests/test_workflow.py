@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import starfile
 import yaml
-from workflow_helpers import SNAKEMAKE, snakemake, write_config
+from workflow_helpers import SNAKEMAKE, check_config, snakemake, write_config
+
+from cryoflow.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_STAGES = ["structure", "templates", "volumes", "priors", "train", "validate", "likelihood_reference"]
@@ -128,10 +130,26 @@ def test_a_users_config_defines_exactly_its_datasets_and_a_project_folder_runs_w
         ({"datasets": {"..": {"star": "x.star"}}}, "datasets: '..' does not match"),
     ],
 )
-def test_bad_config_stops_before_any_job_with_the_key_named(tmp_path, change, message):
+def test_bad_config_is_refused_with_the_key_named(tmp_path, change, message):
+    with pytest.raises(ConfigError) as refused:
+        check_config(tmp_path, write_config(tmp_path, **change))
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        # the schema, through config.smk
+        ({"image.box_px": "big"}, "image.box_px: 'big' is not of type 'integer'"),
+        # a dataset's particles, through common.smk's input functions
+        ({"datasets.demo.shards": 200}, "datasets.demo.shards: 200 shards but demo.n_particles is 96"),
+    ],
+)
+def test_bad_config_stops_snakemake_before_any_job_with_the_key_named(tmp_path, change, message):
     result = snakemake(tmp_path, write_config(tmp_path, **change), "--cores", "1")
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "results").exists()
 
 
@@ -387,7 +405,7 @@ def test_a_job_killed_mid_write_leaves_no_output_and_the_rerun_completes(tmp_pat
 
 
 def test_a_script_error_reaches_the_rule_log(tmp_path):
-    script = "from cryoflow.fileio import InputError\nfrom cryoflow.logs import configure\n"
+    script = "from cryoflow.errors import InputError\nfrom cryoflow.logs import configure\n"
     script += f"configure({str(tmp_path / 'rule.log')!r})\nraise InputError('x.star, particle 3: _rlnImageName bad')\n"
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
@@ -401,7 +419,8 @@ def test_a_script_error_reaches_the_rule_log(tmp_path):
 @pytest.mark.slow
 def test_user_ensemble_templates_give_the_same_artefacts(tmp_path):
     """templates.method: ensemble, from a folder of PDB files: θ table, template PDBs and maps as with NMA."""
-    from cryoflow import structure, templates
+    from cryoflow.ensemble import templates
+    from cryoflow.io import structure
 
     atoms = structure.select_atoms(structure.load_structure(ROOT / "resources/structures/4ake.pdb"), ["A"], "CA")
     mode = templates.anm_modes(atoms.getCoords(), 1, 15.0, 1.0)[0]
@@ -427,7 +446,7 @@ def test_md_templates_run_through_the_workflow(tmp_path):
     """
     import prody
 
-    from cryoflow import structure
+    from cryoflow.io import structure
 
     atoms = structure.load_structure(ROOT / "resources/structures/4ake.pdb")
     prody.writePDB(str(tmp_path / "fragment.pdb"), atoms.select("chain A and resnum 1 to 30"))

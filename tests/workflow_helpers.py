@@ -44,3 +44,30 @@ def job_stats(output: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+def check_config(workdir: Path, configfile: Path) -> dict:
+    """What the DAG side checks before any job, in this process, as ``snakemake --directory workdir
+    --configfile configfile -n`` does it: config/config.yaml (the work folder's, else the repository's) with
+    the file merged over it, then each dataset's particles and each micrograph set's files. Raises
+    ConfigError; returns the checked config. Paths in the config are read relative to ``workdir``."""
+    import contextlib
+
+    from snakemake.utils import update_config
+
+    from cryoflow.workflow import configuration
+
+    base = workdir / "config" / "config.yaml"
+    cfg = yaml.safe_load((base if base.is_file() else ROOT / "config" / "config.yaml").read_text())
+    given = yaml.safe_load(configfile.read_text())
+    update_config(cfg, given)
+    with contextlib.chdir(workdir):
+        configuration.load(cfg, given)
+        for name in cfg["datasets"]:
+            settings = configuration.dataset_settings(cfg, name)
+            index = configuration.dataset_index(name, settings, cfg)
+            if index is not None:
+                configuration.resolved_stacks(name, settings, index)
+        for name in cfg["micrographs"]:
+            configuration.micrograph_files(name, configuration.micrograph_settings(cfg, name))
+    return cfg

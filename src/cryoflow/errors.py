@@ -3,3 +3,7 @@
 
 class InputError(ValueError):
     """Bad user input: the message names the file and the field at fault."""
+
+
+class ConfigError(ValueError):
+    """A config value is wrong: the message names the key (raised when the workflow's DAG is built)."""

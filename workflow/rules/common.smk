@@ -4,11 +4,13 @@ import functools
 import glob
 from pathlib import Path
 
-from cryoflow import starindex
+from cryoflow.io import starindex
 from cryoflow.errors import InputError
 
 MODEL = config["model"]["name"]
-DATASETS = {name: dataset_settings(config, name) for name in config["datasets"]}
+DATASETS = {
+    name: configuration.dataset_settings(config, name) for name in config["datasets"]
+}
 # model artefacts, shared by every dataset inferred with the model
 M = f"results/{MODEL}"
 MLOG = f"logs/{MODEL}"
@@ -22,7 +24,8 @@ DEMO_STAR = f"{D}/demo/Extract/job007/particles.star"
 DEMO_STACKS = f"{D}/demo/Extract/job007/Movies"
 # micrograph sets evaluated with the model ({mset} is a wildcard)
 MICROGRAPH_SETS = {
-    name: micrograph_settings(config, name) for name in config["micrographs"]
+    name: configuration.micrograph_settings(config, name)
+    for name in config["micrographs"]
 }
 G = f"{M}/micrographs/{{mset}}"
 GLOG = f"{MLOG}/micrographs/{{mset}}"
@@ -34,7 +37,7 @@ MDEMO_TRUTH = f"{G}/demo/truth.tsv"
 # a 2-D θ grid has n_templates per axis
 N_TEMPLATES = config["templates"]["n_templates"] ** config["templates"]["theta_dims"]
 TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
-TEMPLATE_RECIPE = template_recipe(config)
+TEMPLATE_RECIPE = modelcard.template_recipe(config)
 
 
 def all_cores(cluster_default=8):
@@ -111,51 +114,26 @@ def dataset_star(wildcards):
     return star_of(wildcards.dataset)
 
 
+def checked(function, *args):
+    """``function(*args)`` of cryoflow.workflow.configuration, its ConfigError shown as Snakemake's error."""
+    try:
+        return function(*args)
+    except ConfigError as err:
+        raise WorkflowError(str(err))
+
+
 @functools.cache
 def dataset_index(name):
     """The selected particles of a user dataset, their stacks and groups (None for a demo dataset)."""
-    ds = DATASETS[name]
-    if ds["demo"] is not None:
-        return None
-    try:
-        if str(ds["star"]).endswith(".cs"):
-            # a .cs export's select columns exist only once converted: then its stacks go untracked
-            index = None if ds["select"] else starindex.index_cs(ds["star"])
-            if index is None:
-                return None
-        else:
-            index = starindex.index_star(ds["star"], ds["select"], ds["pixel_size_A"])
-    except InputError as err:
-        raise WorkflowError(f"datasets.{name}: {err}")
-    if len(index) < ds["shards"]:
-        raise WorkflowError(
-            f"datasets.{name}.shards: {ds['shards']} shards but {ds['star']} has {len(index)} particles"
-        )
-    likelihood = ds["report"]["likelihood"]
-    if likelihood and "ctf_known" in likelihood["nuisance"] and not index.has_defocus():
-        raise WorkflowError(
-            f"datasets.{name}.report.likelihood.nuisance: ctf_known needs each particle's defocus, "
-            f"and {ds['star']} has no _rlnDefocusU column"
-        )
-    if config["train"]["condition_on_ctf"] and not index.has_defocus():
-        raise WorkflowError(
-            f"train.condition_on_ctf: the model needs each particle's defocus, and datasets.{name} "
-            f"({ds['star']}) has no _rlnDefocusU column"
-        )
-    return index
+    return checked(configuration.dataset_index, name, DATASETS[name], config)
 
 
 @functools.cache
 def resolved_stacks(name):
     """Stack name as written → path, for every stack of a dataset (resolved once per run)."""
-    index, ds = dataset_index(name), DATASETS[name]
-    try:
-        return {
-            stack: str(starindex.resolve_stack_path(stack, ds["star"], ds["datadir"]))
-            for stack in index.stacks()
-        }
-    except InputError as err:
-        raise WorkflowError(f"datasets.{name}: {err}")
+    return checked(
+        configuration.resolved_stacks, name, DATASETS[name], dataset_index(name)
+    )
 
 
 def stacks_of(name, rows=None):
@@ -242,29 +220,7 @@ def micrograph_star(wildcards):
 @functools.cache
 def micrograph_files(name):
     """Every micrograph file of a user set, in input order (resolved once per run); None for a demo."""
-    ms = MICROGRAPH_SETS[name]
-    if ms["demo"] is not None:
-        return None
-    try:
-        if ms["star"]:
-            files = [
-                str(p)
-                for _, p in starindex.index_micrographs(ms["star"], ms["datadir"])
-            ]
-        else:
-            files = sorted(glob.glob(ms["files"]))
-    except InputError as err:
-        raise WorkflowError(f"micrographs.{name}: {err}")
-    if len(files) < ms["shards"]:
-        raise WorkflowError(
-            f"micrographs.{name}.shards: {ms['shards']} shards but the set has {len(files)} micrographs"
-        )
-    key = "star" if ms["star"] else "files"
-    for path in files:
-        problem = starindex.mrc_truncation(path)
-        if problem:
-            raise WorkflowError(f"micrographs.{name}.{key}: {problem}")
-    return files
+    return checked(configuration.micrograph_files, name, MICROGRAPH_SETS[name])
 
 
 def micrograph_shard_ids(name):

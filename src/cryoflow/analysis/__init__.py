@@ -1,0 +1,1 @@
+"""Numbers computed from posteriors: diagnostics, populations, the posterior-predictive check, micrograph picking."""

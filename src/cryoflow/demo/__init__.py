@@ -1,0 +1,1 @@
+"""Synthetic datasets with a known truth: a particle set and a micrograph set written as RELION projects."""

@@ -1,0 +1,1 @@
+"""Conformational ensembles ordered along θ: normal modes, molecular dynamics, user ensembles."""

@@ -1,0 +1,1 @@
+"""File formats and the readers built on them: STAR, cryoSPARC .cs, MRC stacks, structures, micrographs."""

@@ -1,0 +1,116 @@
+"""MRC particle stacks: headers read leniently and checked against the file's length, images streamed.
+
+Stacks are opened leniently (no ``MAP `` stamp, volume space group, voxel size 0, extended headers):
+the header gives mode, shape and data offset. The file's length must agree with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from cryoflow.errors import InputError
+
+log = logging.getLogger(__name__)
+# MRC modes a particle stack may use, as their numpy types (little-endian as written by RELION and cryoSPARC)
+MRC_MODES = {0: "i1", 1: "<i2", 2: "<f4", 6: "<u2", 12: "<f2"}
+
+
+@dataclass(frozen=True)
+class StackHeader:
+    """Where the images of an MRC stack lie: data offset, dtype and the shape the file really holds."""
+
+    path: Path
+    offset: int
+    dtype: np.dtype
+    n_images: int
+    box: int
+    pixel_size_A: float
+
+
+def read_stack_header(path: Path) -> StackHeader:
+    """Parse an MRC header leniently and check it against the file's size.
+
+    Missing ``MAP `` stamps, volume space groups (ispg=1), voxel size 0 and
+    extended headers are accepted. The file must be as long as header +
+    extended header + nx·ny·nz values of the header's mode: shorter stops;
+    exactly the length of another mode stops (the mode word is wrong); any
+    other surplus is read past with a warning naming both sizes.
+    """
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
+                header = mrc.header.copy()
+                extended = int(mrc.header.nsymbt)
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+    except Exception as err:
+        raise InputError(f"{path}: unreadable MRC header ({err})") from err
+    for warning in caught:
+        log.debug("%s: lenient read: %s", path, warning.message)
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    if nx <= 0 or ny <= 0 or nz <= 0:
+        raise InputError(f"{path}: unreadable MRC header (nx, ny, nz = {nx}, {ny}, {nz})")
+    if nx != ny:
+        raise InputError(f"{path}: images are {ny} × {nx} pixels; square particle images are needed")
+    offset = 1024 + extended
+    mode = int(header.mode)
+    expected = offset + nx * ny * nz * dtype.itemsize
+    size = path.stat().st_size
+    shape = f"mode {mode} ({dtype.name}), {nx} × {ny} × {nz}, {extended}-byte extended header"
+    if size < expected:
+        raise InputError(
+            f"{path}: the file has {size} bytes but its header ({shape}) needs {expected}: truncated, "
+            "or the header's mode or nz is wrong"
+        )
+    if size > expected:
+        for other, other_dtype in MRC_MODES.items():
+            if other != mode and offset + nx * ny * nz * np.dtype(other_dtype).itemsize == size:
+                raise InputError(
+                    f"{path}: header mode {mode} ({dtype.name}) but the file's {size} bytes are exactly "
+                    f"{nx} × {ny} × {nz} values of mode {other} ({np.dtype(other_dtype).name}): the header's "
+                    "mode word is wrong"
+                )
+        log.warning(
+            "%s: the file has %d bytes, %d more than its header (%s) needs (%d); reading the %d images "
+            "the header describes",
+            path,
+            size,
+            size - expected,
+            shape,
+            expected,
+            nz,
+        )
+    if int(header.ispg) == 1 and nz == nx and nz > 1:
+        log.warning(
+            "%s: looks like a 3-D volume (space group 1, nz = nx = %d), not a particle stack; "
+            "its sections are read as %d images",
+            path,
+            nx,
+            nz,
+        )
+    mx = int(header.mx) or nx
+    pixel = float(header.cella.x) / mx if float(header.cella.x) > 0 else 0.0
+    return StackHeader(path, offset, dtype, nz, nx, pixel)
+
+
+def iter_stack(path: str | Path, batch_size: int):
+    """Yield an MRC stack's images in consecutive float32 batches, read with plain file reads.
+
+    Unlike a memory map kept open over a whole stack, whose touched pages
+    count as resident memory until it is closed, this holds one batch at a
+    time however large the stack.
+    """
+    header = read_stack_header(Path(path))
+    per_image = header.box * header.box
+    with open(path, "rb") as handle:
+        handle.seek(header.offset)
+        for start in range(0, header.n_images, batch_size):
+            count = min(batch_size, header.n_images - start)
+            data = np.fromfile(handle, dtype=header.dtype, count=count * per_image)
+            yield data.reshape(count, header.box, header.box).astype(np.float32, copy=False)

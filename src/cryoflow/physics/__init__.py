@@ -1,0 +1,1 @@
+"""The image model: θ conventions, CTF, projections, maps, the simulator, junk images, particle preprocessing."""

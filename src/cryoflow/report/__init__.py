@@ -1,0 +1,1 @@
+"""Report figures (matplotlib) for the workflow's HTML report."""

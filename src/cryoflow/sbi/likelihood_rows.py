@@ -1,0 +1,58 @@
+"""The shift × nuisance cells an image's explicit likelihood sums over (``cryoflow.sbi.likelihood``), and their
+local refinement: a cell is split into its two halves along each dimension it spans (shift y, shift x,
+defocus), its weight shared among them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Rows:
+    """The shift × nuisance cells an image's likelihood sums over: each one's nuisance state (``cell``, an
+    index into the image's nuisance states), shift (Å), log weight, and half-widths (shift y, shift x, defocus;
+    0 where that value is not summed over a range)."""
+
+    cell: torch.Tensor  # (R,) long
+    shift_A: torch.Tensor  # (R, 2) float32
+    log_w: torch.Tensor  # (R,) float64
+    half_width: torch.Tensor  # (R, 3) float64
+
+
+def split_rows(rows: Rows, chosen: torch.Tensor, cells: list[dict]) -> tuple[Rows, list[dict]]:
+    """``rows`` with the ``chosen`` ones replaced by their children: shift halves along each axis with a
+    width, defocus halves where the defocus has one (new nuisance states appended to ``cells``)."""
+    keep = torch.ones(len(rows.cell), dtype=torch.bool)
+    keep[chosen] = False
+    parts = {
+        "cell": [rows.cell[keep]],
+        "shift_A": [rows.shift_A[keep]],
+        "log_w": [rows.log_w[keep]],
+        "half_width": [rows.half_width[keep]],
+    }
+    for r in chosen.tolist():
+        hy, hx, hd = rows.half_width[r].tolist()
+        ys = [-0.5 * hy, 0.5 * hy] if hy > 0 else [0.0]
+        xs = [-0.5 * hx, 0.5 * hx] if hx > 0 else [0.0]
+        ds = [-0.5 * hd, 0.5 * hd] if hd > 0 else [0.0]
+        parent = cells[int(rows.cell[r])]
+        kid_cells = []
+        for offset in ds:
+            if offset == 0.0:
+                kid_cells.append(int(rows.cell[r]))
+                continue
+            du, dv, *rest = parent["ctf"]
+            cells.append({**parent, "ctf": (du + offset, dv + offset, *rest), "defocus_half_width": 0.5 * hd})
+            kid_cells.append(len(cells) - 1)
+        n = len(ys) * len(xs) * len(ds)
+        for cell in kid_cells:
+            for dy in ys:
+                for dx in xs:
+                    parts["cell"].append(torch.tensor([cell]))
+                    parts["shift_A"].append(rows.shift_A[r : r + 1] + torch.tensor([[dy, dx]]))
+                    parts["log_w"].append(rows.log_w[r : r + 1] - math.log(n))
+                    parts["half_width"].append(torch.tensor([[0.5 * hy, 0.5 * hx, 0.5 * hd]], dtype=torch.float64))
+    return Rows(**{key: torch.cat(value) for key, value in parts.items()}), cells

@@ -1,0 +1,291 @@
+"""The workflow's config, checked when the DAG is built: the schema (``cryoflow.workflow.schema``), the files
+the config names, cross-key rules, image grids (``gridcheck``), likelihood grid sizes, a trained model's
+card (``modelcard``), each dataset's and micrograph set's effective settings, and the particles and
+micrographs each one lists.
+
+Standard library, PyYAML and jsonschema only: ``workflow/rules/config.smk`` calls ``load`` in Snakemake's own
+environment, and ``common.smk``'s input functions call ``dataset_index`` and ``micrograph_files``. Every check
+raises ``ConfigError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+from pathlib import Path
+
+from cryoflow.errors import ConfigError, InputError
+from cryoflow.io import starindex
+from cryoflow.io.structure_text import ca_positions, is_pdb_id, looks_like_structure
+from cryoflow.sbi import gridsize
+from cryoflow.workflow import gridcheck, modelcard, schema
+from cryoflow.workflow.schema import DATASET_SECTIONS, MICROGRAPH_SECTIONS
+
+# sections that a config given on the command line defines whole (not merged into config/config.yaml's)
+WHOLE_SECTIONS = ("datasets", "micrographs")
+
+
+def load(cfg: dict, command_line: dict | None = None) -> dict:
+    """Check the config Snakemake assembled (in place, defaults filled in) and return it.
+
+    ``command_line`` is what --configfile/--config gave: a ``datasets`` or ``micrographs`` section there
+    defines exactly those (Snakemake merges it into config/config.yaml's, which would keep the demo's).
+    """
+    for section in WHOLE_SECTIONS:
+        if section in (command_line or {}):
+            cfg[section] = copy.deepcopy(command_line[section])
+    return check_config(cfg)
+
+
+def merged(base: dict, override: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def check_config(cfg: dict) -> dict:
+    """Validate against the JSON schema (filling defaults), then check files and cross-key rules."""
+    schema.validate(cfg)
+    check_structure(cfg["structure"])
+    check_templates(cfg["templates"])
+    check_input_files(cfg)
+    for name, ds in cfg["datasets"].items():
+        check_dataset(name, ds, cfg)
+    for name, ms in cfg["micrographs"].items():
+        check_micrograph_set(name, ms, cfg)
+    chosen = cfg["simulator"]["priors_from_dataset"]
+    if chosen is not None and chosen not in cfg["datasets"]:
+        raise ConfigError(
+            f"simulator.priors_from_dataset: no dataset {chosen!r} (datasets: {', '.join(cfg['datasets'])})"
+        )
+    check_ranks(cfg["train"])
+    vol = cfg["volumes"]
+    vol.setdefault("voxel_size_A", cfg["image"]["pixel_size_A"])
+    vol.setdefault("box_vox", cfg["image"]["box_px"])
+    source = cfg["structure"]["source"]
+    positions = None if is_pdb_id(source) else ca_positions(source, cfg["structure"]["chains"])
+    raise_problems(gridcheck.grid_problems(cfg, positions, source))
+    if cfg["model"]["trained"]:
+        modelcard.check_trained_model(cfg)
+    blocks = [("validation.likelihood", cfg["validation"]["likelihood"])]
+    blocks += [
+        (f"datasets.{name}.report.likelihood", dataset_settings(cfg, name)["report"]["likelihood"])
+        for name in cfg["datasets"]
+    ]
+    for where, block in blocks:
+        if block is not None:
+            raise_problems(gridsize.likelihood_problems(block, where, cfg))
+    return cfg
+
+
+def raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def check_structure(structure: dict) -> None:
+    source = structure["source"]
+    if is_pdb_id(source):
+        return
+    if not Path(source).is_file():
+        raise ConfigError(f"structure.source: file {source!r} not found (and it is not a 4-character PDB id)")
+    if not looks_like_structure(source):
+        raise ConfigError(
+            f"structure.source: {source!r} has no ATOM/HETATM records and no _atom_site loop: not a PDB or mmCIF file"
+        )
+
+
+def check_templates(templates: dict) -> None:
+    user = templates["ensemble"]
+    if templates["method"] == "ensemble":
+        if not user["pdb_files"] and not user["trajectory"]:
+            raise ConfigError("templates.ensemble: give pdb_files or a trajectory (templates.method is ensemble)")
+        for pattern in user["pdb_files"]:
+            if not glob.glob(pattern):
+                raise ConfigError(f"templates.ensemble.pdb_files: no file matches {pattern!r}")
+    if templates["theta_dims"] == 2 and templates["method"] != "nma":
+        raise ConfigError("templates.theta_dims: 2 needs templates.method nma (two modes on a grid)")
+
+
+def tsv_header(path) -> list[str]:
+    with open(path, errors="replace") as handle:
+        return handle.readline().rstrip("\n").split("\t")
+
+
+def check_input_files(cfg: dict) -> None:
+    """Files the config names and no rule makes exist when the DAG is built (else a job would fail later,
+    naming no key); a TSV also has the columns its job reads."""
+    user = cfg["templates"]["ensemble"]
+    files = [("simulator.noise_power_tsv", cfg["simulator"]["noise_power_tsv"], ("frequency_per_A", "noise_power"))]
+    if cfg["templates"]["method"] == "ensemble":
+        files += [
+            ("templates.ensemble.trajectory", user["trajectory"], ()),
+            ("templates.ensemble.topology", user["topology"], ()),
+            ("templates.ensemble.theta_tsv", user["theta_tsv"], ("theta_A",)),
+        ]
+    for key, path, columns in files:
+        # none given, or a workflow output (a dataset's noise spectrum)
+        if path is None or Path(path).parts[:1] == ("results",):
+            continue
+        if not Path(path).is_file():
+            raise ConfigError(f"{key}: file {path!r} not found")
+        missing = [c for c in columns if c not in tsv_header(path)]
+        if missing:
+            raise ConfigError(f"{key}: {path} has no column(s) {', '.join(missing)} (tab-separated, with a header row)")
+
+
+def check_ranks(train: dict) -> None:
+    """The global batch splits evenly over the data-parallel ranks (CPU processes or GPUs, per node)."""
+    device = train["device"]
+    per_node = []
+    if device in ("auto", "cpu"):
+        per_node.append(("train.processes", train["processes"]))
+    if device != "cpu" and train["gpus"] > 1:
+        per_node.append(("train.gpus", train["gpus"]))
+    for key, count in per_node:
+        ranks = count * train["nodes"]
+        if train["batch_size"] % ranks:
+            raise ConfigError(
+                f"train.batch_size: {train['batch_size']} does not split evenly over {ranks} ranks "
+                f"({key} {count} × train.nodes {train['nodes']}); use a multiple of {ranks}"
+            )
+
+
+def check_datadir(where: str, section: dict) -> None:
+    """A datadir that is given must be a folder (else it would be ignored without a word)."""
+    datadir = section.get("datadir")
+    if datadir is not None and not Path(datadir).is_dir():
+        raise ConfigError(f"{where}.datadir: folder {datadir!r} not found")
+
+
+def check_populations(where: str, populations: list, cfg: dict) -> None:
+    two_d = cfg["templates"]["theta_dims"] == 2
+    for i, state in enumerate(populations):
+        if isinstance(state["theta_A"], list) != two_d:
+            raise ConfigError(
+                f"{where}.populations.{i}.theta_A: give "
+                + ("[θ1, θ2]" if two_d else "one number")
+                + f" when templates.theta_dims is {cfg['templates']['theta_dims']}"
+            )
+
+
+def check_dataset(name: str, ds: dict, cfg: dict) -> None:
+    where = f"datasets.{name}"
+    if (ds["star"] is None) == (ds["demo"] is None):
+        raise ConfigError(f"{where}: give either star (your particles) or demo (synthetic)")
+    if ds["demo"] is not None:
+        if ds["demo"]["n_particles"] < ds["shards"]:
+            raise ConfigError(
+                f"{where}.shards: {ds['shards']} shards but demo.n_particles is {ds['demo']['n_particles']}"
+            )
+        check_populations(f"{where}.demo", ds["demo"]["populations"], cfg)
+    elif not Path(ds["star"]).is_file():
+        raise ConfigError(f"{where}.star: file {ds['star']!r} not found")
+    check_datadir(where, ds)
+
+
+def check_micrograph_set(name: str, ms: dict, cfg: dict) -> None:
+    where = f"micrographs.{name}"
+    given = [key for key in ("star", "files", "demo") if ms[key] is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            f"{where}: give one of star (a CTF job's micrograph STAR file), files (a glob of MRC "
+            f"micrographs) or demo (synthetic); given: {', '.join(given) or 'none'}"
+        )
+    if ms["star"] is not None and not Path(ms["star"]).is_file():
+        raise ConfigError(f"{where}.star: file {ms['star']!r} not found")
+    check_datadir(where, ms)
+    if ms["files"] is not None:
+        if not glob.glob(ms["files"]):
+            raise ConfigError(f"{where}.files: no file matches {ms['files']!r}")
+        for key in ("defocus_A", "pixel_size_A"):
+            if ms[key] is None:
+                raise ConfigError(f"{where}.{key}: needed with files (there is no STAR file to give it)")
+    if ms["demo"] is not None:
+        if ms["demo"]["n_micrographs"] < ms["shards"]:
+            raise ConfigError(
+                f"{where}.shards: {ms['shards']} shards but demo.n_micrographs is {ms['demo']['n_micrographs']}"
+            )
+        check_populations(f"{where}.demo", ms["demo"]["populations"], cfg)
+
+
+def dataset_settings(cfg: dict, name: str) -> dict:
+    """One dataset's effective settings: its own keys, and the shared sections with its overrides."""
+    ds = cfg["datasets"][name]
+    out = {k: v for k, v in ds.items() if k not in DATASET_SECTIONS}
+    for section in DATASET_SECTIONS:
+        out[section] = merged(cfg[section], ds.get(section))
+    # a dataset's own likelihood block over the shared null default
+    if isinstance(out["report"].get("likelihood"), dict):
+        schema.likelihood_defaults(out["report"]["likelihood"])
+    return out
+
+
+def micrograph_settings(cfg: dict, name: str) -> dict:
+    """One micrograph set's effective settings: its own keys, and picking with its overrides."""
+    ms = cfg["micrographs"][name]
+    out = {k: v for k, v in ms.items() if k not in MICROGRAPH_SECTIONS}
+    for section in MICROGRAPH_SECTIONS:
+        out[section] = merged(cfg[section], ms.get(section))
+    return out
+
+
+def dataset_index(name: str, ds: dict, cfg: dict) -> starindex.DatasetIndex | None:
+    """The selected particles of a user dataset (``ds``: its effective settings), their stacks and groups;
+    None for a demo dataset, and for a cryoSPARC export whose select columns exist only once converted."""
+    if ds["demo"] is not None:
+        return None
+    try:
+        if str(ds["star"]).endswith(".cs"):
+            index = None if ds["select"] else starindex.index_cs(ds["star"])
+            if index is None:
+                return None
+        else:
+            index = starindex.index_star(ds["star"], ds["select"], ds["pixel_size_A"])
+    except InputError as err:
+        raise ConfigError(f"datasets.{name}: {err}") from None
+    if len(index) < ds["shards"]:
+        raise ConfigError(f"datasets.{name}.shards: {ds['shards']} shards but {ds['star']} has {len(index)} particles")
+    likelihood = ds["report"]["likelihood"]
+    if likelihood and "ctf_known" in likelihood["nuisance"] and not index.has_defocus():
+        raise ConfigError(
+            f"datasets.{name}.report.likelihood.nuisance: ctf_known needs each particle's defocus, "
+            f"and {ds['star']} has no _rlnDefocusU column"
+        )
+    if cfg["train"]["condition_on_ctf"] and not index.has_defocus():
+        raise ConfigError(
+            f"train.condition_on_ctf: the model needs each particle's defocus, and datasets.{name} "
+            f"({ds['star']}) has no _rlnDefocusU column"
+        )
+    return index
+
+
+def resolved_stacks(name: str, ds: dict, index: starindex.DatasetIndex) -> dict[str, str]:
+    """Stack name as written → path, for every stack of a dataset."""
+    try:
+        return {stack: str(starindex.resolve_stack_path(stack, ds["star"], ds["datadir"])) for stack in index.stacks()}
+    except InputError as err:
+        raise ConfigError(f"datasets.{name}: {err}") from None
+
+
+def micrograph_files(name: str, ms: dict) -> list[str] | None:
+    """Every micrograph file of a user set (``ms``: its effective settings), in input order, each checked
+    for truncation; None for a demo set."""
+    if ms["demo"] is not None:
+        return None
+    try:
+        if ms["star"]:
+            files = [str(p) for _, p in starindex.index_micrographs(ms["star"], ms["datadir"])]
+        else:
+            files = sorted(glob.glob(ms["files"]))
+    except InputError as err:
+        raise ConfigError(f"micrographs.{name}: {err}") from None
+    if len(files) < ms["shards"]:
+        raise ConfigError(f"micrographs.{name}.shards: {ms['shards']} shards but the set has {len(files)} micrographs")
+    key = "star" if ms["star"] else "files"
+    for path in files:
+        problem = starindex.mrc_truncation(path)
+        if problem:
+            raise ConfigError(f"micrographs.{name}.{key}: {problem}")
+    return files

@@ -1,0 +1,75 @@
+"""What a model must share with the config that uses it: the template recipe (structure and templates
+section) a card records, and the check that a model trained elsewhere (``model.trained``) fits this config.
+
+Standard library only (the DAG side); ``cryoflow.sbi.models.check_card`` checks the card again at load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cryoflow.errors import ConfigError
+from cryoflow.io.fileio import sha256_files
+from cryoflow.io.structure_text import is_pdb_id
+
+
+def template_recipe(cfg: dict) -> dict:
+    """What fixes the templates: the structure (file content, or PDB id) and the templates section."""
+    structure = cfg["structure"]
+    source = structure["source"]
+    recipe = {
+        "structure": {
+            "source": source if is_pdb_id(source) else sha256_files(source),
+            "chains": structure["chains"],
+            "beads": structure["beads"],
+        },
+        "templates": {k: v for k, v in cfg["templates"].items() if k != "md"},
+    }
+    if cfg["templates"]["method"] == "md":
+        recipe["templates"]["md"] = {k: v for k, v in cfg["templates"]["md"].items() if k != "platform"}
+    return recipe
+
+
+def differences(card_value, here, prefix: str) -> list[str]:
+    """Dotted keys whose values differ between a card's recipe and this config's."""
+    if isinstance(card_value, dict) and isinstance(here, dict):
+        found = []
+        for key in sorted(set(card_value) | set(here)):
+            found += differences(card_value.get(key), here.get(key), f"{prefix}.{key}" if prefix else key)
+        return found
+    return [] if card_value == here else [f"{prefix}: card {card_value!r}, config {here!r}"]
+
+
+def check_trained_model(cfg: dict) -> dict:
+    """A model trained elsewhere must fit this config: its weights, θ dims, image grid and template recipe.
+    Returns its card."""
+    path = Path(cfg["model"]["trained"])
+    if not path.is_file():
+        raise ConfigError(f"model.trained: file {str(path)!r} not found")
+    card_path = path.with_name("card.json")
+    if not card_path.is_file():
+        raise ConfigError(f"model.trained: {card_path} not found (the model card must lie beside the model file)")
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as err:
+        raise ConfigError(f"model.trained: {card_path} is not JSON ({err})") from None
+    if "weights_sha256" in card and sha256_files(path) != card["weights_sha256"]:
+        raise ConfigError(
+            f"model.trained: {path} does not match the field 'weights_sha256' of {card_path}: "
+            "the card belongs to other weights"
+        )
+    for field in ("architecture", "config", "template_recipe", "priors"):
+        if field not in card:
+            raise ConfigError(f"model.trained: {card_path} has no field {field!r}")
+    found = []
+    theta_range = card["architecture"]["theta_range_A"]
+    dims = 2 if isinstance(theta_range[0], list) else 1
+    if dims != cfg["templates"]["theta_dims"]:
+        found.append(f"templates.theta_dims: card {dims}, config {cfg['templates']['theta_dims']}")
+    found += differences(card["config"].get("image"), cfg["image"], "image")
+    found += differences(card["template_recipe"], template_recipe(cfg), "")
+    if found:
+        raise ConfigError(
+            f"model.trained: {path} was trained for another setting ({card_path}):\n  " + "\n  ".join(found)
+        )
+    return card

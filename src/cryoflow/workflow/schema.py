@@ -1,0 +1,125 @@
+"""The config's JSON schema: loading it (each dataset's override sections typed like the shared ones), a
+validator whose integers are whole numbers as written and whose ranges are in order, messages that name the
+key, and the schema's defaults filled in where the config leaves a key out (the only place defaults live).
+
+Standard library, PyYAML and jsonschema only (the DAG side)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from cryoflow.errors import ConfigError
+
+# the schema of the repository this package lies in (src/cryoflow/workflow/ → workflow/schemas/)
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+# sections a dataset may override for itself; the top-level ones hold the shared defaults
+DATASET_SECTIONS = ("particles", "inference", "report")
+# and what a micrograph set may override
+MICROGRAPH_SECTIONS = ("picking",)
+
+
+def key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def error_message(error: jsonschema.ValidationError) -> str:
+    """The message; for a value that fits none of oneOf's forms, the reason from the closest form."""
+    # the forms the value has the type of, where any: their reasons say what is wrong with it
+    fitting = [e for e in error.context if e.validator != "type"]
+    if fitting:
+        return jsonschema.exceptions.best_match(fitting).message
+    return error.message
+
+
+def without_defaults(schema):
+    """A copy of a schema with every default removed (a dataset's overrides must not fill them in)."""
+    if isinstance(schema, dict):
+        return {k: without_defaults(v) for k, v in schema.items() if k != "default"}
+    if isinstance(schema, list):
+        return [without_defaults(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def _full_schema(path: Path) -> dict:
+    schema = yaml.safe_load(path.read_text())
+    dataset = schema["properties"]["datasets"]["additionalProperties"]["properties"]
+    for section in DATASET_SECTIONS:
+        dataset[section] = {
+            **without_defaults(schema["properties"][section]),
+            "description": dataset[section]["description"],
+        }
+    micrograph_set = schema["properties"]["micrographs"]["additionalProperties"]["properties"]
+    for section in MICROGRAPH_SECTIONS:
+        micrograph_set[section] = {
+            **without_defaults(schema["properties"][section]),
+            "description": micrograph_set[section]["description"],
+        }
+    return schema
+
+
+def full_schema(path: str | Path = SCHEMA) -> dict:
+    """The schema file, with each dataset's (and micrograph set's) override sections typed like the
+    top-level sections (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_full_schema(Path(path)))
+
+
+def ordered_range(validator, ordered, value, schema):
+    """The schema keyword ``ordered``: a [low, high] range with low <= high."""
+    pair = isinstance(value, list) and len(value) == 2
+    if ordered and pair and all(isinstance(v, (int, float)) for v in value) and value[0] > value[1]:
+        yield jsonschema.ValidationError(f"{value} is reversed: a range is [low, high] (did you mean {value[::-1]}?)")
+
+
+def strict_validator(schema: dict):
+    """The schema's validator class, with 'integer' meaning a whole number as written (32, not 32.0) and
+    ranges [low, high] in order (keyword ``ordered``)."""
+    base = jsonschema.validators.validator_for(schema)
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(base, validators={"ordered": ordered_range}, type_checker=checker)
+
+
+def fill_defaults(schema: dict, value, root: dict) -> None:
+    """Set the schema's defaults where the config leaves a key out (the only place defaults live)."""
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[1]]
+    for option in schema.get("oneOf", []):
+        if isinstance(value, dict) and "$ref" in option:
+            fill_defaults(option, value, root)
+    if not isinstance(value, dict):
+        return
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+        if key in value:
+            fill_defaults(sub, value[key], root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in value:
+            if key not in properties:
+                fill_defaults(extra, value[key], root)
+
+
+def validate(cfg: dict, path: str | Path = SCHEMA) -> dict:
+    """Validate ``cfg`` against the schema and fill in its defaults (in place); every error at once."""
+    schema = full_schema(path)
+    errors = sorted(strict_validator(schema)(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {key_path(e)}: {error_message(e)}" for e in errors))
+    fill_defaults(schema, cfg, schema)
+    return cfg
+
+
+def likelihood_defaults(block: dict, path: str | Path = SCHEMA) -> dict:
+    """A ``likelihood`` block with the schema's defaults filled in (in place)."""
+    schema = full_schema(path)
+    fill_defaults(schema["definitions"]["likelihood"], block, schema)
+    return block
