@@ -74,19 +74,34 @@ def tiny_run(tmp_path_factory):
     return workdir, configfile
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that read the shared tiny run share one xdist worker (``--dist loadgroup``), so it runs once."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
+
+
+FUZZER = []  # the fuzzer's report property, collected from whichever process ran it
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        FUZZER.extend(value for name, value in report.user_properties if name == "fuzzer")
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fuzzer's cases and outcomes, when it ran (tests/test_fuzz.py)."""
-    module = sys.modules.get("test_fuzz")
-    if module is None or not module.RESULTS:
+    if not FUZZER:
         return
+    seed, results = FUZZER[0]["seed"], {tuple(row[:3]): row[3] for row in FUZZER[0]["outcomes"]}
     write = terminalreporter.write_line
     terminalreporter.section("particle reader fuzzer")
     totals = {}
-    for (_, _, outcome), n in sorted(module.RESULTS.items()):
+    for (_, _, outcome), n in sorted(results.items()):
         totals[outcome] = totals.get(outcome, 0) + n
-    write(f"{sum(totals.values())} cases (seed {module.SEED}): " + ", ".join(f"{n} {o}" for o, n in totals.items()))
+    write(f"{sum(totals.values())} cases (seed {seed}): " + ", ".join(f"{n} {o}" for o, n in totals.items()))
     for target in ("star", "cs", "mrcs"):
-        rows = {(k, o): n for (t, k, o), n in module.RESULTS.items() if t == target}
+        rows = {(k, o): n for (t, k, o), n in results.items() if t == target}
         kinds = sorted({k for k, _ in rows})
         parts = [f"{k} " + "/".join(str(rows.get((k, o), 0)) for o in ("agrees", "lenient", "stopped")) for k in kinds]
         write(f"  {target} (agrees/lenient/stopped): " + ", ".join(parts))

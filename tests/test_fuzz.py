@@ -7,10 +7,9 @@ import warnings
 import particle_fuzzer
 
 CASES, SEED = 600, 2025
-RESULTS = {}  # for the terminal summary (conftest.py)
 
 
-def test_every_mutated_input_is_read_right_or_stopped_naming_the_file(tmp_path):
+def test_every_mutated_input_is_read_right_or_stopped_naming_the_file(tmp_path, record_property):
     logging.disable(logging.WARNING)  # lenient reads warn by design; thousands of lines otherwise
     try:
         with warnings.catch_warnings():
@@ -18,7 +17,8 @@ def test_every_mutated_input_is_read_right_or_stopped_naming_the_file(tmp_path):
             outcomes = particle_fuzzer.fuzz(tmp_path, CASES, SEED)
     finally:
         logging.disable(logging.NOTSET)
-    RESULTS.update(outcomes)
+    # for the terminal summary (conftest.py); a report property reaches it from an xdist worker too
+    record_property("fuzzer", {"seed": SEED, "outcomes": [[*key, n] for key, n in outcomes.items()]})
     by_outcome = {
         o: sum(n for (_, _, got), n in outcomes.items() if got == o) for o in ("agrees", "lenient", "stopped")
     }
