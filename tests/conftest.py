@@ -74,6 +74,7 @@ def tiny_run(tmp_path_factory):
     return workdir, configfile
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """Tests that read the shared tiny run share one xdist worker (``--dist loadgroup``), so it runs once."""
     for item in items:

@@ -36,7 +36,16 @@ from cryoflow.workflow import pipeline
 log = logging.getLogger("cryoflow.sbi.trainjob")  # also when run as __main__ by torchrun
 
 # the code that makes the training images and the loss: a checkpoint from other code is not resumed
-TRAINING_CODE = ("simulator.py", "projection.py", "ctf.py", "junk.py", "models.py", "training.py", "distributed.py")
+# the modules whose code makes a checkpoint (paths within the package)
+TRAINING_CODE = (
+    "physics/simulator.py",
+    "physics/projection.py",
+    "physics/ctf.py",
+    "physics/junk.py",
+    "sbi/models.py",
+    "sbi/training.py",
+    "sbi/distributed.py",
+)
 
 
 @dataclasses.dataclass
@@ -95,7 +104,8 @@ def layout(train_cfg: dict, device: torch.device | None = None, visible_gpus: in
 
 
 def training_code_sha256() -> str:
-    return sha256_files([Path(models.__file__).with_name(name) for name in TRAINING_CODE])
+    package = Path(models.__file__).parents[1]
+    return sha256_files([package / name for name in TRAINING_CODE])
 
 
 def fingerprint(job: TrainJob, priors: dict, ensemble_sha256: str, input_sha256: dict) -> str:
