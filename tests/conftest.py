@@ -76,10 +76,12 @@ def tiny_run(tmp_path_factory):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Tests that read the shared tiny run share one xdist worker (``--dist loadgroup``), so it runs once."""
+    """Under ``pytest -n 2 --dist loadgroup`` (pytest-xdist), tests that share an expensive fixture share a
+    worker, so it is built once: those that read the session's tiny run in one group, and every other test
+    with the rest of its module (module fixtures train models)."""
     for item in items:
-        if "tiny_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("tiny_run"))
+        shared = "tiny_run" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("tiny_run" if shared else item.module.__name__))
 
 
 FUZZER = []  # the fuzzer's report property, collected from whichever process ran it

@@ -55,7 +55,10 @@ def test_example_config_dry_runs_at_paper_and_cpu_size(tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_tiny_example_runs_end_to_end(tmp_path, name):
-    """Each example's structure, template recipe and priors, with a tiny network and dataset: every stage runs."""
+    """Each example's structure, template recipe and priors, with a tiny network: the model's stages run (the
+    structure, its templates and maps, priors, training, validation). hsp90, the paper's main system, runs its
+    demo dataset too; the dataset stages read only the model and the demo's own settings, which
+    tests/config/tiny_example.yaml makes the same for every example."""
     source, n_beads = EXAMPLES[name]
     cfg = merged(
         ROOT / "config" / "config.yaml",
@@ -66,7 +69,8 @@ def test_tiny_example_runs_end_to_end(tmp_path, name):
     cfg["structure"]["source"] = str(ROOT / cfg["structure"]["source"])
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    result = snakemake(tmp_path, configfile, "--cores", "2")
+    targets = [] if name == "hsp90" else [f"results/{name}/report/validation.json"]
+    result = snakemake(tmp_path, configfile, "--cores", "2", *targets)
     assert result.returncode == 0, result.stderr[-5000:]
     model = tmp_path / "results" / name
     ensemble = json.loads((model / "model" / "card.json").read_text())
@@ -75,6 +79,10 @@ def test_tiny_example_runs_end_to_end(tmp_path, name):
     assert f"normal modes of {n_beads} CA" in templates_log
     assert ("sparse" if n_beads > 1000 else "dense") in templates_log
     assert "moves a few beads only" not in templates_log  # the example's modes are collective
+    validation = json.loads((model / "report" / "validation.json").read_text())
+    assert validation["n_simulations"] == cfg["validation"]["n_simulations"]
+    if targets:
+        return
     summary = json.loads((model / "datasets" / "demo" / "report" / "summary.json").read_text())
     assert summary["n_particles"] == 48
     for key in ("pearson_r", "coverage_90", "mmd2", "population", "states"):

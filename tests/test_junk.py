@@ -159,3 +159,33 @@ def test_particle_output_accuracy_is_the_area_under_the_roc_curve():
     # one junk image outranks one of three particles: 11 of the 12 pairs ordered right
     mixed = diagnostics.particle_output_accuracy(np.array([0.9, 0.8, 0.5]), np.array([0.1, 0.2, 0.3, 0.6]), kinds)
     assert mixed["auc"] == round(11 / 12, 4)
+
+
+def test_the_validation_protocol_draws_the_held_out_sets_the_likelihood_reference_reads():
+    """The validate rule's arrays: seeded (a rerun gives the same), the fixed-SNR sets are heldout's k-th sets
+    at their SNR, junk scored only by a junk-aware model, one view angle per image within [0°, 90°]."""
+    from cryoflow.sbi import heldout, validation
+
+    sim = shell_simulator()
+    settings = {"n_simulations": 12, "batch_size": 5, "grid_points": 32, "grid_points_2d": 16, "n_samples": 4}
+    settings |= {"fixed_snr": [0.1, 1.0], "n_fixed_snr": 3}
+    coords = torch.stack([torch.randn(80, 3) * (1 + 0.1 * t) for t in range(5)]).numpy()
+    ensemble = {"coords_A": coords, "theta_A": np.linspace(-4, 4, 5)}
+    torch.manual_seed(1)
+    plain = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(8,)).eval()
+    junk_aware = models.PosteriorEstimator(
+        (-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(8,), particle_head=True
+    ).eval()
+    one = validation.validation_arrays(plain, sim, ensemble, settings, 3, "cpu")
+    again = validation.validation_arrays(plain, sim, ensemble, settings, 3, "cpu")
+    assert one.keys() == again.keys() and all(np.array_equal(one[k], again[k]) for k in one)
+    assert one["samples"].shape == (12, 4) and one["images"].shape == (12, 32, 32)
+    np.testing.assert_array_equal(one["fixed_snr_snr"], [0.1] * 3 + [1.0] * 3)
+    theta_1, _, _ = heldout.fixed_snr_set(sim, 1.0, 1, 3, 3)
+    np.testing.assert_array_equal(one["fixed_snr_theta_true"][3:], theta_1.numpy())
+    theta, _, _ = heldout.calibration_set(sim, 12, 3)
+    np.testing.assert_array_equal(one["theta_true"], theta.numpy())
+    assert ((0 <= one["view_angle_deg"]) & (one["view_angle_deg"] <= 90)).all()
+    assert "junk_p_particle" not in one
+    scored = validation.validation_arrays(junk_aware, sim, ensemble, settings, 3, "cpu")
+    assert scored["junk_p_particle"].shape == (12,) and set(scored["junk_kind"]) <= set(junk.KINDS)
