@@ -311,6 +311,27 @@ def test_pdb_id_source_passes_the_config_check(tmp_path):
     assert "rule structure:" in result.stdout
 
 
+def test_a_pdb_ids_grid_is_checked_once_its_entry_is_cached(tmp_path):
+    """Before the first fetch a PDB id's size is unknown; once the structure job has cached the entry, a box
+    too small for it is refused when the DAG is built, as for a local file."""
+    changes = {
+        "structure.source": "4AKE",
+        "structure.format": "pdb",
+        "structure.cache_dir": "cache",
+        "image.box_px": 16,
+        "image.pixel_size_A": 3.0,
+        "simulator.mask_radius_A": 20.0,
+        "particles.mask_radius_A": 20.0,
+    }
+    configfile = write_config(tmp_path, **changes)
+    check_config(tmp_path, configfile)  # not cached: nothing to check against yet
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "4ake.pdb").write_bytes((ROOT / "resources/structures/4ake.pdb").read_bytes())
+    with pytest.raises(ConfigError) as refused:
+        check_config(tmp_path, configfile)
+    assert "image.box_px: 16 px × 3 Å = 48 Å is smaller than the structure (4AKE (cache/4ake.pdb)" in str(refused.value)
+
+
 @pytest.mark.slow
 def test_map_projection_star_priors_and_coloured_noise_train(tmp_path):
     """The simulator options as a user sets them: maps from the volumes stage, CTF priors read from the

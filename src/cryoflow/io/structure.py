@@ -18,6 +18,7 @@ import prody
 
 from cryoflow.errors import InputError
 from cryoflow.io.fileio import atomic_path
+from cryoflow.io.structure_text import cached_path
 
 prody.confProDy(verbosity="warning")
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def fetch_structure(
         raise InputError(f"structure.format must be 'cif' or 'pdb', got {file_format!r}")
     pdb_id = pdb_id.lower()
     cache_dir = Path(cache_dir)
-    cached = cache_dir / f"{pdb_id}.{file_format}"
+    cached = cached_path(pdb_id, cache_dir, file_format)
     if cached.is_file():
         log.info("using cached %s", cached)
         return cached

@@ -17,6 +17,11 @@ def is_pdb_id(source: str) -> bool:
     return bool(PDB_ID_PATTERN.match(str(source))) and not Path(source).exists()
 
 
+def cached_path(pdb_id: str, cache_dir: str | Path, file_format: str) -> Path:
+    """Where a fetched entry lies in the cache (``structure.cache_dir``): ``<id>.<format>``, the id lower-case."""
+    return Path(cache_dir) / f"{pdb_id.lower()}.{file_format}"
+
+
 def looks_like_structure(path: str | Path) -> bool:
     """True when a file holds ATOM/HETATM records (PDB) or an _atom_site loop (mmCIF)."""
     opener = gzip.open if str(path).endswith(".gz") else open

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryoflow.errors import ConfigError, InputError
 from cryoflow.io import starindex
-from cryoflow.io.structure_text import ca_positions, is_pdb_id, looks_like_structure
+from cryoflow.io.structure_text import ca_positions, cached_path, is_pdb_id, looks_like_structure
 from cryoflow.sbi import gridsize
 from cryoflow.workflow import gridcheck, modelcard, schema
 from cryoflow.workflow.schema import DATASET_SECTIONS, MICROGRAPH_SECTIONS
@@ -63,9 +63,9 @@ def check_config(cfg: dict) -> dict:
     vol = cfg["volumes"]
     vol.setdefault("voxel_size_A", cfg["image"]["pixel_size_A"])
     vol.setdefault("box_vox", cfg["image"]["box_px"])
-    source = cfg["structure"]["source"]
-    positions = None if is_pdb_id(source) else ca_positions(source, cfg["structure"]["chains"])
-    raise_problems(gridcheck.grid_problems(cfg, positions, source))
+    source, where = structure_file(cfg["structure"])
+    positions = None if source is None else ca_positions(source, cfg["structure"]["chains"])
+    raise_problems(gridcheck.grid_problems(cfg, positions, where))
     if cfg["model"]["trained"]:
         modelcard.check_trained_model(cfg)
     blocks = [("validation.likelihood", cfg["validation"]["likelihood"])]
@@ -82,6 +82,16 @@ def check_config(cfg: dict) -> dict:
 def raise_problems(problems: list[str]) -> None:
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def structure_file(structure: dict) -> tuple[str | None, str]:
+    """The structure file the grid checks read, and how messages name it: a local file, or a PDB id's entry
+    once fetched into ``structure.cache_dir`` (None before: its size is known only after the structure job)."""
+    source = structure["source"]
+    if not is_pdb_id(source):
+        return source, source
+    cached = cached_path(source, structure["cache_dir"], structure["format"])
+    return (str(cached), f"{source.upper()} ({cached})") if cached.is_file() else (None, source)
 
 
 def check_structure(structure: dict) -> None:
