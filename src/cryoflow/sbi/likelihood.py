@@ -53,7 +53,7 @@ from cryoflow.physics.simulator import Simulator
 from cryoflow.physics.so3 import children, euler_matrices, so3_cells
 from cryoflow.physics.theta import bounds
 from cryoflow.sbi import gridsize
-from cryoflow.sbi.likelihood_rows import Rows, split_rows
+from cryoflow.sbi.likelihood_rows import Rows, midpoints, split_rows
 
 LOG_8 = math.log(8.0)
 KNOWABLE = ("ctf", "b_factor", "bead_sigma")
@@ -77,13 +77,6 @@ def log_evidence(coc, co, coo, cc, ccc, n: int):
     half = 0.5 * (n - 2)
     constant = (1.0 - 0.5 * n) * math.log(2 * math.pi) + math.log(0.5) + math.lgamma(half)
     return constant - 0.5 * log(n * scc) - half * log(0.5 * residual)
-
-
-def midpoints(low: float, high: float, n: int) -> np.ndarray:
-    """``n`` midpoints of equal cells of [low, high] (one point where low == high)."""
-    if high <= low or n <= 1:
-        return np.array([0.5 * (low + high)])
-    return low + (high - low) * (np.arange(n) + 0.5) / n
 
 
 @dataclass
@@ -182,18 +175,21 @@ class ExplicitLikelihood:
             )
 
     # ---- model side ---------------------------------------------------------------------------------------
-    def project(self, rotations: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    def project(self, rotations: torch.Tensor) -> torch.Tensor:
         """Real-stacked spectra (2K, T·R) of every template at zero shift under rotations (R, 3, 3), template-major."""
         t, r = self.n_templates, len(rotations)
-        theta = self.theta_nodes.repeat_interleave(r)
-        rot = rotations.repeat(t, 1, 1)
-        zero = torch.zeros(len(rot), 2, device=self.device)
+        return self.project_pairs(torch.arange(t, device=self.device).repeat_interleave(r), rotations.repeat(t, 1, 1))
+
+    def project_pairs(self, template: torch.Tensor, rotations: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """Real-stacked spectra (2K, P) of templates ``template`` (P,) at zero shift under rotations (P, 3, 3)."""
+        theta = self.theta_nodes[template]
+        zero = torch.zeros(len(rotations), 2, device=self.device)
         sigma = self.project_sigma
         parts = []
-        for start in range(0, len(rot), chunk):
+        for start in range(0, len(rotations), chunk):
             stop = start + chunk
             spec = self.sim.templates.spectrum(
-                theta[start:stop], rot[start:stop], zero[start:stop], self.box, self.sim.pixel_size_A, sigma
+                theta[start:stop], rotations[start:stop], zero[start:stop], self.box, self.sim.pixel_size_A, sigma
             ).reshape(-1, self.s_x.numel())
             if self.whitening is not None:
                 spec = spec * self.whitening
@@ -343,24 +339,30 @@ class ExplicitLikelihood:
         }
 
     def refine(self, left, co, coo, filters, rows, log_l, log_w):
-        """Split the cells that hold most of any template's mass into eight, ``refine_levels`` times; returns
-        the log-likelihoods (T, C) and log weights (C,) of the final cells."""
-        centres = self.coarse.to(self.device)
-        widths = self.width.to(self.device).expand(len(centres), 3)
-        top = min(self.settings.refine_top, len(centres))
-        t = self.n_templates
+        """Per template, split the ``refine_top`` orientation cells holding most of that template's mass into
+        eight, ``refine_levels`` times: each template converges on its own best views. Returns the
+        log-likelihoods (T, C) and log weights (T, C) of each template's final cells."""
+        t, c = log_l.shape
+        top = min(self.settings.refine_top, c)
+        centres = self.coarse.to(self.device).expand(t, c, 3)
+        widths = self.width.to(self.device).expand(t, c, 3)
+        log_w = log_w.expand(t, c)
+        template = torch.arange(t, device=self.device).repeat_interleave(8 * top)
         for _ in range(self.settings.refine_levels):
-            chosen = heaviest_cells(log_l, log_w, top)
-            kids = children(centres[chosen], widths[chosen])
-            spectra = self.project(euler_matrices(kids).float().to(self.device))
-            kid_l = self.row_evidence(left, co, coo, filters, rows, spectra).reshape(t, -1)
-            keep = torch.ones(len(centres), dtype=torch.bool, device=self.device)
-            keep[chosen] = False
-            kid_w = (log_w[chosen] - LOG_8).repeat_interleave(8)
-            centres = torch.cat([centres[keep], kids])
-            widths = torch.cat([widths[keep], (0.5 * widths[chosen]).repeat_interleave(8, dim=0)])
-            log_l = torch.cat([log_l[:, keep], kid_l], dim=1)
-            log_w = torch.cat([log_w[keep], kid_w])
+            chosen = torch.topk(log_l + log_w, top, dim=1).indices  # (T, top)
+            pick = chosen[..., None].expand(t, top, 3)
+            kids = children(torch.gather(centres, 1, pick).reshape(-1, 3), torch.gather(widths, 1, pick).reshape(-1, 3))
+            spectra = self.project_pairs(template, euler_matrices(kids).float().to(self.device))
+            kid_l = self.row_evidence(left, co, coo, filters, rows, spectra).reshape(t, 8 * top)
+            keep = torch.ones(t, log_l.shape[1], dtype=torch.bool, device=self.device)
+            keep[torch.arange(t, device=self.device)[:, None], chosen] = False
+            kid_w = (torch.gather(log_w, 1, chosen) - LOG_8).repeat_interleave(8, dim=1)
+            kid_widths = (0.5 * torch.gather(widths, 1, pick)).repeat_interleave(8, dim=1)
+            n_kept = log_l.shape[1] - top
+            centres = torch.cat([centres[keep].reshape(t, n_kept, 3), kids.reshape(t, 8 * top, 3)], dim=1)
+            widths = torch.cat([widths[keep].reshape(t, n_kept, 3), kid_widths], dim=1)
+            log_l = torch.cat([log_l[keep].reshape(t, n_kept), kid_l], dim=1)
+            log_w = torch.cat([log_w[keep].reshape(t, n_kept), kid_w], dim=1)
         return log_l, log_w
 
     def refine_nuisances(self, spectrum, co, coo, cells, filters, rows, log_l, log_w):

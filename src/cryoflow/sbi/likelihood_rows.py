@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -56,3 +57,10 @@ def split_rows(rows: Rows, chosen: torch.Tensor, cells: list[dict]) -> tuple[Row
                     parts["log_w"].append(rows.log_w[r : r + 1] - math.log(n))
                     parts["half_width"].append(torch.tensor([[0.5 * hy, 0.5 * hx, 0.5 * hd]], dtype=torch.float64))
     return Rows(**{key: torch.cat(value) for key, value in parts.items()}), cells
+
+
+def midpoints(low: float, high: float, n: int) -> np.ndarray:
+    """``n`` midpoints of equal cells of [low, high] (one point where low == high)."""
+    if high <= low or n <= 1:
+        return np.array([0.5 * (low + high)])
+    return low + (high - low) * (np.arange(n) + 0.5) / n
