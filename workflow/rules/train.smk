@@ -1,13 +1,7 @@
 # the simulator's settings as the rules that build it read them
 SIMULATOR = {key: config[key] for key in ("image", "simulator")}
-# train keys added later are left out at their default (off, one rank), so a model trained before they
-# existed is not retrained on an upgrade
-TRAIN_ADDED = {"condition_on_ctf": False, "processes": 1, "nodes": 1}
-TRAIN = {
-    key: value
-    for key, value in config["train"].items()
-    if key not in TRAIN_ADDED or value != TRAIN_ADDED[key]
-}
+# the train section as the train rule's params (keys added later left out at their default)
+TRAIN = configuration.train_params(config["train"])
 
 
 rule priors:

@@ -21,6 +21,8 @@ from cryoflow.sbi import gridsize
 from cryoflow.workflow import gridcheck, modelcard, schema
 from cryoflow.workflow.schema import DATASET_SECTIONS, MICROGRAPH_SECTIONS
 
+# train keys added after models were trained, with the value those models were trained with
+TRAIN_ADDED = {"condition_on_ctf": False, "processes": 1, "nodes": 1}
 # sections that a config given on the command line defines whole (not merged into config/config.yaml's)
 WHOLE_SECTIONS = ("datasets", "micrographs")
 
@@ -35,6 +37,12 @@ def load(cfg: dict, command_line: dict | None = None) -> dict:
         if section in (command_line or {}):
             cfg[section] = copy.deepcopy(command_line[section])
     return check_config(cfg)
+
+
+def train_params(train: dict) -> dict:
+    """The train section as the train rule's params: keys added later are left out at their default (off, one
+    rank), so a model trained before they existed is not retrained on an upgrade."""
+    return {key: value for key, value in train.items() if key not in TRAIN_ADDED or value != TRAIN_ADDED[key]}
 
 
 def merged(base: dict, override: dict | None) -> dict:
