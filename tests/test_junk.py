@@ -79,6 +79,7 @@ def junk_aware():
     return model, history, sim
 
 
+@pytest.mark.slow
 def test_the_particle_output_separates_particles_from_junk(junk_aware):
     model, history, sim = junk_aware
     assert all(np.isfinite(row["particle_bce"]) for row in history)
@@ -98,6 +99,7 @@ def test_the_particle_output_separates_particles_from_junk(junk_aware):
     np.testing.assert_array_equal(columns[inference.PARTICLE_COLUMN], p_particle[:300])
 
 
+@pytest.mark.slow
 def test_a_junk_aware_model_saves_and_loads_its_particle_output(tmp_path, junk_aware):
     model = junk_aware[0]
     models.save_model(tmp_path / "m.pt", model, {})
@@ -111,6 +113,7 @@ def test_a_junk_aware_model_saves_and_loads_its_particle_output(tmp_path, junk_a
         plain.particle_logit(latent)
 
 
+@pytest.mark.slow
 def test_a_junk_aware_model_finds_the_particles_of_a_micrograph(junk_aware):
     """Shell particles pasted at known places in a 768 Å micrograph with white noise: the windows' p_particle
     peaks pick them (precision and recall ≥ 0.8), and windows on particles give posterior means that follow θ."""

@@ -32,6 +32,7 @@ def run(out, checkpoint, fingerprint="a", wait=True):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
     reference = run(tmp_path / "ref.pt", "")
     checkpoint = tmp_path / "ckpt" / "train.pt"
@@ -54,6 +55,7 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_configuration_starts_fresh(tmp_path):
     checkpoint = tmp_path / "train.pt"
     run(tmp_path / "first.pt", checkpoint, fingerprint="config-1")

@@ -30,6 +30,7 @@ def trained():
     return model, history, sim
 
 
+@pytest.mark.slow
 def test_training_learns_beyond_the_prior(trained):
     model, history, _ = trained
     prior_loss = models.uniform_prior_loss((-4.0, 4.0))
@@ -39,6 +40,7 @@ def test_training_learns_beyond_the_prior(trained):
     assert not model.training
 
 
+@pytest.mark.slow
 def test_posteriors_cover_the_truth_on_held_out_simulations(trained):
     model, _, sim = trained
     theta, images = sim.sample(400, torch.Generator().manual_seed(123))
@@ -71,6 +73,7 @@ def test_wall_time_budget_stops_early_with_a_scored_model():
     assert set(last_state) == set(model.state_dict())
 
 
+@pytest.mark.slow
 def test_2d_theta_is_learned_per_coordinate_and_posteriors_cover_the_truth():
     """Two shells of beads, the outer radius set by θ₁, the inner by θ₂: both show in every view."""
     torch.manual_seed(1)
@@ -103,6 +106,7 @@ def test_2d_theta_is_learned_per_coordinate_and_posteriors_cover_the_truth():
         assert 0.75 <= acc["coverage_90"] <= 0.99, (d, acc)
 
 
+@pytest.mark.slow
 def test_a_ctf_conditioned_estimator_trains_and_covers_the_truth_given_each_images_defocus():
     """train.condition_on_ctf: the shell problem with a wide defocus prior; the flow gets each image's defocus,
     and its posteriors, given the defocus at inference, cover the truth."""
