@@ -12,6 +12,10 @@ holding ≥ 1 % of the posterior), and the median and 95th percentile of the
 largest change.
 
     python bench/likelihood_grid.py [--results results/demo] [--n 16] [--snr 0.1 0.01] [--threads 2] [--heavy]
+                                    [--set defocus_points=16 ...] [--only "refine_levels + 2" ...]
+
+``--set`` changes the grids compared against (the schema's defaults otherwise); ``--only`` runs the named
+refinements alone.
 """
 
 from __future__ import annotations
@@ -75,8 +79,12 @@ def main() -> None:
     parser.add_argument("--snr", type=float, nargs="+", default=[0.1, 0.01])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--heavy", action="store_true", help="also a coarse grid 8× finer (about 8× the time)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="base grids other than the defaults")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run these refinements alone")
     args = parser.parse_args()
     refinements = {**REFINEMENTS, **(HEAVY if args.heavy else {})}
+    if args.only:
+        refinements = {name: refinements[name] for name in args.only}
     torch.set_num_threads(args.threads)
     results = Path(args.results)
     config = yaml.safe_load((ROOT / args.config).read_text())
@@ -84,6 +92,9 @@ def main() -> None:
     priors = pipeline.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
     simulator = pipeline.build_simulator(ensemble, config, priors)
     base_cfg = schema_likelihood_defaults()
+    for item in args.set:
+        key, value = item.split("=", 1)
+        base_cfg[key] = yaml.safe_load(value)
     print(
         f"{len(ensemble['theta_A'])} templates, box {simulator.box} px, {args.n} images per SNR; default grids: "
         f"{base_cfg}"
