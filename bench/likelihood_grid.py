@@ -44,6 +44,7 @@ REFINEMENTS = {
     "refine_levels + 2": {"refine_levels": 2},
     "refine_top × 2": {"refine_top": 2},
     "nuisance_refine_levels + 2": {"nuisance_refine_levels": 2},
+    "nuisance_refine_top × 2": {"nuisance_refine_top": 2},
     "shift points + 2 per axis, defocus points × 2": {"shift_points": 2, "defocus_points": 2},
 }
 HEAVY = {"coarse orientations × 8 (2 per axis)": {"orientations": 2}}  # with --heavy
