@@ -14,7 +14,7 @@ torch.set_num_threads(snakemake.threads)
 device = training.select_device(settings["device"])
 model, _ = models.load_model(snakemake.input.model, device)
 simulator = pipeline.load_simulator(snakemake.input, config, device=device)
-ensemble = dict(np.load(snakemake.input.ensemble))
+ensemble = np.load(snakemake.input.ensemble)  # coords_A and theta_A are read
 arrays = validation.validation_arrays(model, simulator, ensemble, settings, snakemake.params.seed, device)
 validation.write_validation(snakemake.output.npz, arrays)
 log.info("validation: %d simulations", settings["n_simulations"])

@@ -1,11 +1,9 @@
 """Paths of the model's and the datasets' artefacts, and the input functions that tie rules to them."""
 
 import functools
-import glob
 from pathlib import Path
 
 from cryoflow.io import starindex
-from cryoflow.errors import InputError
 
 MODEL = config["model"]["name"]
 DATASETS = {

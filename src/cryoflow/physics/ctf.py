@@ -60,6 +60,24 @@ def ctf(
     return torch.sin(chi) * torch.exp(-0.25 * b_factor_A2 * s2)
 
 
+# a nuisance dict's per-image CTF parameters (the simulator's keys), in ``ctf``'s argument order
+CTF_PARAMETERS = (
+    "defocus_u_A",
+    "defocus_v_A",
+    "astigmatism_angle_deg",
+    "voltage_kV",
+    "cs_mm",
+    "amplitude_contrast",
+    "phase_shift_deg",
+    "b_factor_A2",
+)
+
+
+def per_image_ctf(s_y: torch.Tensor, s_x: torch.Tensor, nuisance: dict) -> torch.Tensor:
+    """CTF (B, …) of images whose parameters are (B,) tensors in ``nuisance`` (``CTF_PARAMETERS``)."""
+    return ctf(s_y, s_x, *(nuisance[key][:, None, None] for key in CTF_PARAMETERS))
+
+
 def first_zero_frequency(defocus_A: float, voltage_kV: float, cs_mm: float, amplitude_contrast: float) -> float:
     """Frequency (1/Å) of the first CTF zero of an unastigmatic CTF (χ = π), solved analytically."""
     wavelength = electron_wavelength_A(voltage_kV)

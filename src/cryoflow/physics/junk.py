@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from cryoflow.physics.ctf import ctf, fourier_frequencies
+from cryoflow.physics.ctf import fourier_frequencies, per_image_ctf
 from cryoflow.physics.simulator import Simulator, _uniform, add_noise, normalize
 
 KINDS = ("empty", "ice", "aggregate", "off_centre", "edge")
@@ -101,22 +101,7 @@ def off_centre_particles(simulator: Simulator, n: int, nuisance: dict, generator
         theta, nuisance["rotation"], shift, canvas, pixel, nuisance["bead_sigma_A"][:, None, None]
     )
     s_y, s_x = fourier_frequencies(canvas, pixel, device=simulator.device)
-
-    def per_image(key):
-        return nuisance[key][:, None, None]
-
-    transfer = ctf(
-        s_y,
-        s_x,
-        per_image("defocus_u_A"),
-        per_image("defocus_v_A"),
-        per_image("astigmatism_angle_deg"),
-        per_image("voltage_kV"),
-        per_image("cs_mm"),
-        per_image("amplitude_contrast"),
-        per_image("phase_shift_deg"),
-        per_image("b_factor_A2"),
-    )
+    transfer = per_image_ctf(s_y, s_x, nuisance)
     full = torch.fft.irfft2(spectrum * transfer, s=(canvas, canvas))
     # the noise level a centred particle would get: its variance inside the mask, from the whole canvas
     mask_fraction = simulator.mask.float().mean() * box**2 / canvas**2

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cryoflow.physics.ctf import ctf, fourier_frequencies
+from cryoflow.physics.ctf import fourier_frequencies, per_image_ctf
 from cryoflow.physics.theta import bounds
 
 
@@ -220,22 +220,7 @@ class Simulator:
 
     def transfer(self, nuisance: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-image CTF (B, box, box//2+1) on the rfft2 grid."""
-
-        def per_image(key):
-            return nuisance[key][:, None, None]
-
-        return ctf(
-            self.s_y,
-            self.s_x,
-            per_image("defocus_u_A"),
-            per_image("defocus_v_A"),
-            per_image("astigmatism_angle_deg"),
-            per_image("voltage_kV"),
-            per_image("cs_mm"),
-            per_image("amplitude_contrast"),
-            per_image("phase_shift_deg"),
-            per_image("b_factor_A2"),
-        )
+        return per_image_ctf(self.s_y, self.s_x, nuisance)
 
     def noiseless(self, theta: torch.Tensor, nuisance: dict[str, torch.Tensor]) -> torch.Tensor:
         """CTF-modulated projections (B, box, box) in electrons per pixel, before noise."""

@@ -188,16 +188,20 @@ def check_populations(where: str, populations: list, cfg: dict) -> None:
             )
 
 
+def check_demo(where: str, section: dict, count_key: str, cfg: dict) -> None:
+    """A demo dataset or micrograph set: at least one item (``count_key``) per shard, populations in θ's shape."""
+    demo, shards = section["demo"], section["shards"]
+    if demo[count_key] < shards:
+        raise ConfigError(f"{where}.shards: {shards} shards but demo.{count_key} is {demo[count_key]}")
+    check_populations(f"{where}.demo", demo["populations"], cfg)
+
+
 def check_dataset(name: str, ds: dict, cfg: dict) -> None:
     where = f"datasets.{name}"
     if (ds["star"] is None) == (ds["demo"] is None):
         raise ConfigError(f"{where}: give either star (your particles) or demo (synthetic)")
     if ds["demo"] is not None:
-        if ds["demo"]["n_particles"] < ds["shards"]:
-            raise ConfigError(
-                f"{where}.shards: {ds['shards']} shards but demo.n_particles is {ds['demo']['n_particles']}"
-            )
-        check_populations(f"{where}.demo", ds["demo"]["populations"], cfg)
+        check_demo(where, ds, "n_particles", cfg)
     elif not Path(ds["star"]).is_file():
         raise ConfigError(f"{where}.star: file {ds['star']!r} not found")
     check_datadir(where, ds)
@@ -221,11 +225,7 @@ def check_micrograph_set(name: str, ms: dict, cfg: dict) -> None:
             if ms[key] is None:
                 raise ConfigError(f"{where}.{key}: needed with files (there is no STAR file to give it)")
     if ms["demo"] is not None:
-        if ms["demo"]["n_micrographs"] < ms["shards"]:
-            raise ConfigError(
-                f"{where}.shards: {ms['shards']} shards but demo.n_micrographs is {ms['demo']['n_micrographs']}"
-            )
-        check_populations(f"{where}.demo", ms["demo"]["populations"], cfg)
+        check_demo(where, ms, "n_micrographs", cfg)
 
 
 def dataset_settings(cfg: dict, name: str) -> dict:
