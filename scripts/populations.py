@@ -62,6 +62,9 @@ if n_dims == 1:
         write_star(path, subset, version)
         if snakemake.params.cryosparc:  # for cryoSPARC's Import Result Group
             cryosparc_results.write_results(snakemake.params.cryosparc, subset[name], path.with_suffix(".cs"))
+            cryosparc_results.write_result_group(
+                path.with_suffix(".cs"), path.with_suffix(".csg"), f"cryoflow state {k}, θ in [{low:.2f}, {high:.2f}) Å"
+            )
         rows.append(
             {"state": k, "theta_low_A": low, "theta_high_A": high, "n_particles": int(keep.sum()), "star": path.name}
         )

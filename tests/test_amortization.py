@@ -8,7 +8,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-from workflow_helpers import job_stats, snakemake, write_config
+from workflow_helpers import check_result_group, job_stats, snakemake, write_config
 
 from cryoflow.io import particles, starindex
 from cryoflow.io.star import write_star
@@ -232,11 +232,13 @@ def test_a_cryosparc_dataset_gets_its_results_back_as_cs_files(tiny_run, tmp_pat
     np.testing.assert_allclose(written["cryoflow/theta_mean_A"], star["cryoflowThetaMeanAngst"], rtol=1e-6)
     np.testing.assert_allclose(written["cryoflow/theta_q95_A"], star["cryoflowThetaQ95Angst"], rtol=1e-6)
     assert {"cryoflow/theta_std_A", "cryoflow/theta_map_A", "cryoflow/theta_edge_mass"} <= set(written.fields())
+    check_result_group(out / "inference/posterior.csg", len(records))
     states = json.loads((out / "populations/populations.json").read_text())["states"]
     assert states and sum(s["n_particles"] for s in states) > 0
     for state in states:
         subset = Dataset.load(str(out / "populations/states" / f"state{state['state']}.cs"))
         assert len(subset) == state["n_particles"] and set(subset["uid"]) <= set(records["uid"])
+        check_result_group(out / "populations/states" / f"state{state['state']}.csg", len(subset))
         inside = (subset["cryoflow/theta_q50_A"] >= state["theta_low_A"] - 3) & (
             subset["cryoflow/theta_q50_A"] <= state["theta_high_A"] + 3
         )

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import particle_fuzzer
 import pytest
+from workflow_helpers import check_result_group
 
 from cryoflow.errors import InputError
 from cryoflow.io import particles
@@ -158,3 +159,10 @@ def test_results_written_back_to_cryosparc_read_in_cryosparc_tools_and_cryodrgn(
     np.testing.assert_array_equal(images, everything[order])
     with pytest.raises(InputError, match=r"p.cs: uid 999 of the results is not in this export"):
         cryosparc_results.write_results(export, results.assign(cryosparcUid=999), out)
+    # the result group beside it, for cryoSPARC's Import Result Group: one result per slot, all in posterior.cs
+    group = cryosparc_results.write_result_group(out, base["folder"] / "posterior.csg", "test")
+    slots = {name.split("/")[0] for name in written.fields() if "/" in name}
+    assert set(group["results"]) == slots and "cryoflow" in slots
+    assert check_result_group(base["folder"] / "posterior.csg", len(order)) == group
+    with pytest.raises(ValueError, match="lie beside it"):
+        cryosparc_results.write_result_group(out, tmp_path / "elsewhere.csg", "test")

@@ -67,7 +67,25 @@ def check_config(workdir: Path, configfile: Path) -> dict:
             settings = configuration.dataset_settings(cfg, name)
             index = configuration.dataset_index(name, settings, cfg)
             if index is not None:
-                configuration.resolved_stacks(name, settings, index)
+                configuration.resolved_stacks(name, settings, index, cfg["image"]["pixel_size_A"])
         for name in cfg["micrographs"]:
             configuration.micrograph_files(name, configuration.micrograph_settings(cfg, name))
     return cfg
+
+
+def check_result_group(path: Path, n_items: int) -> dict:
+    """A ``.csg`` as cryoSPARC's Import Result Group reads it: a particle group whose every result names a
+    ``.cs`` beside it (``>name``) holding that slot's fields for ``n_items`` rows; every slot of that file
+    listed. Returns the group."""
+    import numpy as np
+
+    group = yaml.safe_load(path.read_text())
+    assert group["group"]["type"] == "particle" and group["group"]["name"] == "particles"
+    results = group["results"]
+    for slot, result in results.items():
+        assert result["metafile"].startswith(">") and result["type"] == f"particle.{slot}"
+        assert result["num_items"] == n_items
+        fields = np.load(path.parent / result["metafile"][1:]).dtype.names
+        assert len(fields) > 0 and any(f.startswith(f"{slot}/") for f in fields), (slot, fields)
+        assert {f.split("/")[0] for f in fields if "/" in f} == set(results)
+    return group

@@ -64,6 +64,7 @@ rule posterior_cs:
         cs=lambda w: DATASETS[w.dataset]["star"],
     output:
         cs=f"{D}/inference/posterior.cs",
+        csg=f"{D}/inference/posterior.csg",
     log:
         f"{DLOG}/posterior_cs.log",
     benchmark:

@@ -1,13 +1,17 @@
 """Results back into cryoSPARC: a ``.cs`` export's rows with cryoflow's posterior fields added, written
-with cryosparc-tools' ``Dataset`` in the form cryoSPARC's "Import Result Group" and cryosparc-tools read."""
+with cryosparc-tools' ``Dataset``, and the ``.csg`` result-group file beside it that cryoSPARC's "Import Result
+Group" job opens: YAML naming, per result slot (``blob``, ``ctf``, ``cryoflow``…), the ``.cs`` that holds it
+(``>name``: beside the group file), its row count and its type (``particle.<slot>``)."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from cryosparc.dataset import Dataset
 
 from cryoflow.errors import InputError
@@ -44,3 +48,29 @@ def write_results(source_cs: str | Path, table: pd.DataFrame, path: str | Path) 
     with atomic_path(path) as tmp:
         out.save(str(tmp))
     return len(out)
+
+
+def write_result_group(cs_path: str | Path, path: str | Path, title: str) -> dict:
+    """Write the ``.csg`` result group of the particle ``.cs`` file ``cs_path`` (in the same folder) to
+    ``path``: one result per slot of its fields; returns the group as written."""
+    cs_path, path = Path(cs_path), Path(path)
+    if cs_path.parent.resolve() != path.parent.resolve():
+        raise ValueError(f"{path}: a result group's .cs files lie beside it ({cs_path} does not)")
+    dataset = Dataset.load(str(cs_path))
+    slots = dict.fromkeys(field.split("/", 1)[0] for field in dataset.fields() if "/" in field)
+    group = {
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "group": {
+            "description": f"{title} (cryoflow; posterior over θ in the cryoflow slot)",
+            "name": "particles",
+            "title": title,
+            "type": "particle",
+        },
+        "results": {
+            slot: {"metafile": f">{cs_path.name}", "num_items": len(dataset), "type": f"particle.{slot}"}
+            for slot in slots
+        },
+    }
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(group, sort_keys=False))
+    return group
