@@ -5,13 +5,10 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
-
-
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/config.smk"
+include: "workflow/rules/config.smk"  # config/config.yaml, checked
 include: "workflow/rules/common.smk"
 include: "workflow/rules/structure.smk"
 include: "workflow/rules/templates.smk"

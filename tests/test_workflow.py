@@ -58,6 +58,12 @@ def test_a_users_config_defines_exactly_its_datasets_and_a_project_folder_runs_w
     project = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert project.returncode == 0, project.stderr[-3000:]
     assert "results/demo/datasets/mine/" in project.stdout and "rule demo_particles:" not in project.stdout
+    # a YAML syntax error in the project's config names the file and the line (Snakemake's names neither)
+    (tmp_path / "config" / "config.yaml").write_text("seed: 1\nimage: {box_px: 32\n")
+    broken = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert broken.returncode != 0
+    output = broken.stdout + broken.stderr
+    assert f"{tmp_path}/config/config.yaml, line 3, column 1: not valid YAML" in output, output[-2000:]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Config: checked by cryoflow.workflow.configuration (schema defaults, files, cross-key rules). Included
-first: every other rule file reads the checked config."""
+"""Config: config/config.yaml (the working directory's) with the command line's over it, checked by
+cryoflow.workflow.configuration (schema defaults, files, cross-key rules). Included first: every other rule file
+reads the checked config."""
 
 import os
 import sys
@@ -16,7 +17,18 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 from cryoflow.errors import ConfigError  # noqa: E402
-from cryoflow.workflow import configuration, modelcard  # noqa: E402
+from cryoflow.workflow import configuration, modelcard, schema  # noqa: E402
+
+# its YAML read first, so a syntax error names the file and line (Snakemake's message names neither)
+if os.path.exists("config/config.yaml"):
+    try:
+        schema.read_config_file(os.path.abspath("config/config.yaml"))
+    except ConfigError as err:
+        raise WorkflowError(str(err))
+
+
+configfile: "config/config.yaml"
+
 
 try:
     configuration.load(config, workflow.config_settings.overwrite_config)

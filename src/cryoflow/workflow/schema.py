@@ -123,3 +123,21 @@ def likelihood_defaults(block: dict, path: str | Path = SCHEMA) -> dict:
     schema = full_schema(path)
     fill_defaults(schema["definitions"]["likelihood"], block, schema)
     return block
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A config file's YAML, or a ``ConfigError`` naming the file, the line and column, and what is wrong
+    there (Snakemake's own message names neither)."""
+    path = Path(path)
+    try:
+        value = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = "; ".join(str(part) for part in (err.context, err.problem) if part)
+        raise ConfigError(f"{path}{where}: not valid YAML ({what})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys to values, not a {type(value).__name__}")
+    return value or {}
