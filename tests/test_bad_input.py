@@ -210,6 +210,12 @@ def test_star_files_are_written_back_with_the_version_they_came_with(tmp_path, h
             },
             "train.condition_on_ctf: the model needs each particle's defocus",
         ),
+        # a pixel size off by orders of magnitude: resampling a 256 px particle to 4 Å would need 6 400 px
+        (
+            {"datasets.user.star": "STAR", "datasets.user.pixel_size_A": 100.0},
+            "datasets.user.pixel_size_A: particles of 100 Å pixels in 256 px boxes",
+        ),
+        ({"datasets.user.star": "BIGPIX"}, "datasets.user.star: particles of 280.6 Å pixels in 256 px boxes"),
         (
             {"train.processes": 3},
             "train.batch_size: 32 does not split evenly over 3 ranks (train.processes 3 × "
@@ -226,7 +232,8 @@ def test_cheap_checks_refuse_the_config(tmp_path, data_dir, change, message):
     shutil.copy(data_dir / "relion31.mrcs", tmp_path)
     star = tmp_path / "relion31.star"
     star.write_text((data_dir / "relion31.star").read_text())
-    change = {k: str(tmp_path / v) if v in ("NOTES", "STAR", "NODF") else v for k, v in change.items()}
+    (tmp_path / "BIGPIX").write_text(star.read_text().replace(" 2.806000 ", " 280.600000 "))  # optics group's
+    change = {k: str(tmp_path / v) if v in ("NOTES", "STAR", "NODF", "BIGPIX") else v for k, v in change.items()}
     change = {k: str(star) if v == str(tmp_path / "STAR") else v for k, v in change.items()}
     with pytest.raises(ConfigError) as refused:
         check_config(tmp_path, write_config(tmp_path, **change))

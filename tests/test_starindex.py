@@ -24,6 +24,7 @@ def test_relion31_index_matches_the_particle_table(relion_job):
     assert index.stack_names == [n.split("@", 1)[1] for n in table["rlnImageName"]]
     assert index.stacks() == ["Extract/job133/Micrographs/relion31.mrcs"]
     assert partition(index.groups) == partition(table["optics_group"])
+    assert index.pixel_sizes_A == tuple(sorted(set(table["pixel_size_A"])))  # from the optics block
 
 
 def test_groups_of_a_relion30_file_follow_its_pixel_sizes(tmp_path):
@@ -36,6 +37,8 @@ def test_groups_of_a_relion30_file_follow_its_pixel_sizes(tmp_path):
     assert partition(index.groups) == partition(particles.optics_groups(table)) == {(0, 2, 3), (1,)}
     assert index.stacks() == ["a.mrcs", "b.mrcs"]
     assert partition(starindex.index_star(star, pixel_size_A=1.0).groups) == {(0, 1, 2, 3)}
+    assert index.pixel_sizes_A == tuple(sorted(set(table["pixel_size_A"]))) == (1.4, 2.8)
+    assert starindex.index_star(star, pixel_size_A=1.0).pixel_sizes_A == (1.0,)
 
 
 def test_select_keeps_the_rows_the_particle_stage_keeps(tmp_path):
@@ -91,6 +94,7 @@ def test_a_cryosparc_export_indexes_like_the_particle_stage_reads_it(tmp_path):
     found = particles.load_particles(base["folder"] / "p.cs")
     assert index.stack_names == [n.split("@", 1)[1] for n in found.table["rlnImageName"]]
     assert partition(index.groups) == partition(found.table["optics_group"])
+    assert index.pixel_sizes_A == tuple(sorted(set(found.table["pixel_size_A"])))
     (tmp_path / "bad.cs").write_bytes(b"not numpy")
     with pytest.raises(InputError, match="bad.cs: not a cryoSPARC particle export"):
         starindex.index_cs(tmp_path / "bad.cs")

@@ -130,7 +130,11 @@ def dataset_index(name):
 def resolved_stacks(name):
     """Stack name as written → path, for every stack of a dataset (resolved once per run)."""
     return checked(
-        configuration.resolved_stacks, name, DATASETS[name], dataset_index(name)
+        configuration.resolved_stacks,
+        name,
+        DATASETS[name],
+        dataset_index(name),
+        config["image"]["pixel_size_A"],
     )
 
 

@@ -118,6 +118,7 @@ class DatasetIndex:
     stack_names: list[str]  # per selected particle
     groups: list[str]  # per selected particle
     columns: tuple[str, ...] = ()  # the particle table's columns (RELION names; a .cs file's own fields)
+    pixel_sizes_A: tuple[float, ...] = ()  # the selected particles' distinct pixel sizes (empty: not known here)
 
     def has_defocus(self) -> bool:
         """Whether each particle carries a fitted defocus (``_rlnDefocusU``, or ``ctf/df1_A`` of a .cs file)."""
@@ -133,7 +134,7 @@ class DatasetIndex:
 
 
 def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) -> DatasetIndex:
-    """Index a RELION STAR file (3.0, 3.1, 5) for the DAG: selected rows, their stacks and groups."""
+    """Index a RELION STAR file (3.0, 3.1, 5) for the DAG: selected rows, their stacks, groups and pixel sizes."""
     path = Path(path)
     names, rows = particle_loop(path)
     wanted = {IMAGE_NAME, OPTICS_GROUP, *(c.lstrip("_") for c in (select or {}))}
@@ -142,7 +143,41 @@ def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) 
     keep = select_rows(columns, len(rows), select, path)
     groups = group_labels(columns, len(rows), pixel_size_A)
     stacks = [name.split("@", 1)[1] if "@" in name else name for name in columns[IMAGE_NAME]]
-    return DatasetIndex(path, [stacks[i] for i in keep], [groups[i] for i in keep], tuple(names))
+    kept_groups = [groups[i] for i in keep]
+    pixels = (float(pixel_size_A),) if pixel_size_A else particle_pixel_sizes(path, columns, keep, kept_groups)
+    return DatasetIndex(path, [stacks[i] for i in keep], kept_groups, tuple(names), pixels)
+
+
+def particle_pixel_sizes(path: Path, columns: dict[str, list[str]], keep: list[int], groups: list[str]):
+    """The distinct pixel sizes (Å) of the kept particles, read as ``particles.particle_table`` reads them:
+    the particle columns, else the optics groups' ``_rlnImagePixelSize``; () where not readable here (the
+    particle stage then names what is missing)."""
+
+    def distinct(values):
+        try:
+            return tuple(sorted({float(v) for v in values}))
+        except ValueError:
+            return ()
+
+    for names in PIXEL_COLUMNS:
+        if all(c in columns for c in names):
+            if len(names) == 1:
+                return distinct(columns[names[0]][i] for i in keep)
+            detector, magnification = (columns[c] for c in names)
+            try:
+                return tuple(sorted({float(detector[i]) * 1e4 / float(magnification[i]) for i in keep}))
+            except (ValueError, ZeroDivisionError):
+                return ()
+    optics = loop_blocks(path).get("optics")
+    if optics is None or "rlnImagePixelSize" not in optics[0]:
+        return ()
+    names, rows = optics
+    pixel = names.index("rlnImagePixelSize")
+    if OPTICS_GROUP not in names:
+        return distinct(row[pixel] for row in rows)
+    group = names.index(OPTICS_GROUP)
+    used = set(groups) if OPTICS_GROUP in columns else {row[group] for row in rows}
+    return distinct(row[pixel] for row in rows if row[group] in used)
 
 
 def index_cs(path: str | Path) -> DatasetIndex | None:
@@ -162,7 +197,8 @@ def index_cs(path: str | Path) -> DatasetIndex | None:
         raise InputError(f"{path}: not a cryoSPARC particle export with blob/path ({err})") from err
     names = records.dtype.names or ()
     groups = records["ctf/exp_group_id"].astype(int).astype(str) if "ctf/exp_group_id" in names else ["1"] * len(stacks)
-    return DatasetIndex(path, [s[1:] if s.startswith(">") else s for s in stacks], list(groups), tuple(names))
+    pixels = tuple(float(p) for p in np.unique(records["blob/psize_A"])) if "blob/psize_A" in names else ()
+    return DatasetIndex(path, [s[1:] if s.startswith(">") else s for s in stacks], list(groups), tuple(names), pixels)
 
 
 def shard_rows(n: int, n_shards: int) -> list[range]:
@@ -247,23 +283,33 @@ def index_micrographs(path: str | Path, datadir: str | Path | None = None) -> li
 MRC_MODE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
 
 
+def mrc_header(path: str | Path) -> tuple[int, int, int, int, int] | None:
+    """(nx, ny, nz, mode, extended-header bytes) of an MRC file, None where the header is not understood
+    here; the machine stamp aside, the sizes read sensibly in one byte order."""
+    with open(path, "rb") as handle:
+        header = handle.read(1024)
+    if len(header) < 1024:
+        return None
+    for order in "<>":
+        nx, ny, nz, mode = struct.unpack(order + "4i", header[:16])
+        extended = struct.unpack(order + "i", header[92:96])[0]
+        if mode in MRC_MODE_BYTES and min(nx, ny, nz) > 0 and extended >= 0:
+            return nx, ny, nz, mode, extended
+    return None
+
+
 def mrc_truncation(path: str | Path) -> str | None:
     """Why an MRC file is shorter than its header says (None when it is whole or the header is not
     understood here): a truncated copy is refused when the DAG is built, not by the job that reads it."""
     path = Path(path)
-    with open(path, "rb") as handle:
-        header = handle.read(1024)
-    if len(header) < 1024:
-        return f"{path}: {len(header)} bytes, shorter than an MRC header (1 024)"
-    for order in "<>":  # the machine stamp aside, the sizes read sensibly in one byte order
-        nx, ny, nz, mode = struct.unpack(order + "4i", header[:16])
-        extended = struct.unpack(order + "i", header[92:96])[0]
-        if mode in MRC_MODE_BYTES and min(nx, ny, nz) > 0 and extended >= 0:
-            break
-    else:
-        return None
-    expected = 1024 + extended + nx * ny * nz * MRC_MODE_BYTES[mode]
     size = path.stat().st_size
+    if size < 1024:
+        return f"{path}: {size} bytes, shorter than an MRC header (1 024)"
+    header = mrc_header(path)
+    if header is None:
+        return None
+    nx, ny, nz, mode, extended = header
+    expected = 1024 + extended + nx * ny * nz * MRC_MODE_BYTES[mode]
     if size < expected:
         return f"{path}: {size} bytes, but its header ({nx} × {ny} × {nz}, mode {mode}) needs {expected}: truncated"
     return None

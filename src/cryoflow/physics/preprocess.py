@@ -25,12 +25,12 @@ from cryoflow.io.fileio import atomic_path
 from cryoflow.io.particles import IMAGE_NAME, ParticleSource
 from cryoflow.logs import Progress
 from cryoflow.physics import whitening
+from cryoflow.workflow.gridcheck import MAX_RESAMPLED_PX, resampled_box_px
 
 log = logging.getLogger(__name__)
 
 
 PIXEL_TOLERANCE = 1e-3  # resampled pixel sizes land within 0.1 % of the training pixel size
-MAX_RESAMPLED_PX = 4096  # a particle resampled beyond this box (64 MiB per float32 image) is a pixel-size mistake
 
 
 def resampling_plan(box_in: int, pixel_in_A: float, pixel_out_A: float) -> tuple[int, int]:
@@ -41,7 +41,7 @@ def resampling_plan(box_in: int, pixel_in_A: float, pixel_out_A: float) -> tuple
     sizes relate (0.89 Å × 30 px → 16 px would give 1.669 Å for 1.78; padded to 32 px it gives 1.78).
     """
     ratio = pixel_out_A / pixel_in_A
-    n_out = max(2, 2 * int(np.ceil(box_in / ratio / 2 - 1e-9)))
+    n_out = resampled_box_px(box_in, pixel_in_A, pixel_out_A)
     if n_out > MAX_RESAMPLED_PX:  # before any allocation: a pixel size off by orders of magnitude
         raise InputError(
             f"resampling a {box_in} px particle of {pixel_in_A:g} Å pixels to the training pixel size "

@@ -279,12 +279,20 @@ def dataset_index(name: str, ds: dict, cfg: dict) -> starindex.DatasetIndex | No
     return index
 
 
-def resolved_stacks(name: str, ds: dict, index: starindex.DatasetIndex) -> dict[str, str]:
-    """Stack name as written → path, for every stack of a dataset."""
+def resolved_stacks(name: str, ds: dict, index: starindex.DatasetIndex, pixel_size_A: float) -> dict[str, str]:
+    """Stack name as written → path, for every stack of a dataset; the first stack's box, resampled from the
+    particles' pixel sizes to the training's (``pixel_size_A``), checked to fit in memory."""
     try:
-        return {stack: str(starindex.resolve_stack_path(stack, ds["star"], ds["datadir"])) for stack in index.stacks()}
+        paths = {stack: str(starindex.resolve_stack_path(stack, ds["star"], ds["datadir"])) for stack in index.stacks()}
     except InputError as err:
         raise ConfigError(f"datasets.{name}: {err}") from None
+    header = starindex.mrc_header(next(iter(paths.values()))) if paths else None
+    if header is not None:
+        key = f"datasets.{name}.pixel_size_A" if ds["pixel_size_A"] else f"datasets.{name}.star"
+        problems = gridcheck.resampling_problems(key, header[0], index.pixel_sizes_A, pixel_size_A, str(ds["star"]))
+        if problems:
+            raise ConfigError(problems[0])
+    return paths
 
 
 def micrograph_files(name: str, ms: dict) -> list[str] | None:

@@ -9,6 +9,30 @@ from __future__ import annotations
 
 import math
 
+MAX_RESAMPLED_PX = 4096  # a particle resampled beyond this box (64 MiB per float32 image) is a pixel-size mistake
+
+
+def resampled_box_px(box_in: int, pixel_in_A: float, pixel_out_A: float) -> int:
+    """The even box (px) a ``box_in`` particle of ``pixel_in_A`` pixels takes at the training pixel size,
+    before the centre crop to the training box (``physics.preprocess.resampling_plan``'s N')."""
+    return max(2, 2 * math.ceil(box_in * pixel_in_A / pixel_out_A / 2 - 1e-9))
+
+
+def resampling_problems(key: str, box_in: int, pixel_sizes_A, pixel_out_A: float, where: str) -> list[str]:
+    """A particle box whose resampling to the training pixel size would need more than ``MAX_RESAMPLED_PX``
+    pixels a side: the particles' pixel size (``key``) or the training's is off by orders of magnitude."""
+    problems = []
+    for pixel in pixel_sizes_A:
+        need = resampled_box_px(box_in, pixel, pixel_out_A)
+        if need > MAX_RESAMPLED_PX:
+            problems.append(
+                f"{key}: particles of {pixel:g} Å pixels in {box_in} px boxes ({where}) resampled to the training "
+                f"pixel size image.pixel_size_A = {pixel_out_A:g} Å need {need} × {need} pixels per image (over "
+                f"{MAX_RESAMPLED_PX}): check both pixel sizes; at most "
+                f"{MAX_RESAMPLED_PX * pixel_out_A / box_in:.4g} Å fits"
+            )
+    return problems
+
 
 def span_A(positions) -> float:
     """A lower bound of the largest distance between two CA atoms (two farthest-point sweeps, exact for most
