@@ -124,7 +124,9 @@ def test_sum_over_a_discrete_pose_set_is_exact(adk_simulator):
 
 def test_shift_and_defocus_refinement_converges_to_a_dense_grid(adk_ca):
     """Off-grid shifts and defocus at SNR 0.5, poses from a discrete set (orientations exact): a coarse 3 × 3
-    shift, 4-defocus grid is off by nats, its local refinement matches a dense 31 × 31, 48-defocus grid."""
+    shift, 4-defocus grid is off by nats, its local refinement matches a dense 31 × 31, 48-defocus grid for
+    every template: each template's own heaviest cells are split (with only the image's heaviest 4 per level,
+    the templates that fit less well were off by 0.54 nats)."""
     coords = torch.as_tensor(adk_ca.getCoords(), dtype=torch.float32)
     centre = coords.mean(0)
     templates = torch.stack([centre + (coords - centre) * (1 + 0.06 * k) for k in (-1, 0, 1)])
@@ -149,7 +151,7 @@ def test_shift_and_defocus_refinement_converges_to_a_dense_grid(adk_ca):
         return engine.log_likelihood(images)["log_likelihood"]
 
     coarse = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=0)
-    refined = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=6, nuisance_refine_top=16)
+    refined = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=6, nuisance_refine_top=4)
     dense = log_l(shift_points=31, defocus_points=48, nuisance_refine_levels=0)
     assert np.abs(coarse - dense).max() > 1.0  # the coarse grid alone is far off
     assert np.abs(refined - dense).max() < 0.15, np.abs(refined - dense)

@@ -27,8 +27,8 @@ their priors (all priors are uniform), and log-sum-exp'd:
 * defocus, B-factor and bead width: a midpoint grid over each prior, or the
   values an image was simulated with, or those its STAR row gives
   (``known``).
-* then, per image, the shift × defocus cells that hold most of the image's
-  mass are split into halves along each dimension they span,
+* then, per image, the shift × defocus cells that hold most of each
+  template's mass are split into halves along each dimension they span,
   ``nuisance_refine_levels`` times (``cryoflow.sbi.likelihood_rows``), before
   the orientation refinement runs on them.
 
@@ -53,7 +53,7 @@ from cryoflow.physics.simulator import Simulator
 from cryoflow.physics.so3 import children, euler_matrices, so3_cells
 from cryoflow.physics.theta import bounds
 from cryoflow.sbi import gridsize
-from cryoflow.sbi.likelihood_rows import Rows, midpoints, split_rows
+from cryoflow.sbi.likelihood_rows import Rows, heaviest_rows, midpoints, split_rows
 
 LOG_8 = math.log(8.0)
 KNOWABLE = ("ctf", "b_factor", "bead_sigma")
@@ -366,7 +366,7 @@ class ExplicitLikelihood:
         return log_l, log_w
 
     def refine_nuisances(self, spectrum, co, coo, cells, filters, rows, log_l, log_w):
-        """Split the shift × defocus cells that hold most of the image's mass, ``nuisance_refine_levels``
+        """Split the shift × defocus cells that hold most of each template's mass, ``nuisance_refine_levels``
         times: each into four shift quarters and two defocus halves (where they vary), the parent's weight
         shared. Measured on the ``nuisance_cells`` coarse orientation cells that hold most of any template's
         mass, which are then evaluated on the refined cells (the others, negligible in the sums, keep the coarse
@@ -380,9 +380,7 @@ class ExplicitLikelihood:
         for _ in range(s.nuisance_refine_levels):
             left = self.image_rows(spectrum, filters, rows)
             per_row = self.row_evidence(left, co, coo, filters, rows, spectra, reduce=False)
-            mass = torch.logsumexp(per_row + column_w[None, :], dim=1).cpu() + rows.log_w
-            mass[(rows.half_width == 0).all(dim=1)] = -math.inf  # nothing to split
-            chosen = torch.topk(mass, min(s.nuisance_refine_top, int(torch.isfinite(mass).sum()))).indices
+            chosen = heaviest_rows(per_row + column_w[None, :], rows, t, s.nuisance_refine_top)
             rows, cells = split_rows(rows, chosen, cells)
             if len(cells) > len(filters):
                 filters = torch.cat([filters, torch.stack([self.filter_of(c) for c in cells[len(filters) :]])])

@@ -59,6 +59,17 @@ def split_rows(rows: Rows, chosen: torch.Tensor, cells: list[dict]) -> tuple[Row
     return Rows(**{key: torch.cat(value) for key, value in parts.items()}), cells
 
 
+def heaviest_rows(per_row: torch.Tensor, rows: Rows, n_templates: int, top: int) -> torch.Tensor:
+    """The shift × defocus rows to split: the union over templates of the ``top`` rows holding most of each
+    template's mass (``per_row`` (R, T·A): each row's weighted log-likelihood per template-major column), those
+    with nothing left to split excepted. Each template's own best shifts and defoci are refined, not only the
+    image's overall best, which a light template's may not share."""
+    mass = torch.logsumexp(per_row.reshape(len(per_row), n_templates, -1), dim=2).cpu() + rows.log_w[:, None]
+    mass[(rows.half_width == 0).all(dim=1)] = -math.inf  # nothing to split
+    top = min(top, int(torch.isfinite(mass[:, 0]).sum()))
+    return torch.unique(torch.topk(mass, top, dim=0).indices)
+
+
 def midpoints(low: float, high: float, n: int) -> np.ndarray:
     """``n`` midpoints of equal cells of [low, high] (one point where low == high)."""
     if high <= low or n <= 1:
