@@ -27,19 +27,11 @@ from cryoflow.analysis import diagnostics, predictive  # noqa: E402
 from cryoflow.ensemble import templates  # noqa: E402
 from cryoflow.io import structure  # noqa: E402
 from cryoflow.physics import theta  # noqa: E402
+from cryoflow.physics.ctf import RECORDED_CTF  # noqa: E402
 from cryoflow.sbi import inference, models  # noqa: E402
 from cryoflow.workflow import pipeline  # noqa: E402
 
 PERMUTATIONS = 1000  # the smallest p-value is 1/1001, and 2/1001 for the check's combined p
-CTF_KEYS = [
-    "defocus_u_A",
-    "defocus_v_A",
-    "astigmatism_angle_deg",
-    "phase_shift_deg",
-    "voltage_kV",
-    "cs_mm",
-    "amplitude_contrast",
-]
 
 
 def main():
@@ -125,7 +117,7 @@ def main():
         with torch.no_grad():
             images = source.simulate(truth, generator, nuisance).numpy()
         images = -images if case.get("flip") else images
-        ctf = {key: nuisance[key].numpy().copy() for key in CTF_KEYS}
+        ctf = {key: nuisance[key].numpy().copy() for key in RECORDED_CTF}
         if case.get("recorded"):
             for key in ("defocus_u_A", "defocus_v_A"):
                 ctf[key] = ctf[key] * case["recorded"]

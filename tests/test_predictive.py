@@ -13,20 +13,12 @@ import torch
 from conftest import train_settings
 
 from cryoflow.analysis import diagnostics, predictive
+from cryoflow.physics.ctf import RECORDED_CTF
 from cryoflow.physics.projection import AtomTemplates
 from cryoflow.physics.simulator import Priors, Simulator
 from cryoflow.sbi import inference, models, training
 
 pytestmark = pytest.mark.slow
-CTF_KEYS = [
-    "defocus_u_A",
-    "defocus_v_A",
-    "astigmatism_angle_deg",
-    "phase_shift_deg",
-    "voltage_kV",
-    "cs_mm",
-    "amplitude_contrast",
-]
 N = 400
 THETA = torch.linspace(-4.0, 4.0, 9)
 
@@ -71,7 +63,7 @@ def run(trained, particles_from, seed=0, flip=False, recorded=None, theta=None):
     with torch.no_grad():
         images = particles_from.simulate(truth, generator, nuisance).numpy()
     images = -images if flip else images
-    ctf = {key: nuisance[key].numpy().copy() for key in CTF_KEYS}
+    ctf = {key: nuisance[key].numpy().copy() for key in RECORDED_CTF}
     ctf.update(recorded(ctf) if recorded else {})  # what the particles' STAR rows say
     post = inference.posterior_batches(
         model, inference.batched(images, 100), N, grid_points=128, n_samples=100, seed=seed
@@ -202,7 +194,7 @@ def test_predictive_noise_reproduces_the_particles_signal_biased_noise_estimate(
     radial_true = 1.0 + 3.0 / (1.0 + (np.arange(17) / 96.0 * 30.0) ** 2)  # at radius r px: s = r / (32 · 3 Å)
     assert measured[1] / measured[12] > 1.05 * radial_true[1] / radial_true[12]  # the bias is there
 
-    ctf = {key: nuisance[key].numpy() for key in CTF_KEYS}
+    ctf = {key: nuisance[key].numpy() for key in RECORDED_CTF}
     pps = predictive.PredictiveSimulator(simulator, measured, whitened=True, noise_mask_radius_px=radius_px)
     before = predictive.spectral_test(
         particles, pps.images(theta, pps.nuisance(n, ctf, generator), nuisance["snr"], generator), 200, 0

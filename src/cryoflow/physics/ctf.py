@@ -71,6 +71,7 @@ CTF_PARAMETERS = (
     "phase_shift_deg",
     "b_factor_A2",
 )
+RECORDED_CTF = CTF_PARAMETERS[:-1]  # what a particle's STAR row or .cs record gives (no B-factor)
 
 
 def per_image_ctf(s_y: torch.Tensor, s_x: torch.Tensor, nuisance: dict) -> torch.Tensor:

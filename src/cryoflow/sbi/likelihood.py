@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from cryoflow.logs import Progress
-from cryoflow.physics.ctf import ctf, fourier_frequencies
+from cryoflow.physics.ctf import RECORDED_CTF, ctf, fourier_frequencies
 from cryoflow.physics.projection import VolumeTemplates, shift_phase
 from cryoflow.physics.simulator import Simulator
 from cryoflow.physics.so3 import children, euler_matrices, so3_cells
@@ -206,35 +206,13 @@ class ExplicitLikelihood:
             return float(nuisance[key][index])
 
         if "ctf" in known:
-            keys = (
-                "defocus_u_A",
-                "defocus_v_A",
-                "astigmatism_angle_deg",
-                "phase_shift_deg",
-                "voltage_kV",
-                "cs_mm",
-                "amplitude_contrast",
-            )
-            ctf_cells = [(tuple(value(k) for k in keys), 0.0)]
+            ctf_cells = [(tuple(value(k) for k in RECORDED_CTF), 0.0)]
         else:
             g = p.optics[0]
             n_defocus = s.defocus_points if gridsize.varies(p.defocus_range_A) else 1
             half_width = 0.5 * (p.defocus_range_A[1] - p.defocus_range_A[0]) / n_defocus
-            ctf_cells = [
-                (
-                    (
-                        d,
-                        d,
-                        0.0,
-                        float(p.phase_shift_range_deg[0]),
-                        g["voltage_kV"],
-                        g["cs_mm"],
-                        g["amplitude_contrast"],
-                    ),
-                    half_width,
-                )
-                for d in midpoints(*p.defocus_range_A, s.defocus_points)
-            ]
+            rest = (g["voltage_kV"], g["cs_mm"], g["amplitude_contrast"], float(p.phase_shift_range_deg[0]))
+            ctf_cells = [((d, d, 0.0, *rest), half_width) for d in midpoints(*p.defocus_range_A, s.defocus_points)]
         b_values = [value("b_factor_A2")] if "b_factor" in known else midpoints(*p.b_factor_range_A2, s.b_factor_points)
         sigmas = (
             [value("bead_sigma_A")] if "bead_sigma" in known else midpoints(*p.bead_sigma_range_A, s.bead_sigma_points)
@@ -248,8 +226,7 @@ class ExplicitLikelihood:
 
     def filter_of(self, cell: dict) -> torch.Tensor:
         """A nuisance state's filter (K,): CTF × B-factor envelope × extra bead blur."""
-        du, dv, angle, phase, kv, cs, amp = cell["ctf"]
-        base = ctf(self.s_y, self.s_x, du, dv, angle, kv, cs, amp, phase, cell["b"])
+        base = ctf(self.s_y, self.s_x, *cell["ctf"], cell["b"])  # cell["ctf"]: the RECORDED_CTF values
         extra = 0.0 if self.blur_base is None else max(cell["sigma"] ** 2 - self.blur_base**2, 0.0)
         return (base * torch.exp(-2 * math.pi**2 * extra * (self.s_x**2 + self.s_y**2))).reshape(-1)
 
