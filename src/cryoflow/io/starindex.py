@@ -8,8 +8,10 @@ reruns those jobs and nothing else. The rule scripts take their row choices
 so the DAG and the jobs agree row for row.
 
 Only what the DAG needs is parsed: the particle loop's image names, optics
-group (or pixel-size) columns and the columns ``select`` filters on. A STAR
-file naming 10 000 stacks indexes in well under a second.
+group (or pixel-size) columns and the columns ``select`` filters on, the
+optics block's pixel sizes (to refuse a resampling that cannot fit in
+memory), and MRC headers. A STAR file naming 10 000 stacks indexes in well
+under a second.
 """
 
 from __future__ import annotations
