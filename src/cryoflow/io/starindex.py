@@ -64,9 +64,10 @@ def loop_blocks(path: str | Path) -> dict[str, tuple[list[str], list[list[str]]]
     return blocks
 
 
-def particle_loop(path: str | Path) -> tuple[list[str], list[list[str]]]:
-    """The loop holding the particles: ``particles``, ``images`` or the first with ``_rlnImageName``."""
-    blocks = loop_blocks(path)
+def particle_loop(path: str | Path, blocks: dict | None = None) -> tuple[list[str], list[list[str]]]:
+    """The loop holding the particles: ``particles``, ``images`` or the first with ``_rlnImageName`` (of
+    ``blocks``, the file's ``loop_blocks``, where already read)."""
+    blocks = loop_blocks(path) if blocks is None else blocks
     for name in ("particles", "images", *blocks):
         if name in blocks and IMAGE_NAME in blocks[name][0]:
             return blocks[name]
@@ -138,7 +139,8 @@ class DatasetIndex:
 def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) -> DatasetIndex:
     """Index a RELION STAR file (3.0, 3.1, 5) for the DAG: selected rows, their stacks, groups and pixel sizes."""
     path = Path(path)
-    names, rows = particle_loop(path)
+    blocks = loop_blocks(path)
+    names, rows = particle_loop(path, blocks)
     wanted = {IMAGE_NAME, OPTICS_GROUP, *(c.lstrip("_") for c in (select or {}))}
     wanted |= {c for group in PIXEL_COLUMNS for c in group}
     columns = {c: [row[i] for row in rows] for i, c in enumerate(names) if c in wanted}
@@ -146,14 +148,14 @@ def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) 
     groups = group_labels(columns, len(rows), pixel_size_A)
     stacks = [name.split("@", 1)[1] if "@" in name else name for name in columns[IMAGE_NAME]]
     kept_groups = [groups[i] for i in keep]
-    pixels = (float(pixel_size_A),) if pixel_size_A else particle_pixel_sizes(path, columns, keep, kept_groups)
+    pixels = (float(pixel_size_A),) if pixel_size_A else particle_pixel_sizes(blocks, columns, keep, kept_groups)
     return DatasetIndex(path, [stacks[i] for i in keep], kept_groups, tuple(names), pixels)
 
 
-def particle_pixel_sizes(path: Path, columns: dict[str, list[str]], keep: list[int], groups: list[str]):
+def particle_pixel_sizes(blocks: dict, columns: dict[str, list[str]], keep: list[int], groups: list[str]):
     """The distinct pixel sizes (Å) of the kept particles, read as ``particles.particle_table`` reads them:
-    the particle columns, else the optics groups' ``_rlnImagePixelSize``; () where not readable here (the
-    particle stage then names what is missing)."""
+    the particle columns, else the optics groups' ``_rlnImagePixelSize`` (``blocks``: the file's
+    ``loop_blocks``); () where not readable here (the particle stage then names what is missing)."""
 
     def distinct(values):
         try:
@@ -170,7 +172,7 @@ def particle_pixel_sizes(path: Path, columns: dict[str, list[str]], keep: list[i
                 return tuple(sorted({float(detector[i]) * 1e4 / float(magnification[i]) for i in keep}))
             except (ValueError, ZeroDivisionError):
                 return ()
-    optics = loop_blocks(path).get("optics")
+    optics = blocks.get("optics")
     if optics is None or "rlnImagePixelSize" not in optics[0]:
         return ()
     names, rows = optics
