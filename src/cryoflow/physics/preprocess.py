@@ -25,7 +25,7 @@ from cryoflow.io.fileio import atomic_path
 from cryoflow.io.particles import IMAGE_NAME, ParticleSource
 from cryoflow.logs import Progress
 from cryoflow.physics import whitening
-from cryoflow.workflow.gridcheck import MAX_RESAMPLED_PX, resampled_box_px
+from cryoflow.physics.boxsize import MAX_RESAMPLED_PX, resampled_box_px
 
 log = logging.getLogger(__name__)
 
