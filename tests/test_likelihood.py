@@ -12,7 +12,7 @@ from scipy import integrate, special
 from cryoflow.physics import so3
 from cryoflow.physics.projection import AtomTemplates
 from cryoflow.physics.simulator import Priors, Simulator, uniform_rotations
-from cryoflow.sbi import likelihood, reference
+from cryoflow.sbi import gridsize, likelihood, reference
 
 
 def grid(**overrides) -> likelihood.GridSettings:
@@ -148,11 +148,17 @@ def test_shift_and_defocus_refinement_converges_to_a_dense_grid(adk_ca):
 
     def log_l(**grids):
         engine = likelihood.ExplicitLikelihood(sim, grid(refine_levels=0, **grids), rotations=rotations)
-        return engine.log_likelihood(images)["log_likelihood"]
+        found = engine.log_likelihood(images)
+        # the memory estimate's bound on the rows the refinement makes holds
+        rows = engine.n_nuisance() * len(engine.shifts_A)
+        bound = gridsize.refined_rows(rows, 3, grids["nuisance_refine_top"], grids["nuisance_refine_levels"])
+        assert (found["n_rows"] <= bound).all(), (found["n_rows"], bound)
+        return found["log_likelihood"], found["n_rows"]
 
-    coarse = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=0)
-    refined = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=6, nuisance_refine_top=4)
-    dense = log_l(shift_points=31, defocus_points=48, nuisance_refine_levels=0)
+    coarse, rows_coarse = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=0, nuisance_refine_top=4)
+    refined, rows = log_l(shift_points=3, defocus_points=4, nuisance_refine_levels=6, nuisance_refine_top=4)
+    dense, _ = log_l(shift_points=31, defocus_points=48, nuisance_refine_levels=0, nuisance_refine_top=4)
+    assert (rows > rows_coarse).all()  # the refinement split cells
     assert np.abs(coarse - dense).max() > 1.0  # the coarse grid alone is far off
     assert np.abs(refined - dense).max() < 0.15, np.abs(refined - dense)
 

@@ -13,12 +13,24 @@ import math
 MODES = {"marginalized": (), "ctf_known": ("ctf",)}
 
 
-def estimated_bytes(box_px: int, n_templates: int, n_orientations: int, n_rows: int) -> int:
-    """Peak float32 memory of the coarse projections (2K × T·R) and one image's products (rows × 2K, rows ×
-    4 096 columns), K = box·(box/2 + 1) Fourier coefficients, rows = nuisance × shift grid points."""
+def refined_rows(n_rows: int, n_templates: int, nuisance_refine_top: int, nuisance_refine_levels: int) -> int:
+    """At most the shift × nuisance rows after the local shift and defocus refinement: each level splits up to
+    ``nuisance_refine_top`` rows per template into eight (shift quarters × defocus halves)."""
+    return n_rows + 7 * n_templates * nuisance_refine_top * nuisance_refine_levels
+
+
+def estimated_bytes(
+    box_px: int, n_templates: int, n_orientations: int, n_rows: int, refine_top: int = 0, refined: int | None = None
+) -> int:
+    """Peak float32 memory of the coarse projections (2K × T·O), the projections of one orientation refinement
+    level (2K × T·8·``refine_top``) and one image's products (rows × 2K, rows × 4 096 columns),
+    K = box·(box/2 + 1) Fourier coefficients; ``refined`` rows after the shift and defocus refinement
+    (``refined_rows``; ``n_rows``, the shift × nuisance grid points, without it)."""
     k = box_px * (box_px // 2 + 1)
     m = n_templates * n_orientations
-    return 4 * (2 * k * m + 2 * n_rows * k + 3 * n_rows * min(m, 4096))
+    rows = max(n_rows, refined or 0)
+    columns = max(min(m, 4096), min(8 * n_templates * refine_top, 4096))
+    return 4 * (2 * k * (m + 8 * n_templates * refine_top) + 2 * rows * k + 3 * rows * columns)
 
 
 def varies(pair) -> bool:
@@ -60,7 +72,9 @@ def likelihood_problems(cfg: dict, where: str, config: dict) -> list[str]:
         rows = shifts * n_nuisance(
             cfg, known, sim["defocus_range_A"], sim["b_factor_range_A2"], bead_range(sim["bead_sigma_A"])
         )
-        need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows) / 2**30
+        refined = refined_rows(rows, n_templates, cfg["nuisance_refine_top"], cfg["nuisance_refine_levels"])
+        need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows, cfg["refine_top"], refined)
+        need /= 2**30
         if need > cfg["max_memory_gb"]:
             problems.append(
                 f"{where}.max_memory_gb: the {mode} grids need about {need:.1f} GiB (box {image['box_px']}, "

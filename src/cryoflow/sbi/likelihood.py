@@ -162,8 +162,17 @@ class ExplicitLikelihood:
         )
 
     def estimated_bytes(self) -> int:
+        s = self.settings
         rows = self.n_nuisance() * len(self.shifts_A)
-        return gridsize.estimated_bytes(self.box, self.n_templates, len(self.coarse_rotations), rows)
+        refined = gridsize.refined_rows(rows, self.n_templates, s.nuisance_refine_top, s.nuisance_refine_levels)
+        return gridsize.estimated_bytes(
+            self.box,
+            self.n_templates,
+            len(self.coarse_rotations),
+            rows,
+            s.refine_top if s.refine_levels else 0,
+            refined,
+        )
 
     def check_memory(self) -> None:
         need = self.estimated_bytes() / 2**30
@@ -284,13 +293,14 @@ class ExplicitLikelihood:
     def log_likelihood(self, images, nuisance: dict | None = None, label: str = "likelihood") -> dict:
         """Per-template log-likelihoods (B, T) of images (B, box, box); ``nuisance`` holds the known values.
 
-        Also returns ``log_likelihood_coarse`` (before any refinement) and ``n_cells`` per image.
+        Also returns ``log_likelihood_coarse`` (before any refinement), and per image ``n_cells`` (orientation
+        cells per template) and ``n_rows`` (shift × nuisance cells) summed over after the refinements.
         """
         if self.settings.known and nuisance is None:
             raise LikelihoodError(f"likelihood.known {list(self.settings.known)} needs each image's values")
         images = torch.as_tensor(np.asarray(images), dtype=torch.float32, device=self.device)
         t = self.n_templates
-        results, coarse_results, n_cells = [], [], []
+        results, coarse_results, n_cells, n_rows = [], [], [], []
         progress = Progress(len(images), label, unit="images")
         for b in range(len(images)):
             cells = self.nuisance_cells(nuisance, b)
@@ -308,11 +318,13 @@ class ExplicitLikelihood:
                 log_l, log_w = self.refine(left, co, coo, filters, rows, log_l, log_w)
             results.append(torch.logsumexp(log_l + log_w, dim=1))
             n_cells.append(log_l.shape[1])
+            n_rows.append(len(rows.cell))
             progress.update(1)
         return {
             "log_likelihood": torch.stack(results).cpu().numpy(),
             "log_likelihood_coarse": torch.stack(coarse_results).cpu().numpy(),
             "n_cells": np.array(n_cells),
+            "n_rows": np.array(n_rows),
         }
 
     def refine(self, left, co, coo, filters, rows, log_l, log_w):
