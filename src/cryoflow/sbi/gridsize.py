@@ -73,8 +73,8 @@ def likelihood_problems(cfg: dict, where: str, config: dict) -> list[str]:
             cfg, known, sim["defocus_range_A"], sim["b_factor_range_A2"], bead_range(sim["bead_sigma_A"])
         )
         refined = refined_rows(rows, n_templates, cfg["nuisance_refine_top"], cfg["nuisance_refine_levels"])
-        need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows, cfg["refine_top"], refined)
-        need /= 2**30
+        top = cfg["refine_top"] if cfg["refine_levels"] else 0
+        need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows, top, refined) / 2**30
         if need > cfg["max_memory_gb"]:
             problems.append(
                 f"{where}.max_memory_gb: the {mode} grids need about {need:.1f} GiB (box {image['box_px']}, "
