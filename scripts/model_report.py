@@ -22,6 +22,12 @@ pits = [
 ks_pvalues = [numbers["sbc_ks_pvalue" + theta.suffix(d, n_dims)] for d in range(n_dims)]
 if hasattr(snakemake.input, "likelihood"):  # the explicit-likelihood reference on the same fixed-SNR images
     numbers["likelihood_reference"] = diagnostics.likelihood_comparison(dict(np.load(snakemake.input.likelihood)))
+card = json.loads(open(snakemake.input.card).read())
+snr_range = card.get("priors", {}).get("snr_range")  # the SNR prior the estimator was trained on
+if snr_range:
+    fixed = numbers["fixed_snr"] + numbers.get("likelihood_reference", [])
+    for warning in diagnostics.mark_training_snr(fixed, snr_range):
+        log.warning("%s", warning)
 figures.plot_calibration(
     diagnostics.CREDIBILITY_LEVELS,
     coverage,
@@ -43,7 +49,6 @@ for entry in numbers.get("likelihood_reference", ()):
     )
 ensemble = np.load(snakemake.input.ensemble)
 figures.plot_ensemble(ensemble["theta_A"], ensemble["rmsd_A"], snakemake.output.ensemble)
-card = json.loads(open(snakemake.input.card).read())
 numbers["model"] = {
     "name": card.get("name"),
     "card": snakemake.input.card,

@@ -226,3 +226,7 @@ def test_fixed_snr_accuracy_is_the_68th_percentile_of_the_error():
         assert entry["p68_error_sample_A"] == pytest.approx(0.994 * sigma * np.sqrt(2), rel=0.03)
         assert entry["p68_error_mean_A"] == pytest.approx(0.994 * sigma, rel=0.03)
         assert entry["mean_std_A"] == sigma
+    # the demo trains on SNR 0.1–2: the SNR 0.01 set is outside its prior, flagged and warned about once
+    warnings = diagnostics.mark_training_snr(found, [0.1, 2.0])
+    assert [entry["within_training_snr"] for entry in found] == [True, False]
+    assert len(warnings) == 1 and "fixed SNR 0.01 lies outside the training prior" in warnings[0]

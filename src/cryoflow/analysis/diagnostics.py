@@ -251,6 +251,24 @@ def particle_output_accuracy(p_particles: np.ndarray, p_junk: np.ndarray, junk_k
     return out
 
 
+def mark_training_snr(entries: list[dict], snr_range) -> list[str]:
+    """Mark each fixed-SNR entry (``fixed_snr_accuracy``'s or ``likelihood_comparison``'s) with
+    ``within_training_snr``: whether its SNR lies inside the prior the estimator was trained on. Outside it the
+    estimator extrapolates and its numbers say nothing of the method (the exact posterior needs no SNR prior).
+    Returns one warning per SNR outside."""
+    low, high = (float(v) for v in snr_range)
+    outside = []
+    for entry in entries:
+        entry["within_training_snr"] = bool(low * (1 - 1e-9) <= entry["snr"] <= high * (1 + 1e-9))
+        if not entry["within_training_snr"] and entry["snr"] not in outside:
+            outside.append(entry["snr"])
+    return [
+        f"fixed SNR {snr:g} lies outside the training prior simulator.snr_range [{low:g}, {high:g}]: the estimator "
+        "is measured where it never trained (validation.fixed_snr)"
+        for snr in outside
+    ]
+
+
 def _p68(values) -> float:
     """The 68th percentile of |values| (the paper's Fig. 2C accuracy)."""
     return float(np.percentile(np.abs(values), 68))

@@ -360,7 +360,9 @@ def plot_fixed_snr(ax, fixed_snr, n_dims: int, exact=()) -> None:
         n = min(e["n"] for e in exact if e["nuisance"] == mode)
         text = f"exact likelihood, {mode.replace('_', ' ')} (first {n} images)"
         ax.plot([], [], color="k", ls=styles.get(mode, "--"), label=text)
-    ax.set_xticks(np.arange(len(fixed_snr)) + 0.4 - width / 2, [f"SNR {e['snr']:g}" for e in fixed_snr])
+    outside = "\noutside training SNR"
+    ticks = [f"SNR {e['snr']:g}" + ("" if e.get("within_training_snr", True) else outside) for e in fixed_snr]
+    ax.set_xticks(np.arange(len(fixed_snr)) + 0.4 - width / 2, ticks)
     ax.set_ylabel("Å")
     ax.set_title("accuracy at fixed SNR (Fig. 2C)")
     ax.legend(fontsize=7 if exact else 8, loc="upper left")
