@@ -49,7 +49,7 @@ def scored(ref: dict, model_path: Path, simulator, validation: dict, seed: int) 
     """The estimator columns of ``ref`` recomputed for ``model_path`` on the same images, then compared."""
     model, _ = models.load_model(model_path, torch.device("cpu"))
     grid = ref["grid_A"]
-    result = {key: [] for key in ("mode", "snr", "theta_true")}
+    result: dict[str, list] = {}
     for mode in dict.fromkeys(ref["mode"].tolist()):
         for k, snr in enumerate(validation["fixed_snr"]):
             rows = (ref["mode"] == mode) & (ref["snr"] == float(snr))

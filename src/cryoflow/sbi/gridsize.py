@@ -19,18 +19,16 @@ def refined_rows(n_rows: int, n_templates: int, nuisance_refine_top: int, nuisan
     return n_rows + 7 * n_templates * nuisance_refine_top * nuisance_refine_levels
 
 
-def estimated_bytes(
-    box_px: int, n_templates: int, n_orientations: int, n_rows: int, refine_top: int = 0, refined: int | None = None
-) -> int:
+def estimated_bytes(box_px: int, n_templates: int, n_orientations: int, n_rows: int, cfg: dict) -> int:
     """Peak float32 memory of the coarse projections (2K × T·O), the projections of one orientation refinement
-    level (2K × T·8·``refine_top``) and one image's products (rows × 2K, rows × 4 096 columns),
-    K = box·(box/2 + 1) Fourier coefficients; ``refined`` rows after the shift and defocus refinement
-    (``refined_rows``; ``n_rows``, the shift × nuisance grid points, without it)."""
+    level (2K × T·8·``refine_top``, with refinement levels) and one image's products (rows × 2K, rows × 4 096
+    columns) for ``n_rows`` shift × nuisance grid points and the rows their refinement adds (``refined_rows``),
+    K = box·(box/2 + 1) Fourier coefficients; ``cfg``: the likelihood block's grid settings."""
     k = box_px * (box_px // 2 + 1)
     m = n_templates * n_orientations
-    rows = max(n_rows, refined or 0)
-    columns = max(min(m, 4096), min(8 * n_templates * refine_top, 4096))
-    return 4 * (2 * k * (m + 8 * n_templates * refine_top) + 2 * rows * k + 3 * rows * columns)
+    level = 8 * n_templates * cfg["refine_top"] if cfg["refine_levels"] else 0  # one refinement level's projections
+    rows = refined_rows(n_rows, n_templates, cfg["nuisance_refine_top"], cfg["nuisance_refine_levels"])
+    return 4 * (2 * k * (m + level) + 2 * rows * k + 3 * rows * min(max(m, level), 4096))
 
 
 def varies(pair) -> bool:
@@ -72,9 +70,7 @@ def likelihood_problems(cfg: dict, where: str, config: dict) -> list[str]:
         rows = shifts * n_nuisance(
             cfg, known, sim["defocus_range_A"], sim["b_factor_range_A2"], bead_range(sim["bead_sigma_A"])
         )
-        refined = refined_rows(rows, n_templates, cfg["nuisance_refine_top"], cfg["nuisance_refine_levels"])
-        top = cfg["refine_top"] if cfg["refine_levels"] else 0
-        need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows, top, refined) / 2**30
+        need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows, cfg) / 2**30
         if need > cfg["max_memory_gb"]:
             problems.append(
                 f"{where}.max_memory_gb: the {mode} grids need about {need:.1f} GiB (box {image['box_px']}, "

@@ -162,16 +162,9 @@ class ExplicitLikelihood:
         )
 
     def estimated_bytes(self) -> int:
-        s = self.settings
         rows = self.n_nuisance() * len(self.shifts_A)
-        refined = gridsize.refined_rows(rows, self.n_templates, s.nuisance_refine_top, s.nuisance_refine_levels)
         return gridsize.estimated_bytes(
-            self.box,
-            self.n_templates,
-            len(self.coarse_rotations),
-            rows,
-            s.refine_top if s.refine_levels else 0,
-            refined,
+            self.box, self.n_templates, len(self.coarse_rotations), rows, vars(self.settings)
         )
 
     def check_memory(self) -> None:
