@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cryoflow.analysis import picking, predictive  # noqa: E402
-from cryoflow.sbi import inference, training
+from cryoflow.sbi import devices, inference
 from cryoflow.sbi.models import PosteriorEstimator  # noqa: E402
 
 SIZES = {
@@ -71,7 +71,7 @@ def main():
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = training.select_device(args.device)
+    device = devices.select_device(args.device)
     rng = np.random.default_rng(0)
     micrograph = rng.normal(size=(MICROGRAPH_PX, MICROGRAPH_PX)).astype(np.float32)
     rows = []
@@ -113,7 +113,7 @@ def main():
             )
         )
     print(
-        f"\ndevice: {training.device_name(device)}; 4096² micrograph at 1 Å, stride {args.stride} training px, "
+        f"\ndevice: {devices.device_name(device)}; 4096² micrograph at 1 Å, stride {args.stride} training px, "
         f"batch {args.batch}\n"
     )
     header = (

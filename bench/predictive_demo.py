@@ -131,9 +131,9 @@ def main():
         prior = simulator.simulate(simulator.sample_theta(n, generator), generator).numpy()
         prior_test = diagnostics.mmd_test(embed(prior), post["latent"], PERMUTATIONS, k, max_points=n)
         print(
-            f"| {name} | {result['mmd2']:.4f} | {result['latent_pvalue']:.4f} | {result['spectrum_mmd2']:.4f} | "
-            f"{result['spectrum_pvalue']:.4f} | {result['pvalue']:.4f} | {prior_test['mmd2']:.4f} | "
-            f"{prior_test['pvalue']:.4f} | {result['n_atypical']} |"
+            f"| {name} | {result.mmd2:.4f} | {result.latent_pvalue:.4f} | {result.spectrum_mmd2:.4f} | "
+            f"{result.spectrum_pvalue:.4f} | {result.pvalue:.4f} | {prior_test['mmd2']:.4f} | "
+            f"{prior_test['pvalue']:.4f} | {result.n_atypical} |"
         )
 
 

@@ -1,40 +1,6 @@
 """Rule particles: one shard of the particles on the training grid (resampled, whitened, normalized)."""
 
-from cryoflow.io import particles, starindex
-from cryoflow.io.star import write_star
-from cryoflow.logs import configure
-from cryoflow.physics import preprocess
+from cryoflow.job import Job
+from cryoflow.jobs import particles
 
-log = configure(snakemake.log[0])
-source_cfg = snakemake.params.source
-cfg = snakemake.params.particles
-image = snakemake.params.image
-star = snakemake.input.star
-shard = int(snakemake.wildcards.shard)
-found = particles.load_particles(star, source_cfg["pixel_size_A"], source_cfg["select"])
-rows = starindex.shard_rows(len(found.table), snakemake.params.shards)[shard]
-log.info(
-    "shard %d of %d: particles %d to %d of %d",
-    shard,
-    snakemake.params.shards,
-    rows[0] + 1,
-    rows[-1] + 1,
-    len(found.table),
-)
-# only this shard's stacks are opened (particle_noise checked them all)
-source = particles.ParticleSource(
-    found.table.iloc[rows], star, source_cfg["datadir"], first_row=rows[0], invert=source_cfg["contrast"] == "dark"
-)
-spectra = preprocess.read_noise_spectra(snakemake.input.noise) if cfg["whiten"] else None
-blank = preprocess.preprocess(
-    source,
-    snakemake.output.stack,
-    image["box_px"],
-    image["pixel_size_A"],
-    noise_spectra=spectra,
-    chunk=cfg["chunk_size"],
-    label=f"shard {shard}",
-)
-blocks = particles.shard_blocks(found, list(rows))
-blocks[found.block_name]["cryoflowBlankImage"] = blank.astype(int)  # counted in the report
-write_star(snakemake.output.star, blocks, found.version)
+particles.run(Job.from_snakemake(snakemake))

@@ -1,27 +1,6 @@
 """Rule structure: fetch or read the structure, select chains and beads, write the reference PDB."""
 
-from cryoflow.io import structure, structure_text
-from cryoflow.logs import configure
+from cryoflow.job import Job
+from cryoflow.jobs import structure
 
-log = configure(snakemake.log[0])
-cfg = snakemake.params.structure
-source = cfg["source"]
-if structure_text.is_pdb_id(source):
-    path = structure.fetch_structure(source, cfg["cache_dir"], cfg["format"], cfg["rcsb_url"])
-else:
-    path = source
-atoms = structure.load_structure(path)
-selected = structure.select_atoms(atoms, cfg["chains"], cfg["beads"], source=str(path))
-weights = structure.bead_weights(selected, cfg["beads"])
-log.info(
-    "%s: %d beads (%s) from chains %s, %.0f electrons",
-    path,
-    selected.numAtoms(),
-    cfg["beads"],
-    ", ".join(sorted({str(c) for c in selected.getChids()})),
-    weights.sum(),
-)
-renamed = structure.write_pdb(snakemake.output.pdb, selected)
-structure.write_pdb(snakemake.output.chains, structure.chain_atoms(atoms, cfg["chains"]))
-if renamed:
-    log.info("chain ids renamed for the PDB format (mmCIF → PDB): %s", renamed)
+structure.run(Job.from_snakemake(snakemake))

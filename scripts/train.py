@@ -1,7 +1,6 @@
 """Rule train: neural posterior estimation on images simulated on the fly, on one rank or many."""
 
-from cryoflow.logs import configure
-from cryoflow.sbi import trainjob
+from cryoflow.job import Job
+from cryoflow.jobs import train
 
-configure(snakemake.log[0])
-trainjob.run(trainjob.TrainJob.from_snakemake(snakemake))
+train.run(Job.from_snakemake(snakemake))

@@ -1,25 +1,6 @@
 """Rule volumes: rasterize every template to an MRC map on a grid shared by all templates."""
 
-import numpy as np
+from cryoflow.job import Job
+from cryoflow.jobs import volumes
 
-from cryoflow.logs import configure
-from cryoflow.physics import rasterize, theta
-
-log = configure(snakemake.log[0])
-cfg = snakemake.params.volumes
-data = np.load(snakemake.input.ensemble)
-coords, theta_A, weights = data["coords_A"], data["theta_A"], data["weights"]
-sigma_A = rasterize.map_bead_sigma_A(snakemake.params.bead_sigma_A)  # a range: its low end
-reference = coords[theta.reference_index(theta_A)]
-center = weights @ reference / weights.sum()
-origin = rasterize.grid_origin_A(center, cfg["voxel_size_A"], cfg["box_vox"])
-for path, xyz, t in zip(snakemake.output.maps, coords, theta_A):
-    density = rasterize.rasterize_gaussians(xyz, weights, sigma_A, cfg["voxel_size_A"], cfg["box_vox"], center)
-    rasterize.write_mrc(path, density, cfg["voxel_size_A"], origin)
-    log.info(
-        "%s: θ = %s Å, integral %.1f e (model %.1f e)",
-        path,
-        np.round(t, 2),
-        density.sum() * cfg["voxel_size_A"] ** 3,
-        weights.sum(),
-    )
+volumes.run(Job.from_snakemake(snakemake))

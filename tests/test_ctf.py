@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryoflow.physics.ctf import ctf, electron_wavelength_A, first_zero_frequency
+from cryoflow.physics.ctf import CTF, amplitude_contrast_phase, ctf, electron_wavelength_A, first_zero_frequency
 
 
 @pytest.mark.parametrize("kv,expected", [(300, 0.019687), (200, 0.025079), (100, 0.037014)])
@@ -16,7 +16,7 @@ def radial_ctf(s, **kw):
     s = torch.as_tensor(s, dtype=torch.float64)
     params = dict(astigmatism_angle_deg=0.0, voltage_kV=300.0, cs_mm=2.7, amplitude_contrast=0.1)
     params.update(kw)
-    return ctf(torch.zeros_like(s), s, **params).numpy()
+    return ctf(torch.zeros_like(s), s, CTF(**params)).numpy()
 
 
 def first_sign_change(s, values):
@@ -60,10 +60,10 @@ def test_astigmatism_defocus_along_axes():
     zero = torch.zeros_like(s)
     kw = dict(astigmatism_angle_deg=0.0, voltage_kV=300.0, cs_mm=2.7, amplitude_contrast=0.1)
     astig = dict(defocus_u_A=12000.0, defocus_v_A=8000.0)
-    along_x = ctf(zero, s, **astig, **kw)
-    along_y = ctf(s, zero, **astig, **kw)
-    np.testing.assert_allclose(along_x, ctf(zero, s, defocus_u_A=12000.0, defocus_v_A=12000.0, **kw), atol=1e-12)
-    np.testing.assert_allclose(along_y, ctf(zero, s, defocus_u_A=8000.0, defocus_v_A=8000.0, **kw), atol=1e-12)
+    along_x = ctf(zero, s, CTF(**astig, **kw))
+    along_y = ctf(s, zero, CTF(**astig, **kw))
+    np.testing.assert_allclose(along_x, ctf(zero, s, CTF(defocus_u_A=12000.0, defocus_v_A=12000.0, **kw)), atol=1e-12)
+    np.testing.assert_allclose(along_y, ctf(zero, s, CTF(defocus_u_A=8000.0, defocus_v_A=8000.0, **kw)), atol=1e-12)
 
 
 def test_phase_plate_shift_turns_sine_into_cosine():
@@ -81,6 +81,26 @@ def test_per_image_optics_broadcast():
     voltage = torch.tensor([300.0, 200.0])[:, None, None]
     cs = torch.tensor([2.7, 1.4])[:, None, None]
     amplitude = torch.tensor([0.1, 0.07])[:, None, None]
-    both = ctf(s_y, s_x, 9000.0, 9000.0, 0.0, voltage, cs, amplitude)
+    both = ctf(s_y, s_x, CTF(9000.0, 9000.0, 0.0, voltage, cs, amplitude))
     for i, (v, c, a) in enumerate([(300.0, 2.7, 0.1), (200.0, 1.4, 0.07)]):
-        torch.testing.assert_close(both[i], ctf(s_y, s_x, 9000.0, 9000.0, 0.0, v, c, a))
+        torch.testing.assert_close(both[i], ctf(s_y, s_x, CTF(9000.0, 9000.0, 0.0, v, c, a)))
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("defocus_u_A", float("nan")), ("voltage_kV", 0.0), ("amplitude_contrast", 1.0), ("b_factor_A2", float("inf"))],
+)
+def test_a_ctf_with_an_impossible_parameter_is_refused_naming_it(field, value):
+    params = dict(defocus_u_A=9000.0, defocus_v_A=9000.0, astigmatism_angle_deg=0.0, voltage_kV=300.0, cs_mm=2.7)
+    params.update(amplitude_contrast=0.1)
+    params[field] = value
+    with pytest.raises(ValueError, match=field):
+        CTF(**params)
+
+
+def test_the_amplitude_contrast_phase_is_one_formula_for_numbers_and_tensors():
+    amplitude = torch.tensor([0.0, 0.07, 0.1], dtype=torch.float64)
+    phases = amplitude_contrast_phase(amplitude)
+    for a, phase in zip(amplitude.tolist(), phases.tolist()):
+        assert amplitude_contrast_phase(a) == pytest.approx(phase, abs=1e-15)
+        assert math.sin(phase) == pytest.approx(a, abs=1e-12)  # the CTF at s = 0 is the amplitude contrast

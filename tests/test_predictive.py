@@ -93,11 +93,11 @@ def two_states(n, generator):
 
 def test_particles_from_the_simulator_pass_whatever_their_population_and_snr(trained):
     result, _ = run(trained, trained[1])
-    assert result["pvalue"] > 0.05 and result["n_atypical"] <= 0.03 * N
-    assert "indistinguishable" in result["verdict"]
+    assert result.pvalue > 0.05 and result.n_atypical <= 0.03 * N
+    assert "indistinguishable" in result.verdict
     # a 70/30 mixture at SNR 0.3-1: the prior-predictive check flags it, the posterior-predictive does not
     result, prior = run(trained, toy_simulator(snr_range=(0.3, 1.0)), seed=1, theta=two_states)
-    assert prior["pvalue"] < 0.01 and result["pvalue"] > 0.01, (prior, result["pvalue"])
+    assert prior["pvalue"] < 0.01 and result.pvalue > 0.01, (prior, result.pvalue)
 
 
 @pytest.mark.parametrize(
@@ -115,8 +115,8 @@ def test_a_wrong_simulator_is_detected(trained, case):
     else:  # a state beyond the ensemble's largest θ
         wide = toy_simulator(theta_A=torch.linspace(-4.0, 8.0, 13))
         result, _ = run(trained, wide, theta=lambda n, g: 6.0 + 2.0 * torch.rand(n, generator=g))
-    assert result["pvalue"] < 0.01, result["pvalue"]
-    assert "differ from their posterior-predictive simulations" in result["verdict"]
+    assert result.pvalue < 0.01, result.pvalue
+    assert "differ from their posterior-predictive simulations" in result.verdict
 
 
 def test_population_draws_follow_the_population():

@@ -6,7 +6,7 @@ from conftest import train_settings
 from cryoflow.analysis import diagnostics
 from cryoflow.physics.projection import AtomTemplates
 from cryoflow.physics.simulator import Priors, Simulator
-from cryoflow.sbi import inference, models, training
+from cryoflow.sbi import devices, inference, models, training
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +54,10 @@ def test_posteriors_cover_the_truth_on_held_out_simulations(trained):
 
 
 def test_select_device_falls_back_to_cpu():
-    assert training.select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
-            training.select_device("cuda")
+            devices.select_device("cuda")
 
 
 def test_wall_time_budget_stops_early_with_a_scored_model():

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cryoflow.analysis import candidates, picking
 from cryoflow.io import micrographs
-from cryoflow.io.fileio import atomic_path, write_json
+from cryoflow.io.fileio import write_json, write_npz
 from cryoflow.sbi import models
+from cryoflow.sbi.models import PosteriorEstimator
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,73 @@ def micrograph_stats(index: int, m, header, stem: str, result: dict, n_candidate
     }
 
 
+@dataclass(frozen=True)
+class Picker:
+    """What each micrograph of a shard is picked with: the model, the set's settings, the training grid,
+    the latent reference, the model's defocus prior and the candidates' distance."""
+
+    model: PosteriorEstimator
+    mset: dict
+    image: dict
+    reference: object
+    defocus_range_A: tuple[float, float]
+    distance_A: float
+    seed: int
+    device: str | torch.device
+
+    def evaluate(self, index: int, m, header) -> tuple[dict, dict]:
+        """The micrograph's posterior maps (``picking.evaluate_micrograph``) and its CTF."""
+        cfg, (low, high) = self.mset["picking"], self.defocus_range_A
+        ctf = picking.micrograph_ctf(m)
+        models.check_ctf_in_prior(self.model, {k: np.array([v]) for k, v in ctf.items()}, str(m.path))
+        if not low <= m.defocus_A <= high:
+            log.warning("%s: defocus %.0f Å is outside the model's prior (%.0f–%.0f Å)", m.path, m.defocus_A, low, high)
+        data = micrographs.read(m.path, header)
+        if self.mset["contrast"] == "dark":
+            data = -data
+        result = picking.evaluate_micrograph(
+            self.model,
+            data,
+            m.pixel_size_A,
+            self.image["pixel_size_A"],
+            self.image["box_px"],
+            cfg["stride_px"],
+            self.reference,
+            cfg,
+            device=self.device,
+            whiten=cfg["whiten"],
+            seed=self.seed + index,
+            label=Path(m.name).name,
+            ctf=ctf,
+        )
+        return result, ctf
+
+    def pick(self, index: int, m, header, folder: Path, with_examples: bool) -> tuple[list[dict], dict]:
+        """Maps, coordinate STAR file (and example windows) of one micrograph in ``folder``; returns its
+        candidate rows and its stats."""
+        cfg = self.mset["picking"]
+        result, ctf = self.evaluate(index, m, header)
+        stem = f"{index:05d}_{Path(m.name).stem}"
+        for key, values in result["maps"].items():
+            candidates.write_score_map(folder / f"{stem}_{key}.mrc", values, result)
+        cells = candidates.local_maxima(
+            result["maps"]["score"], self.distance_A / result["map_pixel_A"], cfg["threshold"], cfg["max_candidates"]
+        )
+        picked = candidates.candidate_rows(m.name, cells, result, m.pixel_size_A)
+        candidates.write_coordinates(folder / f"{stem}_pick.star", picked)
+        if with_examples:  # example windows of the shard's first micrograph, for the report's figure
+            shown = cells[: cfg["figure_windows"]]
+            window = self.image["box_px"], cfg["stride_px"], cfg["grid_points"]
+            write_npz(
+                folder / "examples.npz", **picking.example_windows(self.model, result, shown, *window, self.device, ctf)
+            )
+        log.info(
+            "%s: %d windows in %.1f s (%.0f windows/s), %d candidates",
+            *(m.name, result["n_windows"], result["seconds"], result["n_windows"] / result["seconds"], len(cells)),
+        )
+        return picked, micrograph_stats(index, m, header, stem, result, len(cells))
+
+
 def pick_shard(
     model,
     mine,
@@ -59,10 +129,9 @@ def pick_shard(
     """Evaluate the micrographs ``mine`` ((index in the set, micrograph) pairs, with their checked ``headers``)
     and write ``outputs``: ``maps`` (a folder), ``table`` (candidates TSV) and ``stats`` (JSON)."""
     cfg = mset["picking"]
-    box, train_pixel = image["box_px"], image["pixel_size_A"]
     kind = candidates.score_kind(cfg["score"], model.particle is not None)
     distance_A = min_distance_A(cfg, mask_radius_A, image)
-    low, high = defocus_range_A
+    picker = Picker(model, mset, image, reference, tuple(defocus_range_A), distance_A, seed, device)
     log.info(
         "%d micrographs; score %s ≥ %.3g, candidates ≥ %.0f Å apart", len(mine), kind, cfg["threshold"], distance_A
     )
@@ -73,61 +142,9 @@ def pick_shard(
     table, stats = [], []
     try:
         for number, ((index, m), header) in enumerate(zip(mine, headers)):
-            ctf = picking.micrograph_ctf(m)
-            models.check_ctf_in_prior(model, {k: np.array([v]) for k, v in ctf.items()}, str(m.path))
-            if not low <= m.defocus_A <= high:
-                log.warning(
-                    "%s: defocus %.0f Å is outside the model's prior (%.0f–%.0f Å)", m.path, m.defocus_A, low, high
-                )
-            data = micrographs.read(m.path, header)
-            if mset["contrast"] == "dark":
-                data = -data
-            result = picking.evaluate_micrograph(
-                model,
-                data,
-                m.pixel_size_A,
-                train_pixel,
-                box,
-                cfg["stride_px"],
-                reference,
-                cfg,
-                device=device,
-                whiten=cfg["whiten"],
-                seed=seed + index,
-                label=Path(m.name).name,
-                ctf=ctf,
-            )
-            stem = f"{index:05d}_{Path(m.name).stem}"
-            for key, values in result["maps"].items():
-                candidates.write_score_map(tmp_dir / f"{stem}_{key}.mrc", values, result)
-            cells = candidates.local_maxima(
-                result["maps"]["score"], distance_A / result["map_pixel_A"], cfg["threshold"], cfg["max_candidates"]
-            )
-            picked = candidates.candidate_rows(m.name, cells, result, m.pixel_size_A)
-            candidates.write_coordinates(tmp_dir / f"{stem}_pick.star", picked)
+            picked, micrograph = picker.pick(index, m, header, tmp_dir, with_examples=number == 0)
             table += picked
-            if number == 0:  # example windows of the shard's first micrograph, for the report's figure
-                examples = picking.example_windows(
-                    model,
-                    result,
-                    cells[: cfg["figure_windows"]],
-                    box,
-                    cfg["stride_px"],
-                    cfg["grid_points"],
-                    device,
-                    ctf,
-                )
-                with atomic_path(tmp_dir / "examples.npz") as tmp, open(tmp, "wb") as handle:
-                    np.savez(handle, **examples)
-            stats.append(micrograph_stats(index, m, header, stem, result, len(cells)))
-            log.info(
-                "%s: %d windows in %.1f s (%.0f windows/s), %d candidates",
-                m.name,
-                result["n_windows"],
-                result["seconds"],
-                result["n_windows"] / result["seconds"],
-                len(cells),
-            )
+            stats.append(micrograph)
         candidates.write_candidate_table(outputs["table"], table)
         summary = {"score": kind, "threshold": cfg["threshold"], "min_distance_A": distance_A, "device": str(device)}
         write_json(outputs["stats"], {**summary, "micrographs": stats})

@@ -92,6 +92,31 @@ def window_batches(
 MAP_KEYS = ("theta_mean", "theta_std", "edge_mass", "atypicality_p", "score")
 
 
+def window_posteriors(model, windows, n: int, reference: LatentReference, options: dict, seed, device, label, ctf):
+    """Per window, in order: posterior mean, σ, edge mass, atypicality p-value (and p(particle)), as lists of
+    the batches' arrays."""
+    parts: dict[str, list] = {}
+    for summary in inference.posterior_stream(
+        model,
+        windows,
+        n,
+        grid_points=options["grid_points"],
+        grid_points_2d=options["grid_points_2d"],
+        n_samples=1,
+        seed=seed,
+        device=device,
+        label=label,
+        ctf=ctf,
+    ):
+        parts.setdefault("theta_mean", []).append(summary["mean"])
+        parts.setdefault("theta_std", []).append(summary["std"])
+        parts.setdefault("edge_mass", []).append(summary["edge_mass"])
+        parts.setdefault("atypicality_p", []).append(reference.pvalues(summary["latent"]))
+        if "p_particle" in summary:
+            parts.setdefault("p_particle", []).append(summary["p_particle"])
+    return parts
+
+
 def evaluate_micrograph(
     model,
     image: np.ndarray,
@@ -120,25 +145,9 @@ def evaluate_micrograph(
     noise_power = tile_noise_power(resampled, box) if whiten else None
     rows, cols = window_grid(resampled.shape, box, stride)
     n = len(rows) * len(cols)
-    parts: dict[str, list] = {}
-    for summary in inference.posterior_stream(
-        model,
-        window_batches(resampled, box, stride, noise_power, options["batch_size"]),
-        n,
-        grid_points=options["grid_points"],
-        grid_points_2d=options["grid_points_2d"],
-        n_samples=1,
-        seed=seed,
-        device=device,
-        label=label,
-        ctf=None if ctf is None else {k: np.full(n, v) for k, v in ctf.items()},
-    ):
-        parts.setdefault("theta_mean", []).append(summary["mean"])
-        parts.setdefault("theta_std", []).append(summary["std"])
-        parts.setdefault("edge_mass", []).append(summary["edge_mass"])
-        parts.setdefault("atypicality_p", []).append(reference.pvalues(summary["latent"]))
-        if "p_particle" in summary:
-            parts.setdefault("p_particle", []).append(summary["p_particle"])
+    windows = window_batches(resampled, box, stride, noise_power, options["batch_size"])
+    window_ctf = None if ctf is None else {k: np.full(n, v) for k, v in ctf.items()}
+    parts = window_posteriors(model, windows, n, reference, options, seed, device, label, window_ctf)
     shape = (len(rows), len(cols))
     maps = {key: np.concatenate(value).reshape(shape + np.shape(value[0])[1:]) for key, value in parts.items()}
     low_high = np.asarray(model.architecture["theta_range_A"], float).reshape(-1, 2)

@@ -26,6 +26,10 @@ measures the particles' spectrum; both sets are then whitened by it.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -269,37 +273,56 @@ def verdict(latent: dict, spectrum: dict, n_atypical: int, n: int) -> str:
     return text + (f" {n_atypical} of {n} particles are atypical at p < {ALPHA} ({expected:.0f} expected by chance).")
 
 
-def check(
+@dataclasses.dataclass(frozen=True)
+class PredictiveResult:
+    """A posterior-predictive check: the two MMD tests (latents, power spectra), their combined p-value, and
+    per particle its atypicality p-value, SNR, drawn θ and predictive latent."""
+
+    mmd2: float
+    latent_pvalue: float
+    bandwidth: float
+    spectrum_mmd2: float
+    spectrum_pvalue: float
+    pvalue: float
+    atypical_pvalues: np.ndarray  # (n,)
+    n_atypical: int
+    snr: np.ndarray  # (n,)
+    theta_A: np.ndarray  # (n,) or (n, 2)
+    predicted_latent: np.ndarray  # (n, latent)
+    noise_estimate_bias: dict[str, float]  # per optics group; see PredictiveSimulator.match_noise_estimate
+    verdict: str
+
+    def summary(self, n_particles: int, ctf_from_star: bool) -> dict[str, Any]:
+        """The ``ppc_*`` entries of ``predictive.json`` (and of the dataset's report summary)."""
+        return {
+            "ppc_mmd2": self.mmd2,
+            "ppc_pvalue": self.pvalue,
+            "ppc_latent_pvalue": self.latent_pvalue,
+            "ppc_spectrum_mmd2": self.spectrum_mmd2,
+            "ppc_spectrum_pvalue": self.spectrum_pvalue,
+            "ppc_bandwidth": self.bandwidth,
+            "ppc_n_particles": int(n_particles),
+            "ppc_n_atypical": self.n_atypical,
+            "ppc_verdict": self.verdict,
+            "ppc_ctf_from_star": ctf_from_star,
+            "ppc_noise_estimate_bias": self.noise_estimate_bias,
+            "ppc_median_snr": float(np.median(self.snr)),
+        }
+
+
+def predictive_images(
     predictive_by_group: dict,
     images: np.ndarray,
-    groups,
-    samples: np.ndarray,
-    latents: np.ndarray,
-    theta_range_A,
+    groups: np.ndarray,
+    theta: np.ndarray,
     ctf: dict | None,
-    n_permutations: int,
     seed: int,
-    latent_fn,
-) -> dict:
-    """The posterior-predictive check of particles ``images`` (preprocessed, the training grid).
-
-    ``predictive_by_group``: a ``PredictiveSimulator`` per optics group label in ``groups``;
-    ``samples``/``latents``: the particles' posterior samples and latents; ``ctf``: per-particle CTF
-    arrays under the simulator's nuisance names (None: the prior's); ``latent_fn(images) -> latents``
-    embeds images with the model. Returns the two MMD tests (latents, spectra) and their combined
-    p-value, per-particle atypicality p-values, the SNRs used, per optics group the largest over the
-    smallest ratio of the predictive noise spectrum to the particles' measured one
-    (``noise_estimate_bias``: 1 when no signal reaches the background; see
-    ``PredictiveSimulator.match_noise_estimate``) and a verdict.
-    """
-    from cryoflow.analysis.diagnostics import mmd_test
-
-    n = len(images)
-    theta = population_draws(samples, theta_range_A, seed)
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """One predictive image per particle at its drawn θ, its own CTF (None: the prior's) and its measured
+    SNR, with the noise matched per optics group; returns (images, SNRs, noise-estimate bias per group)."""
     generator = torch.Generator().manual_seed(seed)
     predicted = np.empty_like(images)
-    snr = np.empty(n)
-    groups = np.asarray(groups).astype(str)
+    snr = np.empty(len(images))
     noise_bias = {}
     for group in np.unique(groups):
         rows = np.flatnonzero(groups == group)
@@ -313,23 +336,53 @@ def check(
             calibration = pps.snr_calibration(theta[rows], pps.nuisance(len(rows), part, generator), generator)
             snr[rows] = calibrated_snr(estimated_snr(images[rows], pps.mask), calibration)
         predicted[rows] = pps.images(theta[rows], pps.nuisance(len(rows), part, generator), snr[rows], generator)
+    return predicted, snr, noise_bias
+
+
+def check(
+    predictive_by_group: dict,
+    images: np.ndarray,
+    groups,
+    samples: np.ndarray,
+    latents: np.ndarray,
+    theta_range_A,
+    ctf: dict | None,
+    n_permutations: int,
+    seed: int,
+    latent_fn: Callable[[np.ndarray], np.ndarray],
+) -> PredictiveResult:
+    """The posterior-predictive check of particles ``images`` (preprocessed, the training grid).
+
+    ``predictive_by_group``: a ``PredictiveSimulator`` per optics group label in ``groups``;
+    ``samples``/``latents``: the particles' posterior samples and latents; ``ctf``: per-particle CTF
+    arrays under the simulator's nuisance names (None: the prior's); ``latent_fn(images) -> latents``
+    embeds images with the model. ``noise_estimate_bias``, per optics group, is the largest over the
+    smallest ratio of the predictive noise spectrum to the particles' measured one (1 when no signal
+    reaches the background; see ``PredictiveSimulator.match_noise_estimate``).
+    """
+    from cryoflow.analysis.diagnostics import mmd_test
+
+    n = len(images)
+    theta = population_draws(samples, theta_range_A, seed)
+    groups = np.asarray(groups).astype(str)
+    predicted, snr, noise_bias = predictive_images(predictive_by_group, images, groups, theta, ctf, seed)
     predicted_latents = latent_fn(predicted)
     test = mmd_test(predicted_latents, latents, n_permutations, seed, max_points=n)
     spectrum = spectral_test(images, predicted, n_permutations, seed)
     pvalues = atypicality_pvalues(latents, predicted_latents)
     n_atypical = int(np.sum(pvalues < ALPHA))
-    return {
-        "mmd2": test["mmd2"],
-        "latent_pvalue": test["pvalue"],
-        "bandwidth": test["bandwidth"],
-        "spectrum_mmd2": spectrum["mmd2"],
-        "spectrum_pvalue": spectrum["pvalue"],
-        "pvalue": combined_pvalue(test["pvalue"], spectrum["pvalue"]),
-        "atypical_pvalues": pvalues,
-        "n_atypical": n_atypical,
-        "snr": snr,
-        "theta_A": theta,
-        "predicted_latent": predicted_latents,
-        "noise_estimate_bias": noise_bias,
-        "verdict": verdict(test, spectrum, n_atypical, n),
-    }
+    return PredictiveResult(
+        mmd2=test["mmd2"],
+        latent_pvalue=test["pvalue"],
+        bandwidth=test["bandwidth"],
+        spectrum_mmd2=spectrum["mmd2"],
+        spectrum_pvalue=spectrum["pvalue"],
+        pvalue=combined_pvalue(test["pvalue"], spectrum["pvalue"]),
+        atypical_pvalues=pvalues,
+        n_atypical=n_atypical,
+        snr=snr,
+        theta_A=theta,
+        predicted_latent=predicted_latents,
+        noise_estimate_bias=noise_bias,
+        verdict=verdict(test, spectrum, n_atypical, n),
+    )

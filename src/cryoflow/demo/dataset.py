@@ -53,6 +53,49 @@ def coloured_noise(n: int, box: int, pixel_size_A: float, strength: float, corne
     return noise / noise.std(dim=(-2, -1), keepdim=True)
 
 
+def optics_row(pixel_size_A: float, optics: dict) -> dict:
+    """A RELION 3.1 optics-group row of the demo's one optics group (``simulator.priors.optics[0]``)."""
+    return {
+        "rlnOpticsGroupName": "opticsGroup1",
+        "rlnOpticsGroup": 1,
+        "rlnMicrographOriginalPixelSize": pixel_size_A,
+        "rlnVoltage": optics["voltage_kV"],
+        "rlnSphericalAberration": optics["cs_mm"],
+        "rlnAmplitudeContrast": optics["amplitude_contrast"],
+    }
+
+
+def simulate_stack(simulator: Simulator, theta: torch.Tensor, snr_range, colour: tuple, rng, generator):
+    """Normalized images of the particles at ``theta``, their SNRs log-uniform in ``snr_range`` and coloured
+    noise (strength, corner in Å); returns (images, nuisance with ``snr``)."""
+    n = len(theta)
+    nuisance = simulator.sample_nuisance(n, generator)
+    log_snr = rng.uniform(np.log(snr_range[0]), np.log(snr_range[1]), size=n)
+    nuisance["snr"] = torch.as_tensor(np.exp(log_snr), dtype=torch.float32)
+    with torch.no_grad():
+        signal = simulator.noiseless(theta, nuisance)
+        signal_var = masked_variance(signal, simulator.mask)
+        noise = coloured_noise(n, simulator.box, simulator.pixel_size_A, *colour, generator)
+        images = normalize(signal + noise * torch.sqrt(signal_var / nuisance["snr"])[:, None, None])
+    return images, nuisance
+
+
+def particle_row(k: int, stack_no: int, stack: str, nuisance: dict, rng) -> dict:
+    """The STAR row of particle ``k`` of stack ``stack_no``: image, micrograph, coordinates and its CTF."""
+    return {
+        "rlnImageName": f"{k + 1:06d}@{stack}",
+        "rlnMicrographName": f"MotionCorr/job002/Movies/mic_{stack_no:04d}.mrc",
+        "rlnCoordinateX": float(rng.uniform(200, 3800)),
+        "rlnCoordinateY": float(rng.uniform(200, 3800)),
+        "rlnDefocusU": float(nuisance["defocus_u_A"][k]),
+        "rlnDefocusV": float(nuisance["defocus_v_A"][k]),
+        "rlnDefocusAngle": float(nuisance["astigmatism_angle_deg"][k]),
+        "rlnCtfBfactor": float(nuisance["b_factor_A2"][k]),
+        "rlnPhaseShift": float(nuisance["phase_shift_deg"][k]),
+        "rlnOpticsGroup": 1,
+    }
+
+
 def make_dataset(
     simulator: Simulator,
     out_dir: str | Path,
@@ -71,60 +114,24 @@ def make_dataset(
     theta, component = sample_mixture(n_particles, populations, simulator.priors.theta_range_A, rng)
     theta_t = torch.as_tensor(theta, dtype=torch.float32)
     true_columns = true_theta_columns(theta)
+    colour = (noise_colour_strength, noise_corner_A)
     rows = []
     for stack_no, start in enumerate(range(0, n_particles, particles_per_stack), start=1):
         stop = min(start + particles_per_stack, n_particles)
-        nuisance = simulator.sample_nuisance(stop - start, generator)
-        log_snr = rng.uniform(np.log(snr_range[0]), np.log(snr_range[1]), size=stop - start)
-        nuisance["snr"] = torch.as_tensor(np.exp(log_snr), dtype=torch.float32)
-        with torch.no_grad():
-            signal = simulator.noiseless(theta_t[start:stop], nuisance)
-            signal_var = masked_variance(signal, simulator.mask)
-            noise = coloured_noise(
-                stop - start, simulator.box, simulator.pixel_size_A, noise_colour_strength, noise_corner_A, generator
-            )
-            images = normalize(signal + noise * torch.sqrt(signal_var / nuisance["snr"])[:, None, None])
+        images, nuisance = simulate_stack(simulator, theta_t[start:stop], snr_range, colour, rng, generator)
         stack_rel = JOB_DIR / "Movies" / f"mic_{stack_no:04d}.mrcs"
         with atomic_path(out_dir / stack_rel) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(images.numpy().astype(np.float32))
             mrc.voxel_size = simulator.pixel_size_A
             mrc.header.ispg = 0
-        for k in range(stop - start):
-            i = start + k
-            rows.append(
-                {
-                    "rlnImageName": f"{k + 1:06d}@{stack_rel.as_posix()}",
-                    "rlnMicrographName": f"MotionCorr/job002/Movies/mic_{stack_no:04d}.mrc",
-                    "rlnCoordinateX": float(rng.uniform(200, 3800)),
-                    "rlnCoordinateY": float(rng.uniform(200, 3800)),
-                    "rlnDefocusU": float(nuisance["defocus_u_A"][k]),
-                    "rlnDefocusV": float(nuisance["defocus_v_A"][k]),
-                    "rlnDefocusAngle": float(nuisance["astigmatism_angle_deg"][k]),
-                    "rlnCtfBfactor": float(nuisance["b_factor_A2"][k]),
-                    "rlnPhaseShift": float(nuisance["phase_shift_deg"][k]),
-                    "rlnOpticsGroup": 1,
-                    **{key: float(value[i]) for key, value in true_columns.items()},
-                    "cryoflowTruePopulation": int(component[i]) + 1,
-                    "cryoflowTrueSNR": float(nuisance["snr"][k]),
-                }
-            )
+        for k, i in enumerate(range(start, stop)):
+            row = particle_row(k, stack_no, stack_rel.as_posix(), nuisance, rng)
+            row.update({key: float(value[i]) for key, value in true_columns.items()})
+            row.update(cryoflowTruePopulation=int(component[i]) + 1, cryoflowTrueSNR=float(nuisance["snr"][k]))
+            rows.append(row)
         log.info("wrote %s (%d particles)", stack_rel, stop - start)
-    optics_group = simulator.priors.optics[0]
-    optics = pd.DataFrame(
-        [
-            {
-                "rlnOpticsGroupName": "opticsGroup1",
-                "rlnOpticsGroup": 1,
-                "rlnMicrographOriginalPixelSize": simulator.pixel_size_A,
-                "rlnVoltage": optics_group["voltage_kV"],
-                "rlnSphericalAberration": optics_group["cs_mm"],
-                "rlnAmplitudeContrast": optics_group["amplitude_contrast"],
-                "rlnImagePixelSize": simulator.pixel_size_A,
-                "rlnImageSize": simulator.box,
-                "rlnImageDimensionality": 2,
-            }
-        ]
-    )
+    optics = optics_row(simulator.pixel_size_A, simulator.priors.optics[0])
+    optics.update(rlnImagePixelSize=simulator.pixel_size_A, rlnImageSize=simulator.box, rlnImageDimensionality=2)
     star = out_dir / JOB_DIR / "particles.star"
-    write_star(star, {"optics": optics, "particles": pd.DataFrame(rows)})
+    write_star(star, {"optics": pd.DataFrame([optics]), "particles": pd.DataFrame(rows)})
     return star

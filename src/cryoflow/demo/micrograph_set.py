@@ -19,6 +19,7 @@ object: micrograph, kind, x and y in pixels, θ, SNR).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import mrcfile
@@ -26,11 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cryoflow.demo.dataset import coloured_noise, sample_mixture
+from cryoflow.demo.dataset import coloured_noise, optics_row, sample_mixture
 from cryoflow.io.fileio import atomic_path
 from cryoflow.io.star import write_star
 from cryoflow.physics import junk
-from cryoflow.physics.ctf import ctf, fourier_frequencies
+from cryoflow.physics.ctf import CTF, ctf, fourier_frequencies
 from cryoflow.physics.simulator import Simulator, masked_variance
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,103 @@ def paste(canvas: np.ndarray, image: np.ndarray, x_px: int, y_px: int) -> None:
     canvas[r0 + rs : r0 + re, c0 + cs : c0 + ce] += image[rs:re, cs:ce]
 
 
+@dataclass(frozen=True)
+class MicrographDraw:
+    """One micrograph's own draws: its name, defocus, B-factor, empty box (x0, y0, x1, y1) in Å and the
+    positions (Å) of its particles, then its junk."""
+
+    name: str
+    defocus_A: float
+    b_factor_A2: float
+    empty_A: tuple[float, float, float, float]
+    spots_A: list[tuple[float, float]]
+    n_particles: int
+
+
+def draw_micrograph(index: int, settings: dict, priors, size_A: float, window_A: float, rng) -> MicrographDraw:
+    name = (MICROGRAPH_DIR / f"mic_{index + 1:03d}.mrc").as_posix()
+    defocus = float(rng.uniform(*priors.defocus_range_A))
+    b_factor = float(rng.uniform(*priors.b_factor_range_A2))
+    corner = rng.uniform(0, size_A / 2, size=2)
+    empty = (corner[0], corner[1], corner[0] + size_A / 2, corner[1] + size_A / 2)
+    margin = 0.5 * window_A + settings["min_separation_A"] * 0.1
+    n_objects = settings["particles_per_micrograph"] + settings["junk_per_micrograph"]
+    spots = place(n_objects, size_A, margin, settings["min_separation_A"], empty, rng)
+    n_particles = min(settings["particles_per_micrograph"], len(spots))
+    return MicrographDraw(name, defocus, b_factor, empty, spots, n_particles)
+
+
+def truth_row(draw: MicrographDraw, kind: str, x_px: int, y_px: int, theta_A: float, snr: float) -> dict:
+    return {"micrograph": draw.name, "kind": kind, "x_px": x_px, "y_px": y_px, "theta_A": theta_A, "snr": snr}
+
+
+def add_particles(canvas, simulator: Simulator, draw: MicrographDraw, settings: dict, rng, generator):
+    """Paste the particles at the micrograph's CTF, each scaled to its SNR against one noise level; returns
+    (the noise variance, their SNRs, their truth rows)."""
+    n, pixel = draw.n_particles, simulator.pixel_size_A
+    theta, _ = sample_mixture(n, settings["populations"], simulator.priors.theta_range_A, rng)
+    nuisance = simulator.sample_nuisance(n, generator)
+    same = torch.ones(n)
+    nuisance.update(
+        defocus_u_A=draw.defocus_A * same,
+        defocus_v_A=draw.defocus_A * same,
+        b_factor_A2=draw.b_factor_A2 * same,
+        shift_A=torch.zeros(n, 2),
+        phase_shift_deg=0 * same,
+    )
+    snr = np.exp(rng.uniform(*np.log(settings["snr_range"]), size=n))
+    with torch.no_grad():
+        signal = simulator.noiseless(torch.as_tensor(theta, dtype=torch.float32), nuisance)
+        signal_var = masked_variance(signal, simulator.mask).numpy()
+    noise_var = float(np.median(signal_var / snr))  # one noise level; particles' signal scaled to their SNR
+    truth = []
+    for i in range(n):
+        x_px, y_px = int(round(draw.spots_A[i][0] / pixel)), int(round(draw.spots_A[i][1] / pixel))
+        paste(canvas, signal[i].numpy() * np.sqrt(snr[i] * noise_var / signal_var[i]), x_px, y_px)
+        truth.append(truth_row(draw, "particle", x_px, y_px, float(np.atleast_1d(theta[i])[0]), float(snr[i])))
+    return noise_var, snr, truth
+
+
+def add_junk(canvas, simulator: Simulator, draw: MicrographDraw, noise_var: float, snr, generator) -> list[dict]:
+    """Paste aggregates at the remaining spots (denser than protein) and a patch of ice texture (a quarter
+    of the micrograph, inside the empty region, at half the noise variance); returns the aggregates' truth rows."""
+    pixel, size = simulator.pixel_size_A, canvas.shape[0]
+    spots = draw.spots_A[draw.n_particles :]
+    blobs = torch.as_tensor(junk.aggregates(simulator, len(spots), generator))
+    truth = []
+    for k, spot in enumerate(spots):
+        x_px, y_px = int(round(spot[0] / pixel)), int(round(spot[1] / pixel))
+        blob = blobs[k].numpy() * 2.0  # denser than protein: aggregates are bigger and darker
+        scale = np.sqrt(np.median(snr) * noise_var / max(blob[simulator.mask.numpy()].var(), 1e-12))
+        paste(canvas, _ctf_image(blob[None], simulator, draw.defocus_A, draw.b_factor_A2)[0] * scale, x_px, y_px)
+        truth.append(truth_row(draw, "junk", x_px, y_px, float("nan"), float("nan")))
+    texture = _smooth_field(size, pixel, 150.0, generator)
+    patch = np.zeros((size, size))
+    e = (np.array(draw.empty_A) / pixel).astype(int)
+    patch[e[1] : e[1] + (e[3] - e[1]) // 2, e[0] : e[2]] = 1.0
+    ice = _ctf_image((texture * patch)[None], simulator, draw.defocus_A, draw.b_factor_A2, size)[0]
+    canvas += ice * np.sqrt(0.5 * noise_var)
+    return truth
+
+
+def ctf_star_blocks(draws: list[MicrographDraw], pixel_A: float, optics: dict) -> dict[str, pd.DataFrame]:
+    """The optics and micrograph blocks of ``micrographs_ctf.star``, as RELION's CTF job writes them."""
+    group = {**optics_row(pixel_A, optics), "rlnMicrographPixelSize": pixel_A}
+    rows = [
+        {
+            "rlnMicrographName": d.name,
+            "rlnOpticsGroup": 1,
+            "rlnDefocusU": d.defocus_A,
+            "rlnDefocusV": d.defocus_A,
+            "rlnDefocusAngle": 0.0,
+            "rlnCtfBfactor": d.b_factor_A2,
+            "rlnCtfMaxResolution": 4.0,
+        }
+        for d in draws
+    ]
+    return {"optics": pd.DataFrame([group]), "micrographs": pd.DataFrame(rows)}
+
+
 def make_micrographs(simulator: Simulator, out_dir: str | Path, settings: dict, window_A: float, seed: int) -> Path:
     """Simulate the micrographs of ``settings`` (a micrograph set's ``demo`` section); returns the STAR path.
 
@@ -73,113 +171,23 @@ def make_micrographs(simulator: Simulator, out_dir: str | Path, settings: dict, 
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     pixel, size = simulator.pixel_size_A, settings["size_px"]
-    size_A = size * pixel
-    priors = simulator.priors
-    optics = priors.optics[0]
-    rows, truth = [], []
+    draws, truth = [], []
     for m in range(settings["n_micrographs"]):
-        name = (MICROGRAPH_DIR / f"mic_{m + 1:03d}.mrc").as_posix()
-        defocus = float(rng.uniform(*priors.defocus_range_A))
-        b_factor = float(rng.uniform(*priors.b_factor_range_A2))
-        corner = rng.uniform(0, size_A / 2, size=2)
-        empty = (corner[0], corner[1], corner[0] + size_A / 2, corner[1] + size_A / 2)
-        margin = 0.5 * window_A + settings["min_separation_A"] * 0.1
-        spots = place(
-            settings["particles_per_micrograph"] + settings["junk_per_micrograph"],
-            size_A,
-            margin,
-            settings["min_separation_A"],
-            empty,
-            rng,
-        )
-        n_particles = min(settings["particles_per_micrograph"], len(spots))
-        theta, _ = sample_mixture(n_particles, settings["populations"], priors.theta_range_A, rng)
-        nuisance = simulator.sample_nuisance(n_particles, generator)
-        same = torch.ones(n_particles)
-        nuisance.update(
-            defocus_u_A=defocus * same,
-            defocus_v_A=defocus * same,
-            b_factor_A2=b_factor * same,
-            shift_A=torch.zeros(n_particles, 2),
-            phase_shift_deg=0 * same,
-        )
-        snr = np.exp(rng.uniform(*np.log(settings["snr_range"]), size=n_particles))
-        with torch.no_grad():
-            signal = simulator.noiseless(torch.as_tensor(theta, dtype=torch.float32), nuisance)
-            signal_var = masked_variance(signal, simulator.mask).numpy()
-        noise_var = float(np.median(signal_var / snr))  # one noise level; particles' signal scaled to their SNR
+        draw = draw_micrograph(m, settings, simulator.priors, size * pixel, window_A, rng)
         canvas = np.zeros((size, size), np.float64)
-        for i in range(n_particles):
-            x_px, y_px = int(round(spots[i][0] / pixel)), int(round(spots[i][1] / pixel))
-            paste(canvas, signal[i].numpy() * np.sqrt(snr[i] * noise_var / signal_var[i]), x_px, y_px)
-            truth.append(
-                {
-                    "micrograph": name,
-                    "kind": "particle",
-                    "x_px": x_px,
-                    "y_px": y_px,
-                    "theta_A": float(np.atleast_1d(theta[i])[0]),
-                    "snr": float(snr[i]),
-                }
-            )
-        blobs = torch.as_tensor(junk.aggregates(simulator, len(spots) - n_particles, generator))
-        for k, spot in enumerate(spots[n_particles:]):
-            x_px, y_px = int(round(spot[0] / pixel)), int(round(spot[1] / pixel))
-            blob = blobs[k].numpy() * 2.0  # denser than protein: aggregates are bigger and darker
-            scale = np.sqrt(np.median(snr) * noise_var / max(blob[simulator.mask.numpy()].var(), 1e-12))
-            paste(canvas, _ctf_image(blob[None], simulator, defocus, b_factor)[0] * scale, x_px, y_px)
-            truth.append(
-                {
-                    "micrograph": name,
-                    "kind": "junk",
-                    "x_px": x_px,
-                    "y_px": y_px,
-                    "theta_A": float("nan"),
-                    "snr": float("nan"),
-                }
-            )
-        # a patch of ice texture (a quarter of the micrograph, inside the empty region) at half the noise variance
-        texture = _smooth_field(size, pixel, 150.0, generator)
-        patch = np.zeros((size, size))
-        e = (np.array(empty) / pixel).astype(int)
-        patch[e[1] : e[1] + (e[3] - e[1]) // 2, e[0] : e[2]] = 1.0
-        canvas += _ctf_image((texture * patch)[None], simulator, defocus, b_factor, size)[0] * np.sqrt(0.5 * noise_var)
-        noise = coloured_noise(
-            1, size, pixel, settings["noise_colour_strength"], settings["noise_corner_A"], generator
-        )[0].numpy()
+        noise_var, snr, particles = add_particles(canvas, simulator, draw, settings, rng, generator)
+        truth += particles + add_junk(canvas, simulator, draw, noise_var, snr, generator)
+        colour = settings["noise_colour_strength"], settings["noise_corner_A"]
+        noise = coloured_noise(1, size, pixel, *colour, generator)[0].numpy()
         micrograph = -(canvas + noise * np.sqrt(noise_var)).astype(np.float32)  # protein dark, as recorded
-        with atomic_path(out_dir / name) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        with atomic_path(out_dir / draw.name) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(micrograph)
             mrc.voxel_size = pixel
-        rows.append(
-            {
-                "rlnMicrographName": name,
-                "rlnOpticsGroup": 1,
-                "rlnDefocusU": defocus,
-                "rlnDefocusV": defocus,
-                "rlnDefocusAngle": 0.0,
-                "rlnCtfBfactor": b_factor,
-                "rlnCtfMaxResolution": 4.0,
-            }
-        )
-        log.info(
-            "wrote %s: %d particles, %d junk, defocus %.0f Å", name, n_particles, len(spots) - n_particles, defocus
-        )
-    optics_block = pd.DataFrame(
-        [
-            {
-                "rlnOpticsGroupName": "opticsGroup1",
-                "rlnOpticsGroup": 1,
-                "rlnMicrographOriginalPixelSize": pixel,
-                "rlnVoltage": optics["voltage_kV"],
-                "rlnSphericalAberration": optics["cs_mm"],
-                "rlnAmplitudeContrast": optics["amplitude_contrast"],
-                "rlnMicrographPixelSize": pixel,
-            }
-        ]
-    )
+        draws.append(draw)
+        n_junk = len(draw.spots_A) - draw.n_particles
+        log.info("wrote %s: %d particles, %d junk, defocus %.0f Å", draw.name, draw.n_particles, n_junk, draw.defocus_A)
     star = out_dir / CTF_STAR
-    write_star(star, {"optics": optics_block, "micrographs": pd.DataFrame(rows)})
+    write_star(star, ctf_star_blocks(draws, pixel, simulator.priors.optics[0]))
     with atomic_path(out_dir / "truth.tsv") as tmp:
         pd.DataFrame(truth).to_csv(tmp, sep="\t", index=False)
     return star
@@ -189,19 +197,7 @@ def _ctf_image(images: np.ndarray, simulator: Simulator, defocus_A: float, b_fac
     """Square images (n, box, box) through the micrograph's CTF (astigmatism-free)."""
     box = box or images.shape[-1]
     s_y, s_x = fourier_frequencies(box, simulator.pixel_size_A)
-    optics = simulator.priors.optics[0]
-    transfer = ctf(
-        s_y,
-        s_x,
-        defocus_A,
-        defocus_A,
-        0.0,
-        optics["voltage_kV"],
-        optics["cs_mm"],
-        optics["amplitude_contrast"],
-        0.0,
-        b_factor_A2,
-    )
+    transfer = ctf(s_y, s_x, CTF.unastigmatic(defocus_A, simulator.priors.optics[0], b_factor_A2))
     spectrum = torch.fft.rfft2(torch.as_tensor(images, dtype=torch.float32)) * transfer
     return torch.fft.irfft2(spectrum, s=(box, box)).numpy()
 

@@ -1,14 +1,18 @@
-"""Small file helpers shared by every stage: atomic writes, JSON, checksums (standard library only, so the DAG
-side can use them too)."""
+"""Small file helpers shared by every stage: atomic writes, JSON, tables, ``.npz`` archives, checksums.
+
+Standard library only at import, so the DAG side can use them too (``write_npz`` imports numpy when called)."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def current_umask() -> int:
@@ -39,10 +43,33 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
-def write_json(path: str | os.PathLike, data) -> None:
+def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path`` (the file closed again)."""
+    return json.loads(Path(path).read_text())
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Write ``arrays`` as an uncompressed ``.npz``, atomically."""
+    import numpy as np  # here, not at import: the DAG side reads this module without numpy
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def write_tsv(
+    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str] | None = None
+) -> None:
+    """Write ``rows`` (dicts with the same keys) as a tab-separated table with a header, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames or rows[0]), delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def sha256_files(paths: str | os.PathLike | list) -> str:

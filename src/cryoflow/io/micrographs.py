@@ -22,6 +22,7 @@ import glob
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from cryoflow.errors import InputError
 from cryoflow.io.mrcstack import MRC_MODES
 from cryoflow.io.star import read_star
 from cryoflow.io.starindex import MICROGRAPH_NAME, OPTICS_GROUP, index_micrographs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +76,57 @@ def _number(value, path, row: int, column: str) -> float:
     return number
 
 
+def _with_optics(table: pd.DataFrame, optics: pd.DataFrame | None, path) -> pd.DataFrame:
+    """The micrograph rows with their optics group's columns (RELION 3.1+), an unknown group refused."""
+    if optics is None or OPTICS_GROUP not in optics.columns:
+        return table
+    if OPTICS_GROUP not in table.columns and len(optics) == 1:
+        table = table.assign(**{OPTICS_GROUP: optics[OPTICS_GROUP].iloc[0]})
+    if OPTICS_GROUP not in table.columns:
+        return table
+    unknown = sorted(set(table[OPTICS_GROUP].astype(str)) - set(optics[OPTICS_GROUP].astype(str)))
+    if unknown:
+        raise InputError(f"{path}: _{OPTICS_GROUP} {unknown[0]} of the micrographs is not in data_optics")
+    extra = [c for c in optics.columns if c not in table.columns or c == OPTICS_GROUP]
+    return table.astype({OPTICS_GROUP: str}).merge(
+        optics[extra].astype({OPTICS_GROUP: str}), on=OPTICS_GROUP, how="left"
+    )
+
+
+def _micrograph(row: dict, i: int, path, resolved: dict, pixel_column: str | None, pixel_size_A) -> Micrograph:
+    """Row ``i`` of a micrograph table, each number checked (the file and the row named)."""
+    defocus_u = _number(row["rlnDefocusU"], path, i, "rlnDefocusU")
+    values = {
+        key: _number(row[column], path, i, column) if column in row else default
+        for key, column, default in (
+            ("defocus_v_A", "rlnDefocusV", defocus_u),
+            ("defocus_angle_deg", "rlnDefocusAngle", 0.0),
+            ("phase_shift_deg", "rlnPhaseShift", 0.0),
+            ("voltage_kV", "rlnVoltage", None),
+            ("cs_mm", "rlnSphericalAberration", None),
+            ("amplitude_contrast", "rlnAmplitudeContrast", None),
+        )
+    }
+    missing = [OPTICS_COLUMNS[k] for k in OPTICS_COLUMNS if values[k] is None]
+    if missing:
+        raise InputError(f"{path}, micrograph {i + 1}: no _{missing[0]} (in data_optics or the micrograph row)")
+    pixel = float(pixel_size_A) if pixel_size_A else _number(row[pixel_column], path, i, pixel_column)
+    if pixel <= 0 or defocus_u <= 0:
+        field = "pixel size" if pixel <= 0 else "_rlnDefocusU"
+        raise InputError(f"{path}, micrograph {i + 1}: {field} must be positive")
+    name = str(row[MICROGRAPH_NAME])
+    group = str(row.get(OPTICS_GROUP, "1"))
+    return Micrograph(
+        name=name, path=resolved[name], pixel_size_A=pixel, defocus_u_A=defocus_u, optics_group=group, **values
+    )
+
+
 def from_star(path: str | Path, datadir=None, pixel_size_A: float | None = None) -> list[Micrograph]:
     """The micrographs of a RELION micrograph STAR file (3.1 and later with optics groups, or 3.0 without)."""
     resolved = dict(index_micrographs(path, datadir))
     blocks = read_star(path)
     table = next(df for df in blocks.values() if MICROGRAPH_NAME in df.columns)
-    optics = blocks.get("optics")
-    if optics is not None and OPTICS_GROUP in optics.columns:
-        if OPTICS_GROUP not in table.columns and len(optics) == 1:
-            table = table.assign(**{OPTICS_GROUP: optics[OPTICS_GROUP].iloc[0]})
-        if OPTICS_GROUP in table.columns:
-            unknown = sorted(set(table[OPTICS_GROUP].astype(str)) - set(optics[OPTICS_GROUP].astype(str)))
-            if unknown:
-                raise InputError(f"{path}: _{OPTICS_GROUP} {unknown[0]} of the micrographs is not in data_optics")
-            extra = [c for c in optics.columns if c not in table.columns or c == OPTICS_GROUP]
-            table = table.astype({OPTICS_GROUP: str}).merge(
-                optics[extra].astype({OPTICS_GROUP: str}), on=OPTICS_GROUP, how="left"
-            )
+    table = _with_optics(table, blocks.get("optics"), path)
     if "rlnDefocusU" not in table.columns:
         raise InputError(
             f"{path}: no _rlnDefocusU column: a micrograph STAR file from a CTF job is needed "
@@ -100,39 +138,8 @@ def from_star(path: str | Path, datadir=None, pixel_size_A: float | None = None)
             f"{path}: no micrograph pixel size (_rlnMicrographPixelSize in data_optics); set the "
             "micrograph set's pixel_size_A"
         )
-    out = []
-    for i, row in enumerate(table.to_dict("records")):
-        defocus_u = _number(row["rlnDefocusU"], path, i, "rlnDefocusU")
-        values = {
-            key: _number(row[column], path, i, column) if column in row else default
-            for key, column, default in (
-                ("defocus_v_A", "rlnDefocusV", defocus_u),
-                ("defocus_angle_deg", "rlnDefocusAngle", 0.0),
-                ("phase_shift_deg", "rlnPhaseShift", 0.0),
-                ("voltage_kV", "rlnVoltage", None),
-                ("cs_mm", "rlnSphericalAberration", None),
-                ("amplitude_contrast", "rlnAmplitudeContrast", None),
-            )
-        }
-        missing = [OPTICS_COLUMNS[k] for k in OPTICS_COLUMNS if values[k] is None]
-        if missing:
-            raise InputError(f"{path}, micrograph {i + 1}: no _{missing[0]} (in data_optics or the micrograph row)")
-        pixel = float(pixel_size_A) if pixel_size_A else _number(row[pixel_column], path, i, pixel_column)
-        if pixel <= 0 or defocus_u <= 0:
-            field = "pixel size" if pixel <= 0 else "_rlnDefocusU"
-            raise InputError(f"{path}, micrograph {i + 1}: {field} must be positive")
-        name = str(row[MICROGRAPH_NAME])
-        out.append(
-            Micrograph(
-                name=name,
-                path=resolved[name],
-                pixel_size_A=pixel,
-                defocus_u_A=defocus_u,
-                optics_group=str(row.get(OPTICS_GROUP, "1")),
-                **values,
-            )
-        )
-    return out
+    rows = table.to_dict("records")
+    return [_micrograph(row, i, path, resolved, pixel_column, pixel_size_A) for i, row in enumerate(rows)]
 
 
 def from_files(pattern: str, defocus_A: float, pixel_size_A: float, optics: dict) -> list[Micrograph]:

@@ -8,7 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import mrcfile  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cryoflow.io.fileio import atomic_path  # noqa: E402
@@ -226,6 +225,54 @@ def _binned_median(ax, x, y, bins, log=False, color="C3", label="median"):
     ax.legend()
 
 
+def coverage_panel(ax, levels, coverage: np.ndarray) -> None:
+    n_dims = len(coverage)
+    ax.plot([0, 1], [0, 1], color="grey", ls="--")
+    for d in range(n_dims):
+        ax.plot(levels, coverage[d], marker="o", label=theta_label(d, n_dims))
+    ax.set_xlabel("nominal credibility")
+    ax.set_ylabel("empirical coverage")
+    ax.set_title("expected coverage")
+
+
+def sbc_panel(ax, pits, ks_pvalues, bins: int = 20) -> None:
+    """SBC rank histograms with the 99 % band of a uniform histogram's counts."""
+    n_dims = len(pits)
+    colours, labels = [f"C{d}" for d in range(n_dims)], [theta_label(d, n_dims) for d in range(n_dims)]
+    ax.hist(pits, bins=bins, range=(0, 1), color=colours, label=labels)
+    expected = len(pits[0]) / bins
+    band = 2.58 * np.sqrt(expected * (1 - 1 / bins))
+    ax.axhspan(expected - band, expected + band, color="grey", alpha=0.3)
+    ax.set_xlabel("SBC rank / (L + 1)")
+    ax.set_ylabel("simulations")
+    ax.set_title("SBC ranks, KS p = " + ", ".join(f"{p:.3g}" for p in ks_pvalues))
+
+
+def accuracy_panel(ax, per_dim: list[dict]) -> None:
+    n_dims = len(per_dim)
+    for d, values in enumerate(per_dim):
+        truth, mean, std = values["theta_true"], values["mean"], values["std"]
+        ax.errorbar(truth, mean, yerr=std, fmt=".", alpha=0.3, label=theta_label(d, n_dims))
+    lims = [min(v["theta_true"].min() for v in per_dim), max(v["theta_true"].max() for v in per_dim)]
+    ax.plot(lims, lims, color="k")
+    ax.set_xlabel("true θ [Å]")
+    ax.set_ylabel("posterior mean ± σ [Å]")
+
+
+def view_panels(axes, views: list, per_dim: list[dict]) -> None:
+    """Posterior σ and error against the angle between the beam and each coordinate's direction of motion."""
+    n_dims = len(per_dim)
+    for ax, key, text in ((axes[0], "std", "posterior σ [Å]"), (axes[1], "error", "|mean − truth| [Å]")):
+        for d, values in enumerate(per_dim):
+            y = values["std"] if key == "std" else np.abs(values["mean"] - values["theta_true"])
+            ax.scatter(views[d], y, s=4, alpha=0.3, color=f"C{d}")
+            colour = "C3" if n_dims == 1 else f"C{d}"
+            label = "median" if n_dims == 1 else f"{theta_label(d, n_dims)} median"
+            _binned_median(ax, views[d], y, 9, color=colour, label=label)
+        ax.set_xlabel("angle between beam and direction of motion [°]")
+        ax.set_ylabel(text)
+
+
 def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path, fixed_snr=(), exact=()) -> None:
     """Held-out simulations: coverage, SBC, accuracy, and posterior width against SNR and view (Fig. 2B/C).
 
@@ -241,64 +288,21 @@ def plot_calibration(levels, coverage, sim: dict, pits, ks_pvalues, path, fixed_
     fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
     plot_fixed_snr(axes[0, 3], fixed_snr, n_dims, exact)
     axes[1, 3].set_axis_off()
-    ax = axes[0, 0]
-    ax.plot([0, 1], [0, 1], color="grey", ls="--")
-    for d in range(n_dims):
-        ax.plot(levels, coverage[d], marker="o", label=theta_label(d, n_dims))
-    ax.set_xlabel("nominal credibility")
-    ax.set_ylabel("empirical coverage")
-    ax.set_title("expected coverage")
-    ax = axes[0, 1]
-    bins = 20
-    ax.hist(
-        pits,
-        bins=bins,
-        range=(0, 1),
-        color=[f"C{d}" for d in range(n_dims)],
-        label=[theta_label(d, n_dims) for d in range(n_dims)],
-    )
-    expected = len(pits[0]) / bins
-    band = 2.58 * np.sqrt(expected * (1 - 1 / bins))  # 99 % band of a uniform histogram's counts
-    ax.axhspan(expected - band, expected + band, color="grey", alpha=0.3)
-    ax.set_xlabel("SBC rank / (L + 1)")
-    ax.set_ylabel("simulations")
-    ax.set_title("SBC ranks, KS p = " + ", ".join(f"{p:.3g}" for p in ks_pvalues))
-    ax = axes[0, 2]
-    for d, values in enumerate(per_dim):
-        ax.errorbar(
-            values["theta_true"], values["mean"], yerr=values["std"], fmt=".", alpha=0.3, label=theta_label(d, n_dims)
-        )
-    lims = [min(v["theta_true"].min() for v in per_dim), max(v["theta_true"].max() for v in per_dim)]
-    ax.plot(lims, lims, color="k")
-    ax.set_xlabel("true θ [Å]")
-    ax.set_ylabel("posterior mean ± σ [Å]")
-    width = np.sqrt(sum(v["std"] ** 2 for v in per_dim))  # for a 2-D θ, the two widths combined
+    coverage_panel(axes[0, 0], levels, coverage)
+    sbc_panel(axes[0, 1], pits, ks_pvalues)
+    accuracy_panel(axes[0, 2], per_dim)
     if n_dims > 1:
-        for ax in (axes[0, 0], axes[0, 1], axes[0, 2]):
+        for ax in axes[0, :3]:
             ax.legend()
+    width = np.sqrt(sum(v["std"] ** 2 for v in per_dim))  # for a 2-D θ, the two widths combined
     ax = axes[1, 0]
     ax.scatter(sim["snr"], width, s=4, alpha=0.4)
     _binned_median(ax, sim["snr"], width, 8, log=True)
     ax.set_xscale("log")
     ax.set_xlabel("SNR")
     ax.set_ylabel("posterior σ [Å]" if n_dims == 1 else "posterior σ, √(σ₁² + σ₂²) [Å]")
-    if "view_angle_deg" in sim:  # each coordinate against the angle to its own direction of motion
-        views = columns(sim["view_angle_deg"], n_dims)
-        for ax, key, text in ((axes[1, 1], "std", "posterior σ [Å]"), (axes[1, 2], "error", "|mean − truth| [Å]")):
-            for d, values in enumerate(per_dim):
-                y = values["std"] if key == "std" else np.abs(values["mean"] - values["theta_true"])
-                name = theta_label(d, n_dims)
-                ax.scatter(views[d], y, s=4, alpha=0.3, color=f"C{d}")
-                _binned_median(
-                    ax,
-                    views[d],
-                    y,
-                    9,
-                    color="C3" if n_dims == 1 else f"C{d}",
-                    label="median" if n_dims == 1 else f"{name} median",
-                )
-            ax.set_xlabel("angle between beam and direction of motion [°]")
-            ax.set_ylabel(text)
+    if "view_angle_deg" in sim:
+        view_panels(axes[1, 1:3], columns(sim["view_angle_deg"], n_dims), per_dim)
     _save(fig, path)
 
 
@@ -386,14 +390,3 @@ def plot_examples(images, post: dict, indices, path) -> None:
             axes[1, col].set_xlabel("θ₁ [Å]")
             axes[1, col].set_ylabel("θ₂ [Å]")
     _save(fig, path)
-
-
-def gathered_images(stack_paths: list, shard_particles, indices) -> np.ndarray:
-    """Images at dataset-wide ``indices`` from the per-shard preprocessed stacks (shards in order)."""
-    offsets = np.concatenate([[0], np.cumsum(shard_particles)])
-    images = []
-    for i in indices:
-        shard = int(np.searchsorted(offsets, i, side="right") - 1)
-        with mrcfile.mmap(stack_paths[shard], mode="r", permissive=True) as mrc:
-            images.append(np.array(mrc.data[i - offsets[shard]], dtype=np.float32))
-    return np.stack(images)

@@ -40,6 +40,7 @@ its log interpolated linearly onto the estimator's θ grid.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -47,13 +48,13 @@ import numpy as np
 import torch
 
 from cryoflow.logs import Progress
-from cryoflow.physics.ctf import RECORDED_CTF, ctf, fourier_frequencies
+from cryoflow.physics.ctf import CTF, RECORDED_CTF, ctf, fourier_frequencies
 from cryoflow.physics.projection import VolumeTemplates, shift_phase
 from cryoflow.physics.simulator import Simulator
 from cryoflow.physics.so3 import children, euler_matrices, so3_cells
 from cryoflow.physics.theta import bounds
 from cryoflow.sbi import gridsize
-from cryoflow.sbi.likelihood_rows import Rows, heaviest_rows, midpoints, split_rows
+from cryoflow.sbi.likelihood_rows import NuisanceCell, Rows, heaviest_rows, midpoints, split_rows
 
 LOG_8 = math.log(8.0)
 KNOWABLE = ("ctf", "b_factor", "bead_sigma")
@@ -199,7 +200,7 @@ class ExplicitLikelihood:
         return torch.cat(parts, dim=1).contiguous()
 
     # ---- image side ---------------------------------------------------------------------------------------
-    def nuisance_cells(self, nuisance: dict | None, index: int) -> list[dict]:
+    def nuisance_cells(self, nuisance: dict | None, index: int) -> list[NuisanceCell]:
         """The nuisance states of image ``index``: CTF parameters, B-factor, bead width, and the half-width of
         the defocus cell each stands for (0 where the defocus is known or fixed)."""
         p, s, known = self.sim.priors, self.settings, self.settings.known
@@ -208,41 +209,44 @@ class ExplicitLikelihood:
             return float(nuisance[key][index])
 
         if "ctf" in known:
-            ctf_cells = [(tuple(value(k) for k in RECORDED_CTF), 0.0)]
+            ctf_cells = [(CTF(**{k: value(k) for k in RECORDED_CTF}), 0.0)]
         else:
             g = p.optics[0]
             n_defocus = s.defocus_points if gridsize.varies(p.defocus_range_A) else 1
             half_width = 0.5 * (p.defocus_range_A[1] - p.defocus_range_A[0]) / n_defocus
-            rest = (g["voltage_kV"], g["cs_mm"], g["amplitude_contrast"], float(p.phase_shift_range_deg[0]))
-            ctf_cells = [((d, d, 0.0, *rest), half_width) for d in midpoints(*p.defocus_range_A, s.defocus_points)]
+            phase_shift = float(p.phase_shift_range_deg[0])
+            ctf_cells = [
+                (dataclasses.replace(CTF.unastigmatic(d, g), phase_shift_deg=phase_shift), half_width)
+                for d in midpoints(*p.defocus_range_A, s.defocus_points)
+            ]
         b_values = [value("b_factor_A2")] if "b_factor" in known else midpoints(*p.b_factor_range_A2, s.b_factor_points)
         sigmas = (
             [value("bead_sigma_A")] if "bead_sigma" in known else midpoints(*p.bead_sigma_range_A, s.bead_sigma_points)
         )
         return [
-            {"ctf": ctf_values, "b": float(b), "sigma": float(sigma), "defocus_half_width": width}
-            for ctf_values, width in ctf_cells
+            NuisanceCell(dataclasses.replace(recorded, b_factor_A2=float(b)), float(sigma), width)
+            for recorded, width in ctf_cells
             for b in b_values
             for sigma in sigmas
         ]
 
-    def filter_of(self, cell: dict) -> torch.Tensor:
+    def filter_of(self, cell: NuisanceCell) -> torch.Tensor:
         """A nuisance state's filter (K,): CTF × B-factor envelope × extra bead blur."""
-        base = ctf(self.s_y, self.s_x, *cell["ctf"], cell["b"])  # cell["ctf"]: the RECORDED_CTF values
-        extra = 0.0 if self.blur_base is None else max(cell["sigma"] ** 2 - self.blur_base**2, 0.0)
+        base = ctf(self.s_y, self.s_x, cell.ctf)
+        extra = 0.0 if self.blur_base is None else max(cell.bead_sigma_A**2 - self.blur_base**2, 0.0)
         return (base * torch.exp(-2 * math.pi**2 * extra * (self.s_x**2 + self.s_y**2))).reshape(-1)
 
     def filters(self, nuisance: dict | None, index: int) -> torch.Tensor:
         """Nuisance filters (J, K) of image ``index`` (the whitening is on the projections already)."""
         return torch.stack([self.filter_of(cell) for cell in self.nuisance_cells(nuisance, index)])
 
-    def initial_rows(self, cells: list[dict]) -> Rows:
+    def initial_rows(self, cells: list[NuisanceCell]) -> Rows:
         """Every nuisance state × every shift of the grid, equally weighted."""
         j, n_shifts = len(cells), len(self.shifts_A)
         p = self.sim.priors
         shift_half = p.shift_max_A / len(midpoints(-p.shift_max_A, p.shift_max_A, self.settings.shift_points))
         shift_half = shift_half if p.shift_max_A > 0 else 0.0
-        half = torch.tensor([[shift_half, shift_half, c["defocus_half_width"]] for c in cells], dtype=torch.float64)
+        half = torch.tensor([[shift_half, shift_half, c.defocus_half_width_A] for c in cells], dtype=torch.float64)
         return Rows(
             cell=torch.arange(j).repeat_interleave(n_shifts),
             shift_A=self.shifts_A.cpu().repeat(j, 1),

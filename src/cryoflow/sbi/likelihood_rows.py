@@ -4,11 +4,14 @@ defocus), its weight shared among them."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from cryoflow.physics.ctf import CTF
 
 
 @dataclass
@@ -23,7 +26,24 @@ class Rows:
     half_width: torch.Tensor  # (R, 3) float64
 
 
-def split_rows(rows: Rows, chosen: torch.Tensor, cells: list[dict]) -> tuple[Rows, list[dict]]:
+@dataclasses.dataclass(frozen=True)
+class NuisanceCell:
+    """One nuisance state of the explicit likelihood's grid: its CTF (with the B-factor), bead width, and the
+    half-width of the defocus cell it stands for (0 where the defocus is known or fixed)."""
+
+    ctf: CTF
+    bead_sigma_A: float
+    defocus_half_width_A: float
+
+    def defocus_child(self, offset_A: float) -> NuisanceCell:
+        """The half of this cell whose defocus is ``offset_A`` away (U and V alike)."""
+        shifted = dataclasses.replace(
+            self.ctf, defocus_u_A=self.ctf.defocus_u_A + offset_A, defocus_v_A=self.ctf.defocus_v_A + offset_A
+        )
+        return NuisanceCell(shifted, self.bead_sigma_A, 0.5 * self.defocus_half_width_A)
+
+
+def split_rows(rows: Rows, chosen: torch.Tensor, cells: list[NuisanceCell]) -> tuple[Rows, list[NuisanceCell]]:
     """``rows`` with the ``chosen`` ones replaced by their children: shift halves along each axis with a
     width, defocus halves where the defocus has one (new nuisance states appended to ``cells``)."""
     keep = torch.ones(len(rows.cell), dtype=torch.bool)
@@ -45,8 +65,7 @@ def split_rows(rows: Rows, chosen: torch.Tensor, cells: list[dict]) -> tuple[Row
             if offset == 0.0:
                 kid_cells.append(int(rows.cell[r]))
                 continue
-            du, dv, *rest = parent["ctf"]
-            cells.append({**parent, "ctf": (du + offset, dv + offset, *rest), "defocus_half_width": 0.5 * hd})
+            cells.append(parent.defocus_child(offset))
             kid_cells.append(len(cells) - 1)
         n = len(ys) * len(xs) * len(ds)
         for cell in kid_cells:

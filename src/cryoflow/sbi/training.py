@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -70,24 +70,6 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
 def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def select_device(requested: str = "auto") -> torch.device:
-    """'auto' takes CUDA when present, else the CPU; 'cuda' without a GPU is an error."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
-    device = torch.device(requested)
-    log.info("training device: %s (%s), torch %s", device, device_name(device), torch.__version__)
-    return device
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU with its thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU, {torch.get_num_threads()} threads"
 
 
 @torch.no_grad()
@@ -167,6 +149,122 @@ def distributed_objective(model: PosteriorEstimator, device: torch.device, autoc
     return torch.nn.parallel.DistributedDataParallel(Objective(model, autocast), device_ids=ids)
 
 
+@dataclass
+class TrainingState:
+    """What a training run carries from step to step, and what a checkpoint holds of it.
+
+    ``step`` is the last step taken; ``best_state`` the model's weights at the lowest validation loss so far.
+    ``checkpoint``/``resume`` are the round trip through a checkpoint file's dict.
+    """
+
+    model: PosteriorEstimator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    step: int = 0
+    best_loss: float = float("inf")
+    best_state: dict | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def checkpoint(self, fingerprint: str, generators: list, world_size: int) -> dict:
+        """The checkpoint's contents: this state with every rank's generator state (``generators``)."""
+        return {
+            "fingerprint": fingerprint,
+            "step": self.step,
+            "world_size": world_size,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generators": generators,
+            "best_loss": self.best_loss,
+            "best_state": self.best_state,
+            "history": self.history,
+        }
+
+    def resume(self, saved: dict, rank: int) -> None:
+        """Continue from a checkpoint's contents (``checkpoint``'s output), as rank ``rank``."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.generator.set_state(saved["generators"][rank].to(self.generator.get_state().device))
+        self.step, self.best_loss = saved["step"], saved["best_loss"]
+        self.best_state, self.history = saved["best_state"], saved["history"]
+
+    def record_validation(self, row: dict) -> None:
+        self.history.append(row)
+        if row["val_loss"] < self.best_loss:
+            self.best_loss, self.best_state = row["val_loss"], copy.deepcopy(self.model.state_dict())
+
+
+@dataclass
+class Running:
+    """Sums since the last validation (losses) and since the start (simulation throughput)."""
+
+    loss: float = 0.0
+    particle_loss: float = 0.0
+    n_steps: int = 0
+    sim_seconds: float = 0.0
+    sim_images: int = 0
+
+    def reset_losses(self) -> None:
+        self.loss, self.particle_loss, self.n_steps = 0.0, 0.0, 0
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """One rank's batch: ``size`` images per step, the last ``n_junk`` of them junk (``is_particle`` marks the
+    rest; None without junk)."""
+
+    size: int
+    n_junk: int
+    is_particle: torch.Tensor | None
+
+    @classmethod
+    def make(cls, model: PosteriorEstimator, config: TrainingConfig, world: World, device: torch.device) -> BatchPlan:
+        size = rank_batch_size(config.batch_size, world)
+        n_junk = junk.junk_batch_size(size, config.junk_fraction) if model.particle is not None else 0
+        is_particle = (torch.arange(size, device=device) < size - n_junk).float() if n_junk else None
+        return cls(size, n_junk, is_particle)
+
+    @torch.no_grad()
+    def draw(self, model: PosteriorEstimator, simulator: Simulator, generator: torch.Generator):
+        """(θ of the particles, every image, the particles' CTF features or None)."""
+        theta, images, ctf = simulated_batch(model, simulator, self.size - self.n_junk, generator)
+        if self.n_junk:
+            images = torch.cat([images, junk.junk_images(simulator, self.n_junk, generator)[0]])
+        return theta, images, ctf
+
+
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TrainingConfig):
+    """``train.lr_schedule``: cosine down to 1 % of the learning rate over ``steps``, or constant."""
+    if config.lr_schedule == "cosine":
+        floor = 0.01 * config.learning_rate
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps, eta_min=floor)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+
+
+def resume_from(state: TrainingState, checkpoint: Path | None, fingerprint: str, world: World) -> None:
+    saved = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
+    if saved is not None:
+        state.resume(saved, world.rank)
+        log.info("resuming from checkpoint %s at step %d", checkpoint, state.step + 1)
+
+
+def log_set_up(autocast: bool, plan: BatchPlan, config: TrainingConfig, world: World) -> None:
+    if autocast:
+        log.info("mixed precision: bfloat16 autocast for the embedding")
+    if world.size > 1:
+        log.info(
+            "data-parallel training on %d ranks: %d images per rank and step (global batch %d)",
+            *(world.size, plan.size, config.batch_size),
+        )
+    if plan.n_junk:
+        log.info(
+            "junk-aware: %d of %d images per batch hold no centred particle (%s)",
+            *(plan.n_junk * world.size, config.batch_size, ", ".join(junk.KINDS)),
+        )
+
+
 def train(
     model: PosteriorEstimator,
     simulator: Simulator,
@@ -177,11 +275,11 @@ def train(
 ) -> tuple[PosteriorEstimator, list, dict]:
     """Train ``model`` in place; return the best-validation model, the history rows and the last state_dict.
 
-    With ``checkpoint``, the model, optimizer, scheduler, random-generator
-    state, best model and history are saved there at validation steps, at
-    most every ``checkpoint_every`` steps. A rerun whose ``fingerprint``
-    matches resumes after the saved step and ends with the same result as an
-    uninterrupted run; another fingerprint starts from step 0.
+    With ``checkpoint``, the :class:`TrainingState` (model, optimizer,
+    scheduler, random-generator state, best model and history) is saved there
+    at validation steps, at most every ``checkpoint_every`` steps. A rerun
+    whose ``fingerprint`` matches resumes after the saved step and ends with
+    the same result as an uninterrupted run; another fingerprint starts from step 0.
 
     On several ranks (``world``, inside a joined process group) every rank
     calls this: each simulates ``batch_size / world.size`` images per step
@@ -190,126 +288,103 @@ def train(
     history and models are the run's (the other ranks return an empty history).
     """
     device = simulator.device
-    local_batch = rank_batch_size(config.batch_size, world)
+    plan = BatchPlan.make(model, config, world, device)
     model.to(device, memory_format=memory_format(model, device)).train()
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(distributed.rank_seed(config.seed, world.rank))
-    if world.main:
-        val_theta, val_images, val_ctf = make_validation_set(model, simulator, config.validation_size, config.seed)
+    validation_set = make_validation_set(model, simulator, config.validation_size, config.seed) if world.main else None
     autocast = config.mixed_precision and device.type == "cuda"
     objective = distributed_objective(model, device, autocast, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    if config.lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=config.steps, eta_min=0.01 * config.learning_rate
-        )
-    else:
-        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
-    best_loss, best_state, history, start = float("inf"), None, [], 1
+    state = TrainingState(model, optimizer, learning_rate_schedule(optimizer, config), generator)
     checkpoint = Path(checkpoint) if checkpoint else None
-    saved = load_checkpoint(checkpoint, fingerprint) if checkpoint else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        generator.set_state(saved["generators"][world.rank].to(generator.get_state().device))
-        best_loss, best_state, history = saved["best_loss"], saved["best_state"], saved["history"]
-        start = saved["step"] + 1
-        log.info("resuming from checkpoint %s at step %d", checkpoint, start)
-    last_saved = start - 1
-    budget_s = 3600.0 * config.max_hours if config.max_hours else None
-    progress = Progress(config.steps - start + 1, "train", unit="steps", every_s=15.0, logger=log, budget_s=budget_s)
-    running, n_running, t_images, n_images = 0.0, 0, 0.0, 0
-    if autocast:
-        log.info("mixed precision: bfloat16 autocast for the embedding")
-    if world.size > 1:
-        log.info(
-            "data-parallel training on %d ranks: %d images per rank and step (global batch %d)",
-            world.size,
-            local_batch,
-            config.batch_size,
-        )
-    deadline = time.monotonic() + budget_s if budget_s else float("inf")
-    n_junk = junk.junk_batch_size(local_batch, config.junk_fraction) if model.particle is not None else 0
-    is_particle = (torch.arange(local_batch, device=device) < local_batch - n_junk).float() if n_junk else None
-    running_particle = 0.0
-    if n_junk:
-        log.info(
-            "junk-aware: %d of %d images per batch hold no centred particle (%s)",
-            n_junk * world.size,
-            config.batch_size,
-            ", ".join(junk.KINDS),
-        )
-    for step in range(start, config.steps + 1):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            theta, images, ctf = simulated_batch(model, simulator, local_batch - n_junk, generator)
-            if n_junk:
-                images = torch.cat([images, junk.junk_images(simulator, n_junk, generator)[0]])
-        t_images += time.perf_counter() - t0
-        n_images += local_batch
-        loss, particle_loss, grad_norm = optimizer_step(
-            objective, optimizer, config.clip_grad_norm, theta, images, ctf, is_particle
-        )
-        scheduler.step()
-        running += loss.item()
-        n_running += 1
-        if n_junk:
-            running_particle += particle_loss.item()
-        out_of_time = time.monotonic() > deadline
-        if config.max_hours:  # every rank stops at the same step
-            out_of_time = distributed.any_rank(out_of_time)
-        if step % config.validate_every == 0 or step == config.steps or out_of_time:
-            running, running_particle = distributed.mean_over_ranks([running, running_particle])
-            if world.main:
-                val_loss = mean_negative_log_prob(model, val_theta, val_images, ctf=val_ctf)
-                row = {
-                    "step": step,
-                    "train_loss": running / n_running,
-                    "val_loss": val_loss,
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "sim_images_per_s": world.size * n_images / max(t_images, 1e-9),
-                    "steps_per_s": progress.rate,
-                }
-                if n_junk:  # mean binary cross-entropy of the particle output; the flow's loss stays train_loss's part
-                    row["particle_bce"] = running_particle / n_running
-                    row["train_loss"] -= row["particle_bce"]
-                history.append(row)
-                if val_loss < best_loss:
-                    best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
-                progress.update(
-                    0,
-                    step=step,
-                    loss=row["train_loss"],
-                    val_loss=val_loss,
-                    images_per_s=round(progress.rate * config.batch_size),
-                )
-            running, n_running, running_particle = 0.0, 0, 0.0
-            if checkpoint and step - last_saved >= config.checkpoint_every and step < config.steps:
-                generators = distributed.gather(generator.get_state())
-                if world.main:
-                    state = {
-                        "fingerprint": fingerprint,
-                        "step": step,
-                        "world_size": world.size,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "generators": generators,
-                        "best_loss": best_loss,
-                        "best_state": best_state,
-                        "history": history,
-                    }
-                    save_checkpoint(checkpoint, state)
-                last_saved = step
-        progress.update(1)
-        if out_of_time:
-            log.warning("train.max_hours (%.3g h) reached at step %d of %d", config.max_hours, step, config.steps)
-            break
+    resume_from(state, checkpoint, fingerprint, world)
+    log_set_up(autocast, plan, config, world)
+    loop = TrainingLoop(state, objective, plan, simulator, config, world, validation_set)
+    loop.run(checkpoint, fingerprint)
     last_state = copy.deepcopy(model.state_dict())
     if world.main:
-        model.load_state_dict(best_state)
-        log.info("best validation loss %.4f", best_loss)
+        model.load_state_dict(state.best_state)
+        log.info("best validation loss %.4f", state.best_loss)
     model.eval()
-    return model, history, last_state
+    return model, state.history, last_state
+
+
+class TrainingLoop:
+    """The steps of one run around its :class:`TrainingState`: simulate and step, validate, checkpoint, stop."""
+
+    def __init__(self, state, objective, plan, simulator, config: TrainingConfig, world: World, validation_set):
+        self.state, self.objective, self.plan, self.simulator = state, objective, plan, simulator
+        self.config, self.world, self.validation_set = config, world, validation_set
+        self.running = Running()
+        budget_s = 3600.0 * config.max_hours if config.max_hours else None
+        steps_left = config.steps - state.step
+        self.progress = Progress(steps_left, "train", unit="steps", every_s=15.0, logger=log, budget_s=budget_s)
+        self.deadline = time.monotonic() + budget_s if budget_s else float("inf")
+
+    def run(self, checkpoint: Path | None, fingerprint: str) -> None:
+        config, state = self.config, self.state
+        last_saved = state.step
+        for step in range(state.step + 1, config.steps + 1):
+            grad_norm = self.take_step()
+            state.step = step
+            out_of_time = time.monotonic() > self.deadline
+            if config.max_hours:  # every rank stops at the same step
+                out_of_time = distributed.any_rank(out_of_time)
+            if step % config.validate_every == 0 or step == config.steps or out_of_time:
+                self.validate(grad_norm)
+                if checkpoint and step - last_saved >= config.checkpoint_every and step < config.steps:
+                    self.save(checkpoint, fingerprint)
+                    last_saved = step
+            self.progress.update(1)
+            if out_of_time:
+                log.warning("train.max_hours (%.3g h) reached at step %d of %d", config.max_hours, step, config.steps)
+                break
+
+    def take_step(self) -> torch.Tensor:
+        """Simulate this rank's batch and take one optimizer step; returns the gradient norm."""
+        state, running = self.state, self.running
+        t0 = time.perf_counter()
+        theta, images, ctf = self.plan.draw(state.model, self.simulator, state.generator)
+        running.sim_seconds += time.perf_counter() - t0
+        running.sim_images += self.plan.size
+        loss, particle_loss, grad_norm = optimizer_step(
+            self.objective, state.optimizer, self.config.clip_grad_norm, theta, images, ctf, self.plan.is_particle
+        )
+        state.scheduler.step()
+        running.loss += loss.item()
+        running.n_steps += 1
+        if self.plan.n_junk:
+            running.particle_loss += particle_loss.item()
+        return grad_norm
+
+    def validate(self, grad_norm: torch.Tensor) -> None:
+        """Score the validation set on rank 0 and add a history row (losses averaged over the ranks)."""
+        state, running = self.state, self.running
+        running.loss, running.particle_loss = distributed.mean_over_ranks([running.loss, running.particle_loss])
+        if self.world.main:
+            val_theta, val_images, val_ctf = self.validation_set
+            row = {
+                "step": state.step,
+                "train_loss": running.loss / running.n_steps,
+                "val_loss": mean_negative_log_prob(state.model, val_theta, val_images, ctf=val_ctf),
+                "lr": state.scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "sim_images_per_s": self.world.size * running.sim_images / max(running.sim_seconds, 1e-9),
+                "steps_per_s": self.progress.rate,
+            }
+            if self.plan.n_junk:  # mean binary cross-entropy of the particle output; the flow's loss stays train_loss
+                row["particle_bce"] = running.particle_loss / running.n_steps
+                row["train_loss"] -= row["particle_bce"]
+            state.record_validation(row)
+            images_per_s = round(self.progress.rate * self.config.batch_size)
+            self.progress.update(
+                0, step=state.step, loss=row["train_loss"], val_loss=row["val_loss"], images_per_s=images_per_s
+            )
+        running.reset_losses()
+
+    def save(self, checkpoint: Path, fingerprint: str) -> None:
+        """Every rank's generator state to rank 0, which writes the checkpoint."""
+        generators = distributed.gather(self.state.generator.get_state())
+        if self.world.main:
+            save_checkpoint(checkpoint, self.state.checkpoint(fingerprint, generators, self.world.size))

@@ -11,7 +11,6 @@ the last step, so a run whose rank died leaves no model.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -26,12 +25,14 @@ import numpy as np
 import torch
 
 from cryoflow.errors import InputError
-from cryoflow.io.fileio import atomic_path, sha256_files, write_json
+from cryoflow.io.fileio import sha256_files, write_json, write_tsv
+from cryoflow.job import Job
 from cryoflow.logs import configure, package_versions
 from cryoflow.report.figures import plot_loss
-from cryoflow.sbi import distributed, models, training
+from cryoflow.sbi import devices, distributed, models, training
 from cryoflow.sbi.distributed import World
 from cryoflow.workflow import pipeline
+from cryoflow.workflow.modelcard import ModelCard
 
 log = logging.getLogger("cryoflow.sbi.trainjob")  # also when run as __main__ by torchrun
 
@@ -59,12 +60,9 @@ class TrainJob:
     log: str | None = None
 
     @classmethod
-    def from_snakemake(cls, smk) -> TrainJob:
-        def plain(names):
-            return {key: getattr(names, key) for key in names.keys()}
-
-        params = {key: getattr(smk.params, key) for key in smk.params.keys()}
-        return cls(plain(smk.input), plain(smk.output), params, int(smk.threads), smk.log[0] if smk.log else None)
+    def from_job(cls, job: Job) -> TrainJob:
+        """The rule's :class:`~cryoflow.job.Job` as the JSON-ready values every rank reads."""
+        return cls(job.input.as_dict(), job.output.as_dict(), job.params.as_dict(), job.threads, job.log)
 
     @property
     def train(self) -> dict:
@@ -88,7 +86,7 @@ def layout(train_cfg: dict, device: torch.device | None = None, visible_gpus: in
     """The ranks a ``train`` section asks for: ``gpus`` per node on CUDA (one rank each), ``processes`` per
     node on the CPU, times ``nodes``. More GPUs than the job sees is an error naming ``train.gpus``.
     ``device`` and ``visible_gpus`` default to what this process finds (``train.device``, CUDA's count)."""
-    device = device or training.select_device(train_cfg["device"])
+    device = device or devices.select_device(train_cfg["device"])
     nodes = int(train_cfg.get("nodes", 1))
     if device.type == "cuda":
         visible = torch.cuda.device_count() if visible_gpus is None else visible_gpus
@@ -131,6 +129,45 @@ def execute(job: TrainJob, world: World, device: torch.device) -> None:
         distributed.stop()
 
 
+def model_card(
+    job: TrainJob,
+    model: models.PosteriorEstimator,
+    history: list[dict],
+    priors: dict,
+    checksums: dict[str, str],
+    world: World,
+    device: torch.device,
+) -> ModelCard:
+    """The card of a finished training (all but its template θ, wall time and weights checksum)."""
+    params = job.params
+    best = min(history, key=lambda row: row["val_loss"])
+    name = devices.device_name(device)
+    return ModelCard(
+        model="cryoflow neural posterior estimator: ResNet-18 embedding + neural spline flow (lampe NPE, zuko NSF)",
+        architecture=model.architecture,
+        parameters=models.count_parameters(model),
+        name=params["model_name"],
+        seed=params["seed"],
+        config={**params["card_config"], "train": job.train},
+        template_recipe=params["recipe"],
+        priors=priors,
+        checksums_sha256={**checksums, "training_code": training_code_sha256()},
+        packages=package_versions(["torch", "zuko", "lampe", "numpy", "mrcfile", "starfile"]),
+        python=platform.python_version(),
+        device=name if world.size == 1 else f"{world.size} ranks of {name}",
+        world_size=world.size,
+        steps_run=history[-1]["step"],
+        steps_planned=job.train["steps"],
+        best_step=best["step"],
+        best_val_loss=best["val_loss"],
+        final_train_loss=history[-1]["train_loss"],
+        final_val_loss=history[-1]["val_loss"],
+        uniform_prior_loss=models.uniform_prior_loss(model.architecture["theta_range_A"]),
+        sim_images_per_s=history[-1]["sim_images_per_s"],
+        steps_per_s=history[-1]["steps_per_s"],
+    )
+
+
 def _train_and_write(job: TrainJob, world: World, device: torch.device) -> None:
     params, inputs = job.params, SimpleNamespace(**job.inputs)
     config = {"image": params["image"], "simulator": params["simulator"]}
@@ -153,44 +190,16 @@ def _train_and_write(job: TrainJob, world: World, device: torch.device) -> None:
     )
     if not world.main:
         return
-    best = min(history, key=lambda row: row["val_loss"])
-    name = training.device_name(device)
-    card = {
-        "model": "cryoflow neural posterior estimator: ResNet-18 embedding + neural spline flow (lampe NPE, zuko NSF)",
-        "architecture": model.architecture,
-        "parameters": models.count_parameters(model),
-        "name": params["model_name"],
-        "seed": params["seed"],
-        "config": {**params["card_config"], "train": job.train},
-        "template_recipe": params["recipe"],
-        "priors": priors,
-        "checksums_sha256": {"ensemble": ensemble_sha256, **input_sha256, "training_code": training_code_sha256()},
-        "template_theta_A": np.asarray(ensemble["theta_A"], dtype=float).tolist(),
-        "packages": package_versions(["torch", "zuko", "lampe", "numpy", "mrcfile", "starfile"]),
-        "python": platform.python_version(),
-        "device": name if world.size == 1 else f"{world.size} ranks of {name}",
-        "world_size": world.size,
-        "steps_run": history[-1]["step"],
-        "steps_planned": job.train["steps"],
-        "best_step": best["step"],
-        "best_val_loss": best["val_loss"],
-        "final_train_loss": history[-1]["train_loss"],
-        "final_val_loss": history[-1]["val_loss"],
-        "uniform_prior_loss": models.uniform_prior_loss(model.architecture["theta_range_A"]),
-        "wall_time_s": round(time.time() - started, 1),
-        "sim_images_per_s": history[-1]["sim_images_per_s"],
-        "steps_per_s": history[-1]["steps_per_s"],
-    }
+    card = model_card(job, model, history, priors, {"ensemble": ensemble_sha256, **input_sha256}, world, device)
+    card["template_theta_A"] = np.asarray(ensemble["theta_A"], dtype=float).tolist()
+    card["wall_time_s"] = round(time.time() - started, 1)
     outputs = job.outputs
     models.save_model(outputs["model"], model, card)
     model.load_state_dict(last_state)
     models.save_model(outputs["last_model"], model, {**card, "weights": "last step"})
     # the card names its weights: a model file beside another model's card is refused at -n and at load
     write_json(outputs["card"], {**card, "weights_sha256": sha256_files(outputs["model"])})
-    with atomic_path(outputs["history"]) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]), delimiter="\t")
-        writer.writeheader()
-        writer.writerows(history)
+    write_tsv(outputs["history"], history)
     plot_loss(history, card["uniform_prior_loss"], outputs["curve"])
     log.info("model card: %s", outputs["card"])
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from cryoflow.analysis import diagnostics
-from cryoflow.io.fileio import atomic_path
+from cryoflow.io.fileio import write_npz
 from cryoflow.physics.junk import KINDS as JUNK_KINDS
 from cryoflow.physics.junk import junk_images
 from cryoflow.sbi import heldout, inference
@@ -101,5 +101,4 @@ def validation_arrays(model, simulator, ensemble: dict, settings: dict, seed: in
 
 def write_validation(path, arrays: dict) -> None:
     """``validation/simulations.npz``, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+    write_npz(path, **arrays)

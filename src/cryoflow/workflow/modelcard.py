@@ -7,10 +7,47 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, TypedDict
 
 from cryoflow.errors import ConfigError
 from cryoflow.io.fileio import sha256_files
 from cryoflow.io.structure_text import is_pdb_id
+
+
+class ModelCard(TypedDict, total=False):
+    """``model/card.json``: what a trained model is, what it was trained on and how the training went.
+
+    Written once by the train rule (``cryoflow.sbi.trainjob``); read at ``-n`` (``check_trained_model``),
+    at load (``cryoflow.sbi.models.check_card``) and by the reports. ``weights_sha256`` ties the card to
+    its weights; ``weights`` is "last step" on the card saved inside ``last.pt``.
+    """
+
+    model: str
+    architecture: dict[str, Any]  # PosteriorEstimator's constructor arguments (theta_range_A, widths, ...)
+    parameters: int
+    name: str
+    seed: int
+    config: dict[str, Any]  # image, simulator and train sections as trained
+    template_recipe: dict[str, Any]  # template_recipe() of the training config
+    priors: dict[str, Any]  # the simulator's Priors as plain values
+    checksums_sha256: dict[str, str]  # ensemble, maps/noise where used, training_code
+    template_theta_A: list[float]
+    packages: dict[str, str]
+    python: str
+    device: str
+    world_size: int
+    steps_run: int
+    steps_planned: int
+    best_step: int
+    best_val_loss: float
+    final_train_loss: float
+    final_val_loss: float
+    uniform_prior_loss: float
+    wall_time_s: float
+    sim_images_per_s: float
+    steps_per_s: float
+    weights_sha256: str
+    weights: str
 
 
 def template_recipe(cfg: dict) -> dict:
@@ -40,7 +77,7 @@ def differences(card_value, here, prefix: str) -> list[str]:
     return [] if card_value == here else [f"{prefix}: card {card_value!r}, config {here!r}"]
 
 
-def check_trained_model(cfg: dict) -> dict:
+def check_trained_model(cfg: dict) -> ModelCard:
     """A model trained elsewhere must fit this config: its weights, θ dims, image grid and template recipe.
     Returns its card."""
     path = Path(cfg["model"]["trained"])

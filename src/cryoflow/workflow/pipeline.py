@@ -136,6 +136,14 @@ def load_simulator(inputs, config: dict, device="cpu", box_px=None, pixel_size_A
     )
 
 
+def demo_simulator(ensemble_path, config: dict, demo_cfg: dict, device="cpu") -> Simulator:
+    """The simulator of a demo data set: the templates' atoms on the demo's own grid, the config's priors."""
+    ensemble = load_ensemble(ensemble_path)
+    priors = priors_from_dict(resolve_priors(config["simulator"], range_of(ensemble["theta_A"])))
+    grid = {"box_px": demo_cfg["box_px"], "pixel_size_A": demo_cfg["pixel_size_A"]}
+    return build_simulator(ensemble, config, priors, **grid, device=device, projection="atoms")
+
+
 def build_model(ensemble: dict, train_cfg: dict, priors: Priors | None = None) -> PosteriorEstimator:
     """The estimator a ``train`` section describes; ``train.condition_on_ctf`` takes its CTF ranges from ``priors``."""
     ctf_context = None

@@ -1,0 +1,25 @@
+"""The likelihood_reference rule: exact (BioEM-style) and estimated posteriors of held-out fixed-SNR images."""
+
+from __future__ import annotations
+
+import torch
+
+from cryoflow.analysis import diagnostics
+from cryoflow.io.fileio import write_npz
+from cryoflow.job import Job
+from cryoflow.sbi import devices, models, reference
+from cryoflow.workflow import pipeline
+
+
+def run(job: Job) -> None:
+    log = job.start_log()
+    torch.set_num_threads(job.threads)
+    cfg = job.params.validation
+    device = devices.select_device(cfg["device"])
+    config = {"image": job.params.image, "simulator": job.params.simulator}
+    model, _ = models.load_model(job.input.model, device)
+    simulator = pipeline.load_simulator(job.input, config, device=device)
+    result = reference.validation_reference(simulator, model, cfg, job.params.seed, device)
+    write_npz(job.output.npz, **result)
+    for entry in diagnostics.likelihood_comparison(result):
+        log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in entry.items()})
