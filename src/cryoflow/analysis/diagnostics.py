@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cryoflow.physics.theta import columns, reference_index, suffix
@@ -216,11 +218,12 @@ def validation_summary(sim: dict, seed: int = 0) -> tuple[dict, np.ndarray]:
     coordinate's) and ``sbc_ks_pvalue`` (the lower) summarize both.
     """
     n_dims = theta_dims(sim["theta_true"])
-    numbers, coverage = {"n_simulations": int(len(sim["theta_true"]))}, []
+    numbers: dict[str, Any] = {"n_simulations": int(len(sim["theta_true"]))}
+    coverage = []
     for d in range(n_dims):
         sim_d = {key: columns(sim[key], n_dims)[d] for key in ("samples", "theta_true", "mean", "q05", "q95")}
         coverage.append(interval_coverage(sim_d["samples"], sim_d["theta_true"], CREDIBILITY_LEVELS))
-        found = accuracy(sim_d["mean"], sim_d["q05"], sim_d["q95"], sim_d["theta_true"])
+        found: dict[str, float] = accuracy(sim_d["mean"], sim_d["q05"], sim_d["q95"], sim_d["theta_true"])
         found["coverage_error_max"] = float(np.max(np.abs(coverage[-1] - CREDIBILITY_LEVELS)))
         found["sbc_ks_statistic"], found["sbc_ks_pvalue"] = ks_uniform_test(
             sbc_pit(sim_d["samples"], sim_d["theta_true"], seed)
@@ -332,7 +335,7 @@ def summarize(
     ``whitening`` (latents of one particle subset, ``latent_whitened`` and
     ``latent_raw``) adds ``mmd2_whitened``/``mmd2_raw``, their p-values and ``mmd_verdict``.
     """
-    summary = {"n_particles": int(len(post["mean"]))}
+    summary: dict[str, Any] = {"n_particles": int(len(post["mean"]))}
     mmd = mmd_test(sim["latent"], post["latent"], n_permutations, seed, max_points)
     summary.update({"mmd2": mmd["mmd2"], "mmd_pvalue": mmd["pvalue"], "mmd_bandwidth": mmd["bandwidth"]})
     n_dims = theta_dims(sim["theta_true"])
@@ -342,7 +345,8 @@ def summarize(
     if truth is not None:
         for d in range(n_dims):
             post_d = [columns(post[key], n_dims)[d] for key in ("mean", "q05", "q95")]
-            found = accuracy(*post_d, columns(np.asarray(truth), n_dims)[d])
+            mean, q05, q95 = post_d
+            found = accuracy(mean, q05, q95, columns(np.asarray(truth), n_dims)[d])
             summary.update({key + suffix(d, n_dims): value for key, value in found.items()})
     if whitening is not None:
         tests = {}

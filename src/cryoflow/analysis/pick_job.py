@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from cryoflow.analysis import candidates, picking
+from cryoflow.analysis.predictive import LatentReference
 from cryoflow.io import micrographs
 from cryoflow.io.fileio import write_json, write_npz
 from cryoflow.sbi import models
@@ -53,7 +54,7 @@ class Picker:
     model: PosteriorEstimator
     mset: dict
     image: dict
-    reference: object
+    reference: LatentReference
     defocus_range_A: tuple[float, float]
     distance_A: float
     seed: int

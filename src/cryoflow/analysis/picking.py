@@ -48,8 +48,8 @@ def tile_noise_power(image: np.ndarray, box: int) -> np.ndarray:
     """Radial noise power (as ``whitening.radial_power``) of a micrograph: the median over its
     non-overlapping box × box tiles, each mean-subtracted, so the few tiles with particles or junk weigh little."""
     ny, nx = image.shape
-    tiles = image[: ny // box * box, : nx // box * box].reshape(ny // box, box, nx // box, box).swapaxes(1, 2)
-    tiles = tiles.reshape(-1, box, box)
+    grid = image[: ny // box * box, : nx // box * box].reshape(ny // box, box, nx // box, box).swapaxes(1, 2)
+    tiles = grid.reshape(-1, box, box)
     tiles = tiles - tiles.mean(axis=(-2, -1), keepdims=True)
     radius = whitening.radial_index(box)
     counts = np.bincount(radius.ravel())

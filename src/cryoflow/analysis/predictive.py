@@ -63,7 +63,7 @@ class PredictiveSimulator:
         self.whitened = whitened
         self.noise_mask_radius_px = noise_mask_radius_px
         self.mask = simulator.mask.cpu().numpy().astype(bool)
-        self.colour = None
+        self.colour: torch.Tensor | None = None
         if self.noise_power is not None:
             self.set_noise_colour(self.noise_power)
 

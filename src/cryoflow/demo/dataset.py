@@ -65,7 +65,7 @@ def optics_row(pixel_size_A: float, optics: dict) -> dict:
     }
 
 
-def simulate_stack(simulator: Simulator, theta: torch.Tensor, snr_range, colour: tuple, rng, generator):
+def simulate_stack(simulator: Simulator, theta: torch.Tensor, snr_range, colour: tuple[float, float], rng, generator):
     """Normalized images of the particles at ``theta``, their SNRs log-uniform in ``snr_range`` and coloured
     noise (strength, corner in Å); returns (images, nuisance with ``snr``)."""
     n = len(theta)

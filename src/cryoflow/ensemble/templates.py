@@ -147,7 +147,7 @@ class Ensemble:
         2-D grid, and the displacement."""
         rows = []
         for i, theta in enumerate(self.theta_A):
-            row = {"template": i} if np.ndim(theta) else {"template": i, "mode": int(self.mode[i])}
+            row: dict[str, float] = {"template": i} if np.ndim(theta) else {"template": i, "mode": int(self.mode[i])}
             row["displacement_A"] = round(float(self.displacement_A[i]), 4)
             if np.ndim(theta) == 0:
                 row["theta_A"] = round(float(theta), 4)

@@ -110,14 +110,19 @@ def _micrograph(row: dict, i: int, path, resolved: dict, pixel_column: str | Non
     missing = [OPTICS_COLUMNS[k] for k in OPTICS_COLUMNS if values[k] is None]
     if missing:
         raise InputError(f"{path}, micrograph {i + 1}: no _{missing[0]} (in data_optics or the micrograph row)")
-    pixel = float(pixel_size_A) if pixel_size_A else _number(row[pixel_column], path, i, pixel_column)
+    if pixel_size_A:
+        pixel = float(pixel_size_A)
+    else:
+        assert pixel_column is not None  # from_star refused a table without one
+        pixel = _number(row[pixel_column], path, i, pixel_column)
     if pixel <= 0 or defocus_u <= 0:
         field = "pixel size" if pixel <= 0 else "_rlnDefocusU"
         raise InputError(f"{path}, micrograph {i + 1}: {field} must be positive")
     name = str(row[MICROGRAPH_NAME])
     group = str(row.get(OPTICS_GROUP, "1"))
+    numbers = {key: float(value) for key, value in values.items() if value is not None}  # none is, after the check
     return Micrograph(
-        name=name, path=resolved[name], pixel_size_A=pixel, defocus_u_A=defocus_u, optics_group=group, **values
+        name=name, path=resolved[name], pixel_size_A=pixel, defocus_u_A=defocus_u, optics_group=group, **numbers
     )
 
 

@@ -125,7 +125,7 @@ class ParticleSet:
     blocks: OrderedDict
     block_name: str
     table: pd.DataFrame
-    version: int
+    version: int | str | None  # star.star_version's: written back as it came in
 
 
 def load_particles(path, pixel_size_A=None, select=None) -> ParticleSet:
@@ -215,9 +215,9 @@ def parse_image_name(name: str, path="STAR file", row: int | None = None) -> tup
         raise InputError(f"{where}: _{IMAGE_NAME} {name!r} is empty")
     if "@" not in name:
         return 0, name
-    index, stack = name.split("@", 1)
+    number, stack = name.split("@", 1)
     try:
-        index = int(index)
+        index = int(number)
     except ValueError as err:
         raise InputError(f"{where}: _{IMAGE_NAME} {name!r} has a non-integer index") from err
     if index < 1:

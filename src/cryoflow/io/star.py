@@ -69,9 +69,10 @@ def particle_block_name(blocks: OrderedDict, path) -> str:
     return candidates[0]
 
 
-def format_star_value(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.6f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.6e}"
+def format_star_value(value: object) -> str:
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return f"{number:.6f}" if abs(number) >= 1e-3 or number == 0 else f"{number:.6e}"
     text = str(value)
     return f'"{text}"' if (not text or any(c.isspace() for c in text)) else text
 

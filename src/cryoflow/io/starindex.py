@@ -39,12 +39,16 @@ def loop_blocks(path: str | Path) -> dict[str, tuple[list[str], list[list[str]]]
 
     A data row with fewer or more fields than its loop has columns stops with the line number.
     """
-    blocks, name, columns, rows, in_loop = {}, None, None, None, False
+    blocks: dict[str, tuple[list[str], list[list[str]]]] = {}
+    name: str | None = None
+    columns: list[str] = []
+    rows: list[list[str]] = []
+    in_loop = False
     with open(path, errors="replace") as handle:
         for number, raw in enumerate(handle, 1):
             line = raw.strip()
             if line.startswith("data_"):
-                name, columns, rows, in_loop = line[5:], None, None, False
+                name, columns, rows, in_loop = line[5:], [], [], False
             elif line == "loop_":
                 columns, rows, in_loop = [], [], True
                 blocks[name or ""] = (columns, rows)
@@ -92,8 +96,8 @@ def select_rows(columns: dict[str, list[str]], n: int, select: dict | None, path
         values = columns[name]
         numbers, wanted_numbers = _as_float(values), _as_float([str(w) for w in wanted])
         if numbers is not None and wanted_numbers is not None:
-            allowed = set(wanted_numbers)
-            keep = [i for i in keep if numbers[i] in allowed]
+            allowed_numbers = set(wanted_numbers)
+            keep = [i for i in keep if numbers[i] in allowed_numbers]
         else:
             allowed = {str(w) for w in wanted}
             keep = [i for i in keep if values[i] in allowed]

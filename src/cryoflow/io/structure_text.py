@@ -57,7 +57,7 @@ def _cif_ca(lines: list[str], wanted) -> list[tuple[float, float, float]]:
     column = {name: k for k, name in enumerate(names)}
     chain_key = "auth_asym_id" if "auth_asym_id" in column else "label_asym_id"
     atom_key = "label_atom_id" if "label_atom_id" in column else "auth_atom_id"
-    found = []
+    found: list[tuple[float, float, float]] = []
     for line in lines[start + len(names) :]:
         if not line.strip() or line.startswith(("#", "loop_", "_", "data_")):
             break
@@ -65,5 +65,6 @@ def _cif_ca(lines: list[str], wanted) -> list[tuple[float, float, float]]:
         if len(values) != len(names) or values[column["group_PDB"]] != "ATOM" or values[column[atom_key]] != "CA":
             continue
         if wanted is None or values[column[chain_key]] in wanted:
-            found.append(tuple(float(values[column[f"Cartn_{axis}"]]) for axis in "xyz"))
+            x, y, z = (float(values[column[f"Cartn_{axis}"]]) for axis in "xyz")
+            found.append((x, y, z))
     return found

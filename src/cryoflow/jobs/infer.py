@@ -71,8 +71,8 @@ def run(job: Job) -> None:
         seconds = time.perf_counter() - start
         range_A = np.asarray(model.architecture["theta_range_A"])
         writer.close(theta_grid_range_A=range_A, seconds=np.array([seconds]), device=np.array([str(device)]))
-    for column, values in columns.items():
-        table[column] = np.concatenate(values)
+    for column, parts in columns.items():
+        table[column] = np.concatenate(parts)
     write_star(job.output.star, blocks, star_version(star))
     widths = {column: round(float(table[column].median()), 2) for column in columns if column.endswith("StdAngst")}
     log.info(

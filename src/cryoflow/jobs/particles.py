@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from cryoflow.io import particles, starindex
 from cryoflow.io.star import write_star
 from cryoflow.job import Job
@@ -39,6 +41,6 @@ def run(job: Job) -> None:
         chunk=cfg["chunk_size"],
         label=f"shard {shard}",
     )
-    blocks = particles.shard_blocks(found, list(rows))
+    blocks = particles.shard_blocks(found, np.asarray(rows))
     blocks[found.block_name]["cryoflowBlankImage"] = blank.astype(int)  # counted in the report
     write_star(job.output.star, blocks, found.version)

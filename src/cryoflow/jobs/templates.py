@@ -38,9 +38,10 @@ def normal_modes(atoms: prody.AtomGroup, cfg: dict) -> templates.Ensemble:
         time.perf_counter() - start,
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
-    collective = [m for m, k in ensemble.collectivity.items() if k >= templates.LOCALIZED]
+    collectivity = ensemble.collectivity or {}  # per mode: normal-mode ensembles always carry it
+    collective = [m for m, k in collectivity.items() if k >= templates.LOCALIZED]
     for mode in sorted(set(nma["modes"])):
-        kappa = ensemble.collectivity[mode]
+        kappa = collectivity[mode]
         log.info("mode %d: collectivity %.3f", mode, kappa)
         if kappa < templates.LOCALIZED:
             log.warning(

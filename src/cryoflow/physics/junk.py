@@ -88,8 +88,11 @@ def carbon_edges(simulator: Simulator, n: int, generator=None) -> torch.Tensor:
     return (across > 0).float() * (1.0 + 0.3 * ice_texture(simulator, n, generator))
 
 
-def off_centre_particles(simulator: Simulator, n: int, nuisance: dict, generator=None) -> torch.Tensor:
-    """Noiseless CTF-modulated particles (n, box, box) centred ``off_centre_min_A`` to 0.75 box away."""
+def off_centre_particles(
+    simulator: Simulator, n: int, nuisance: dict, generator=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noiseless CTF-modulated particles (n, box, box) centred ``off_centre_min_A`` to 0.75 box away, and the
+    variance (n,) each would have inside the mask if it were centred (its noise reference)."""
     box, pixel = simulator.box, simulator.pixel_size_A
     canvas = 2 * box
     low, high = off_centre_min_A(simulator), 0.75 * box * pixel

@@ -173,7 +173,7 @@ def estimate_noise_spectra(
                 len(pick) - used,
                 len(pick),
             )
-        spectra[str(group)] = whitening.correct_mask_leakage(observed / used, box_px, mask_radius_px)
+        spectra[str(group)] = whitening.correct_mask_leakage(np.asarray(observed) / used, box_px, mask_radius_px)
         log.info("optics group %s: noise spectrum from %d particles", group, used)
     return spectra
 
@@ -288,8 +288,9 @@ def preprocess(
     rows: np.ndarray | None = None,
     chunk: int = 512,
     label: str = "preprocess",
-) -> int:
-    """Write ``rows`` of ``source`` (all by default) onto the training grid as a float32 MRC stack.
+) -> np.ndarray:
+    """Write ``rows`` of ``source`` (all by default) onto the training grid as a float32 MRC stack; returns
+    which images (n,) were blank (constant).
 
     ``noise_spectra`` (per optics group) whitens; None skips whitening. Memory
     is bounded by ``chunk`` images; the output appears only when complete.

@@ -70,7 +70,8 @@ def plot_posteriors(post: dict, theta_range_A, path, truth=None, edge_threshold:
         plot_posteriors_2d(post, theta_range_A, path, truth, edge_threshold)
         return
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    bins = np.linspace(*theta_range_A, 41)
+    low, high = theta_range_A
+    bins = np.linspace(low, high, 41)
     axes[0].hist(post["mean"], bins=bins, color="C0", alpha=0.8, label="posterior means")
     if truth is not None:
         axes[0].hist(truth, bins=bins, histtype="step", color="k", label="true θ")
@@ -168,11 +169,12 @@ def plot_latents(
     grid = fig.add_gridspec(2 if k else 1, max(k, 2), height_ratios=[4.5, 2.2] if k else [1], hspace=0.4, wspace=0.45)
     half = max(k, 2) // 2
     axes = [fig.add_subplot(grid[0, :half]), fig.add_subplot(grid[0, half:])]
-    axes[0].scatter(*embedding_sim.T, s=4, alpha=0.5, label="simulated")
-    axes[0].scatter(*embedding_exp.T, s=4, alpha=0.5, label="experimental")
+    (sim_x, sim_y), (exp_x, exp_y) = embedding_sim.T, embedding_exp.T
+    axes[0].scatter(sim_x, sim_y, s=4, alpha=0.5, label="simulated")
+    axes[0].scatter(exp_x, exp_y, s=4, alpha=0.5, label="experimental")
     axes[0].legend()
     axes[0].set_title(f"MMD² = {mmd2:.4g}, p = {mmd_pvalue:.3g}")
-    sc = axes[1].scatter(*embedding_exp.T, s=4, c=width_exp, cmap="magma")
+    sc = axes[1].scatter(exp_x, exp_y, s=4, c=width_exp, cmap="magma")
     fig.colorbar(sc, ax=axes[1], label="posterior σ [Å]")
     axes[1].set_title("experimental, coloured by posterior width")
     for ax in axes:

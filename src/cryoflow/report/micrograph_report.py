@@ -10,6 +10,8 @@ each other score the maps allow.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -17,9 +19,10 @@ from cryoflow.analysis import candidates
 from cryoflow.report.figures import _save, plt
 
 
-def load_maps(maps_dir, stem: str, keys) -> tuple[dict, dict]:
+def load_maps(maps_dir, stem: str, keys) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The maps of one micrograph (those present of ``keys``) and the geometry ``candidates`` works with."""
-    maps, geometry = {}, None
+    maps: dict[str, np.ndarray] = {}
+    geometry: dict[str, Any] = {}
     for key in keys:
         path = maps_dir / f"{stem}_{key}.mrc"
         if path.is_file():
@@ -159,7 +162,7 @@ def truth_comparison(
     return out
 
 
-def display_image(image: np.ndarray, max_side: int = 768) -> np.ndarray:
+def display_image(image: np.ndarray, max_side: int = 768) -> tuple[np.ndarray, int]:
     """A micrograph binned for display (at most ``max_side`` pixels a side) and clipped to ±3σ."""
     factor = max(1, int(np.ceil(max(image.shape) / max_side)))
     ny, nx = (n // factor * factor for n in image.shape)

@@ -149,6 +149,8 @@ class SyncedBatchNorm2d(nn.BatchNorm2d):
         mean = sums[1 : 1 + channels] / n
         var = sums[1 + channels :] / n - mean * mean
         if self.track_running_stats:
+            assert self.num_batches_tracked is not None and self.running_mean is not None
+            assert self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
@@ -281,6 +283,7 @@ def run_ranks(command: list[str], env: dict | None = None) -> None:
     the rank (torchrun stops the other ranks when one dies; each rank's error is in its log)."""
     tail: collections.deque[str] = collections.deque(maxlen=400)
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             sys.stderr.write(line)
             tail.append(line)

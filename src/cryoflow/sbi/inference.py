@@ -130,7 +130,7 @@ def posterior_stream(
     (``defocus_u_A`` …), in the batches' order, for a CTF-conditioned model.
     """
     model.eval().to(device)
-    model.embedding.to(memory_format=memory_format(model, device))
+    model.embedding.to(memory_format=memory_format(model, device))  # type: ignore[call-overload]  # torch's stubs omit Module.to(memory_format=)
     axes, grid = posterior_grid(model.architecture["theta_range_A"], grid_points, grid_points_2d)
     grid_t = torch.as_tensor(grid, dtype=torch.float32, device=device)
     rng = np.random.default_rng(seed)
@@ -172,7 +172,7 @@ def posterior_batches(model: PosteriorEstimator, image_batches, n_images: int, *
 def latents(model: PosteriorEstimator, images: np.ndarray, batch_size: int = 256, device="cpu") -> np.ndarray:
     """The embedding's latents (n, L) of images (n, box, box), in batches."""
     model.eval().to(device)
-    model.embedding.to(memory_format=memory_format(model, device))
+    model.embedding.to(memory_format=memory_format(model, device))  # type: ignore[call-overload]  # torch's stubs omit Module.to(memory_format=)
     out = [
         model.embedding(torch.as_tensor(np.array(batch, dtype=np.float32), device=device)).float().cpu().numpy()
         for batch in batched(images, batch_size)

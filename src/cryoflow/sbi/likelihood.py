@@ -144,6 +144,8 @@ class ExplicitLikelihood:
         self.shifts_A = torch.as_tensor(shifts, dtype=torch.float32, device=self.device)
         whitening = simulator.noise_filter
         self.whitening = None if whitening is None else (1.0 / whitening.clamp_min(1e-6)).reshape(-1)
+        self.coarse: torch.Tensor | None  # the SO(3) cells' Euler angles, None for given rotations
+        self.width: torch.Tensor | None
         if rotations is None:
             self.coarse, self.width = so3_cells(*settings.orientations)
             self.coarse_rotations = euler_matrices(self.coarse).float().to(self.device)
@@ -204,8 +206,13 @@ class ExplicitLikelihood:
         """The nuisance states of image ``index``: CTF parameters, B-factor, bead width, and the half-width of
         the defocus cell each stands for (0 where the defocus is known or fixed)."""
         p, s, known = self.sim.priors, self.settings, self.settings.known
+        if known and nuisance is None:
+            raise LikelihoodError(
+                f"the likelihood's known nuisances ({', '.join(sorted(known))}) need each image's values"
+            )
 
-        def value(key):
+        def value(key: str) -> float:
+            assert nuisance is not None
             return float(nuisance[key][index])
 
         if "ctf" in known:
@@ -330,6 +337,7 @@ class ExplicitLikelihood:
         log-likelihoods (T, C) and log weights (T, C) of each template's final cells."""
         t, c = log_l.shape
         top = min(self.settings.refine_top, c)
+        assert self.coarse is not None and self.width is not None  # refinement splits the SO(3) cells
         centres = self.coarse.to(self.device).expand(t, c, 3)
         widths = self.width.to(self.device).expand(t, c, 3)
         log_w = log_w.expand(t, c)

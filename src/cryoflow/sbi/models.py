@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
@@ -72,7 +74,9 @@ class ResNet18Embedding(nn.Module):
 
     def head_conv_weight(self) -> torch.Tensor:
         """A convolution weight with many input channels: its layout says whether the net is channels-last."""
-        return self.stages[0].conv1.weight
+        first = self.stages[0]
+        assert isinstance(first, BasicBlock)
+        return first.conv1.weight
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.unsqueeze(1)
@@ -84,6 +88,9 @@ class ResNet18Embedding(nn.Module):
 
 class PosteriorEstimator(nn.Module):
     """q(θ | image): embedding network + NSF from lampe/zuko; θ in Å, 1-D or 2-D as ``theta_range_A``."""
+
+    theta_center: torch.Tensor  # buffers (register_buffer): θ's centre and half-width, per coordinate
+    theta_scale: torch.Tensor
 
     def __init__(
         self,
@@ -220,7 +227,7 @@ def memory_format(model: PosteriorEstimator, device) -> torch.memory_format:
     return torch.contiguous_format if narrow else torch.channels_last
 
 
-def save_model(path: str | Path, model: PosteriorEstimator, metadata: dict) -> None:
+def save_model(path: str | Path, model: PosteriorEstimator, metadata: Mapping[str, Any]) -> None:
     """Save weights, architecture and metadata (tensors and plain values only)."""
     payload = {
         "format": "cryoflow-posterior-v1",
@@ -301,7 +308,9 @@ def check_ctf_in_prior(model: PosteriorEstimator, ctf: dict, where: str, toleran
     ``tolerance`` of the prior's width), naming the first such value."""
     if model.ctf_context is None:
         return
-    features = model.ctf_features(ctf).cpu().numpy()
+    context = model.ctf_features(ctf)
+    assert context is not None  # a model with CTF context
+    features = context.cpu().numpy()
     for k, name in enumerate(model.ctf_context["features"]):
         outside = np.flatnonzero(np.abs(features[:, k]) > 1 + 2 * tolerance)
         if len(outside):

@@ -289,7 +289,7 @@ def train(
     """
     device = simulator.device
     plan = BatchPlan.make(model, config, world, device)
-    model.to(device, memory_format=memory_format(model, device)).train()
+    model.to(device, memory_format=memory_format(model, device)).train()  # type: ignore[call-overload]  # torch's stubs omit Module.to(memory_format=)
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(distributed.rank_seed(config.seed, world.rank))
     validation_set = make_validation_set(model, simulator, config.validation_size, config.seed) if world.main else None
@@ -304,6 +304,7 @@ def train(
     loop.run(checkpoint, fingerprint)
     last_state = copy.deepcopy(model.state_dict())
     if world.main:
+        assert state.best_state is not None  # the last step validates
         model.load_state_dict(state.best_state)
         log.info("best validation loss %.4f", state.best_loss)
     model.eval()

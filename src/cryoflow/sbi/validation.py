@@ -55,7 +55,7 @@ def junk_scores(model, simulator, n: int, settings: dict, ctf: dict, seed: int, 
 def fixed_snr_posteriors(model, simulator, settings: dict, seed: int, device) -> dict:
     """Sets at one fixed SNR each (``fixed_snr``, ``n_fixed_snr`` images): θ, poses and CTFs from the prior,
     the SNR held; their true θ, posterior samples, means and σ, concatenated (``fixed_snr_*``)."""
-    fixed = {"snr": [], "theta_true": [], "samples": [], "mean": [], "std": []}
+    fixed: dict[str, list] = {"snr": [], "theta_true": [], "samples": [], "mean": [], "std": []}
     for k, snr in enumerate(settings["fixed_snr"]):
         theta_k, nuisance_k, images_k = heldout.fixed_snr_set(simulator, snr, k, settings["n_fixed_snr"], seed)
         post = posteriors(

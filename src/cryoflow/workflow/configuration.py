@@ -33,9 +33,10 @@ def load(cfg: dict, command_line: dict | None = None) -> dict:
     ``command_line`` is what --configfile/--config gave: a ``datasets`` or ``micrographs`` section there
     defines exactly those (Snakemake merges it into config/config.yaml's, which would keep the demo's).
     """
+    given = command_line or {}
     for section in WHOLE_SECTIONS:
-        if section in (command_line or {}):
-            cfg[section] = copy.deepcopy(command_line[section])
+        if section in given:
+            cfg[section] = copy.deepcopy(given[section])
     return check_config(cfg)
 
 
@@ -135,7 +136,9 @@ def check_input_files(cfg: dict) -> None:
     """Files the config names and no rule makes exist when the DAG is built (else a job would fail later,
     naming no key); a TSV also has the columns its job reads."""
     user = cfg["templates"]["ensemble"]
-    files = [("simulator.noise_power_tsv", cfg["simulator"]["noise_power_tsv"], ("frequency_per_A", "noise_power"))]
+    files: list[tuple[str, str | None, tuple[str, ...]]] = [
+        ("simulator.noise_power_tsv", cfg["simulator"]["noise_power_tsv"], ("frequency_per_A", "noise_power"))
+    ]
     if cfg["templates"]["method"] == "ensemble":
         files += [
             ("templates.ensemble.trajectory", user["trajectory"], ()),

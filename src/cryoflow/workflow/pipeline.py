@@ -75,7 +75,7 @@ def build_simulator(
     pixel_size_A=None,
     device="cpu",
     volume_paths=None,
-    noise_power: tuple | None = None,
+    noise_power: tuple[np.ndarray, np.ndarray] | None = None,
     projection: str | None = None,
 ) -> Simulator:
     """Simulator on the training grid (or another grid, for the demo particles).
@@ -86,6 +86,7 @@ def build_simulator(
     """
     sim_cfg = config["simulator"]
     theta = ensemble["theta_A"]
+    templates: VolumeTemplates | AtomTemplates
     if (projection or sim_cfg["projection"]) == "volumes":
         volumes, voxel_size = load_volumes(volume_paths)
         templates = VolumeTemplates(
@@ -102,7 +103,10 @@ def build_simulator(
         )
     box = box_px or config["image"]["box_px"]
     pixel = pixel_size_A or config["image"]["pixel_size_A"]
-    colour = None if noise_power is None else noise_filter(box, pixel, *noise_power, device=device)
+    colour = None
+    if noise_power is not None:
+        frequency_per_A, power = noise_power
+        colour = noise_filter(box, pixel, frequency_per_A, power, device=device)
     return Simulator(templates, box, pixel, priors, noise_filter=colour)
 
 
