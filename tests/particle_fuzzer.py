@@ -29,6 +29,14 @@ from cryoflow.io.star import write_star
 N_IMAGES, BOX = 6, 12
 
 
+def partition(labels) -> set:
+    """Groups as sets of rows, whatever their labels (two readers may label the same groups differently)."""
+    found: dict[str, list[int]] = {}
+    for row, label in enumerate(labels):
+        found.setdefault(str(label), []).append(row)
+    return {tuple(rows) for rows in found.values()}
+
+
 def make_dataset(folder: Path, seed: int = 0) -> dict:
     """Two float32 stacks of 6 images, a RELION 3.1 STAR file, a RELION 3.0 one and a cryoSPARC export."""
     rng = np.random.default_rng(seed)
@@ -250,8 +258,9 @@ def truth(folder: Path, names: list[str]) -> np.ndarray:
     return np.stack(out)
 
 
-def run_case(base: dict, work: Path, seed: int) -> tuple[str, str, str, Path]:
-    """(mutated file, mutation, outcome, metadata file read) of one fuzz case; AssertionError on a failure."""
+def mutate_case(base: dict, work: Path, seed: int) -> tuple[Path, Path, str]:
+    """A copy of the base dataset in ``work`` with one file mutated: (metadata file to read, mutated file,
+    mutation)."""
     rng = random.Random(seed)
     if work.exists():
         shutil.rmtree(work)
@@ -268,6 +277,12 @@ def run_case(base: dict, work: Path, seed: int) -> tuple[str, str, str, Path]:
         mutated = star
         kind, data = mutate_star(star.read_text(), rng)
     mutated.write_bytes(data)
+    return star, mutated, kind
+
+
+def run_case(base: dict, work: Path, seed: int) -> tuple[str, str, str, Path]:
+    """(mutated file, mutation, outcome, metadata file read) of one fuzz case; AssertionError on a failure."""
+    star, mutated, kind = mutate_case(base, work, seed)
     where = f"case {seed}: {mutated.name} {kind}"
     try:
         images, pixel = read_with_cryoflow(star)

@@ -3,18 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from particle_fuzzer import partition
 
 from cryoflow.errors import InputError
 from cryoflow.io import particles, starindex
 from cryoflow.io.star import write_star
-
-
-def partition(labels) -> set:
-    """The groups as sets of rows, whatever their labels."""
-    found = {}
-    for row, label in enumerate(labels):
-        found.setdefault(str(label), []).append(row)
-    return {tuple(rows) for rows in found.values()}
 
 
 def test_relion31_index_matches_the_particle_table(relion_job):

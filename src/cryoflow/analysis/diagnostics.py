@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoflow.chunks import chunks
 from cryoflow.physics.theta import columns, reference_index, suffix
 
 
@@ -74,8 +75,8 @@ def mmd_test(
     first[:n] = 1.0
     observed = float(_mmd2_of_labels(k, first, n)[0])
     exceed = 0
-    for start in range(0, n_permutations, 64):
-        block = np.zeros((len(pooled), min(64, n_permutations - start)))
+    for part in chunks(n_permutations, 64):
+        block = np.zeros((len(pooled), part.stop - part.start))
         for column in range(block.shape[1]):
             block[rng.permutation(len(pooled))[:n], column] = 1.0
         exceed += int(np.sum(_mmd2_of_labels(k, block, n) >= observed - 1e-12 * abs(observed)))

@@ -23,6 +23,7 @@ import torch
 
 from cryoflow.analysis.candidates import score_kind, window_score
 from cryoflow.analysis.predictive import LatentReference
+from cryoflow.chunks import chunks
 from cryoflow.physics import preprocess, whitening
 from cryoflow.sbi import inference
 
@@ -81,8 +82,8 @@ def window_batches(
     view = windows(image, box, stride)
     n_cols = view.shape[1]
     total = view.shape[0] * n_cols if limit is None else min(limit, view.shape[0] * n_cols)
-    for start in range(0, total, batch_size):
-        flat = np.arange(start, min(start + batch_size, total))
+    for part in chunks(total, batch_size):
+        flat = np.arange(part.start, part.stop)
         batch = np.ascontiguousarray(view[flat // n_cols, flat % n_cols], dtype=np.float32)
         if noise_power is not None:
             batch = whitening.whiten(batch, noise_power)

@@ -14,6 +14,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
+from cryoflow.chunks import chunks
 from cryoflow.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,8 @@ def iter_stack(path: str | Path, batch_size: int):
     per_image = header.box * header.box
     with open(path, "rb") as handle:
         handle.seek(header.offset)
-        for start in range(0, header.n_images, batch_size):
-            count = min(batch_size, header.n_images - start)
+        for part in chunks(header.n_images, batch_size):
+            count = part.stop - part.start
             data = np.fromfile(handle, dtype=header.dtype, count=count * per_image)
             yield data.reshape(count, header.box, header.box).astype(np.float32, copy=False)
 

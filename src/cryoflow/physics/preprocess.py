@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cryoflow.chunks import chunks
 from cryoflow.errors import InputError
 from cryoflow.io import starindex
 from cryoflow.io.fileio import atomic_path
@@ -305,11 +306,9 @@ def preprocess(
     with atomic_path(output_mrcs) as tmp:
         writer = StackWriter(tmp, len(rows), box_px, float(np.mean(realized)))
         try:
-            for start in range(0, len(rows), chunk):
-                part = rows[start : start + chunk]
-                images = training_grid_images(
-                    source, part, box_px, pixel_size_A, noise_spectra, blank[start : start + chunk]
-                )
+            for piece in chunks(len(rows), chunk):
+                part = rows[piece]
+                images = training_grid_images(source, part, box_px, pixel_size_A, noise_spectra, blank[piece])
                 writer.write(images)
                 progress.update(len(part))
         finally:

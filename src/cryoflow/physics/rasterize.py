@@ -14,6 +14,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
+from cryoflow.chunks import chunks
 from cryoflow.errors import InputError
 from cryoflow.io.fileio import atomic_path
 
@@ -38,11 +39,11 @@ def rasterize_gaussians(
     axis = grid_origin_A(center_A, voxel_size_A, box_vox)[None, :] + voxel_size_A * np.arange(box_vox)[:, None]
     norm = (2.0 * np.pi * sigma_A**2) ** -1.5
     density = np.zeros((box_vox,) * 3)
-    for start in range(0, len(coords_A), chunk):
-        xyz = coords_A[start : start + chunk]
+    for part in chunks(len(coords_A), chunk):
+        xyz = coords_A[part]
         # (n, box) one-dimensional Gaussian factors along x, y, z
         g = [np.exp(-((axis[None, :, d] - xyz[:, d, None]) ** 2) / (2.0 * sigma_A**2)) for d in range(3)]
-        gz = g[2] * (weights[start : start + chunk, None] * norm)
+        gz = g[2] * (weights[part, None] * norm)
         density += np.einsum("nz,ny,nx->zyx", gz, g[1], g[0], optimize=True)
     return density
 

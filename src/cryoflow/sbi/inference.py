@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from cryoflow.analysis.diagnostics import edge_cells
+from cryoflow.chunks import chunks
 from cryoflow.io.npz import NpzWriter
 from cryoflow.logs import Progress
 from cryoflow.physics.theta import bounds
@@ -182,8 +183,8 @@ def latents(model: PosteriorEstimator, images: np.ndarray, batch_size: int = 256
 
 def batched(array, batch_size: int):
     """Yield consecutive slices of ``array`` of at most ``batch_size``."""
-    for start in range(0, len(array), batch_size):
-        yield array[start : start + batch_size]
+    for part in chunks(len(array), batch_size):
+        yield array[part]
 
 
 # Posterior columns added to the particles' STAR file (RELION-style names, unit in the name).

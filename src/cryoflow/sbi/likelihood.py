@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cryoflow.chunks import chunks
 from cryoflow.logs import Progress
 from cryoflow.physics.ctf import CTF, RECORDED_CTF, ctf, fourier_frequencies
 from cryoflow.physics.projection import VolumeTemplates, shift_phase
@@ -191,10 +192,9 @@ class ExplicitLikelihood:
         zero = torch.zeros(len(rotations), 2, device=self.device)
         sigma = self.project_sigma
         parts = []
-        for start in range(0, len(rotations), chunk):
-            stop = start + chunk
+        for part in chunks(len(rotations), chunk):
             spec = self.sim.templates.spectrum(
-                theta[start:stop], rotations[start:stop], zero[start:stop], self.box, self.sim.pixel_size_A, sigma
+                theta[part], rotations[part], zero[part], self.box, self.sim.pixel_size_A, sigma
             ).reshape(-1, self.s_x.numel())
             if self.whitening is not None:
                 spec = spec * self.whitening
@@ -286,8 +286,7 @@ class ExplicitLikelihood:
         cell = rows.cell.to(self.device)
         log_w = rows.log_w.to(self.device)[:, None]
         out = []
-        for start in range(0, spectra.shape[1], 4096):
-            cols = slice(start, start + 4096)
+        for cols in chunks(spectra.shape[1], 4096):
             coc = (left @ spectra[:, cols]).double()
             e = log_evidence(coc, co, coo, cc[cell, cols].double(), ccc[cell, cols].double(), self.n)
             out.append(torch.logsumexp(e + log_w, dim=0) if reduce else e)

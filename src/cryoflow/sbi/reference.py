@@ -19,6 +19,7 @@ import logging
 import numpy as np
 import torch
 
+from cryoflow.chunks import chunks
 from cryoflow.sbi import heldout, likelihood
 from cryoflow.sbi.gridsize import MODES
 from cryoflow.sbi.inference import CTF_KEYS, posterior_grid, summarize_grid_posterior
@@ -57,8 +58,7 @@ def estimator_log_density(
     model.embedding.to(memory_format=memory_format(model, device))
     grid_t = torch.as_tensor(grid, dtype=torch.float32, device=device)
     out = []
-    for start in range(0, len(images), batch_size):
-        part = slice(start, start + batch_size)
+    for part in chunks(len(images), batch_size):
         batch = torch.as_tensor(np.asarray(images[part], dtype=np.float32), device=device)
         features = None if ctf is None else model.ctf_features({k: ctf[k][part] for k in CTF_KEYS if k in ctf})
         out.append(model.log_prob_grid(model.embedding(batch), grid_t, ctf=features).double().cpu().numpy())

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from cryoflow.chunks import chunks
 from cryoflow.io.fileio import atomic_path
 from cryoflow.logs import Progress
 from cryoflow.physics import junk
@@ -78,8 +79,7 @@ def mean_negative_log_prob(model, theta, images, batch_size: int = 256, ctf=None
     was_training = model.training
     model.eval()
     total = 0.0
-    for start in range(0, len(theta), batch_size):
-        part = slice(start, start + batch_size)
+    for part in chunks(len(theta), batch_size):
         total += -model.log_prob(theta[part], images[part], None if ctf is None else ctf[part]).sum().item()
     model.train(was_training)
     return total / len(theta)
