@@ -13,11 +13,12 @@ import json
 import sys
 
 import torch
+from simulation_helpers import make_priors
 
 from cryoflow.logs import configure
 from cryoflow.physics import junk
 from cryoflow.physics.projection import AtomTemplates
-from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.physics.simulator import Simulator
 from cryoflow.sbi import distributed, models, training
 from cryoflow.sbi.distributed import World
 
@@ -27,7 +28,7 @@ def problem(particle_head: bool, width: int = 8):
     unit = torch.nn.functional.normalize(torch.randn(40, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 5)
     templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-    priors = Priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), bead_sigma_range_A=(3.0, 3.0))
+    priors = make_priors(theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), bead_sigma_range_A=(3.0, 3.0))
     sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(40), oversample=1), 32, 3.0, priors)
     model = models.PosteriorEstimator(
         (-4.0, 4.0), latent_dim=8, width=width, transforms=1, hidden_features=(16,), particle_head=particle_head

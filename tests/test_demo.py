@@ -3,13 +3,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from simulation_helpers import make_priors
 
 from cryoflow.demo import dataset as demo
 from cryoflow.io import particles
 from cryoflow.physics import theta as theta_module
 from cryoflow.physics import whitening
 from cryoflow.physics.projection import AtomTemplates
-from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.physics.simulator import Simulator
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def dataset(tmp_path_factory):
         templates,
         48,
         1.5,
-        Priors(theta_range_A=(-2.0, 2.0), mask_radius_A=30.0),
+        make_priors(theta_range_A=(-2.0, 2.0), mask_radius_A=30.0),
     )
     pops = [{"theta_A": -1.5, "sd_A": 0.2, "weight": 0.7}, {"theta_A": 1.0, "sd_A": 0.2, "weight": 0.3}]
     star = demo.make_dataset(sim, out, 400, pops, (0.1, 0.3), 4.0, 20.0, 150, seed=5)

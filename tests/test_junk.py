@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import train_settings
+from simulation_helpers import make_priors
 
 from cryoflow.physics import junk
 from cryoflow.physics.projection import AtomTemplates
-from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.physics.simulator import Simulator
 from cryoflow.sbi import inference, models, training
 
 
@@ -17,7 +18,7 @@ def shell_simulator(snr=(1.0, 4.0)):
     unit = torch.nn.functional.normalize(torch.randn(80, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 5)
     templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-    priors = Priors(
+    priors = make_priors(
         theta_range_A=(-4.0, 4.0),
         snr_range=snr,
         defocus_range_A=(8000, 12000),

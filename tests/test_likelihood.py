@@ -8,10 +8,11 @@ import torch
 import yaml
 from conftest import ROOT
 from scipy import integrate, special
+from simulation_helpers import make_priors
 
 from cryoflow.physics import so3
 from cryoflow.physics.projection import AtomTemplates
-from cryoflow.physics.simulator import Priors, Simulator, uniform_rotations
+from cryoflow.physics.simulator import Simulator, uniform_rotations
 from cryoflow.sbi import gridsize, likelihood, reference
 
 
@@ -67,7 +68,7 @@ def adk_simulator(adk_ca):
     coords = torch.as_tensor(adk_ca.getCoords(), dtype=torch.float32)
     centre = coords.mean(0)
     templates = torch.stack([centre + (coords - centre) * (1 + 0.06 * k) for k in (-1, 0, 1)])
-    priors = Priors(
+    priors = make_priors(
         theta_range_A=(-3.0, 3.0),
         shift_max_A=0.0,
         defocus_range_A=(8000.0, 16000.0),
@@ -130,7 +131,7 @@ def test_shift_and_defocus_refinement_converges_to_a_dense_grid(adk_ca):
     coords = torch.as_tensor(adk_ca.getCoords(), dtype=torch.float32)
     centre = coords.mean(0)
     templates = torch.stack([centre + (coords - centre) * (1 + 0.06 * k) for k in (-1, 0, 1)])
-    priors = Priors(
+    priors = make_priors(
         theta_range_A=(-3.0, 3.0),
         shift_max_A=6.0,
         defocus_range_A=(8000.0, 16000.0),

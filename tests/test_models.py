@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from simulation_helpers import make_priors
 
 from cryoflow.errors import InputError
 from cryoflow.sbi import models
@@ -114,9 +115,8 @@ def test_2d_model_round_trips_and_old_1d_buffers_stay_scalar(model_2d, small_mod
 
 
 def test_a_ctf_conditioned_model_reads_the_defocus_saves_it_and_refuses_values_outside_its_prior(tmp_path):
-    from cryoflow.physics.simulator import Priors
 
-    priors = Priors(theta_range_A=(-4.0, 6.0), defocus_range_A=(5000.0, 20000.0), astigmatism_max_A=300.0)
+    priors = make_priors(theta_range_A=(-4.0, 6.0), defocus_range_A=(5000.0, 20000.0), astigmatism_max_A=300.0)
     context = models.ctf_context_from_priors(priors)
     assert context == {"features": ["defocus_A", "astigmatism_A"], "low": [5000.0, -300.0], "high": [20000.0, 300.0]}
     torch.manual_seed(1)

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import train_settings
+from simulation_helpers import make_priors
 
 from cryoflow.analysis import diagnostics, predictive
 from cryoflow.physics.ctf import RECORDED_CTF
 from cryoflow.physics.projection import AtomTemplates
-from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.physics.simulator import Simulator
 from cryoflow.sbi import inference, models, training
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ def toy_simulator(sigma_A=3.0, theta_A=THETA, snr_range=(0.3, 3.0)):
     outer = torch.nn.functional.normalize(torch.randn(60, 3), dim=1)
     core = torch.nn.functional.normalize(torch.randn(30, 3), dim=1) * 6.0
     coords = torch.stack([torch.cat([outer * (13.0 + 1.5 * t), core]) for t in theta_A])
-    priors = Priors(
+    priors = make_priors(
         theta_range_A=(float(theta_A.min()), float(theta_A.max())),
         snr_range=snr_range,
         defocus_range_A=(8000, 20000),

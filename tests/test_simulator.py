@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from simulation_helpers import make_priors
 
 from cryoflow.physics.ctf import fourier_frequencies
 from cryoflow.physics.projection import AtomTemplates, project_gaussians_exact
 from cryoflow.physics.simulator import (
-    Priors,
     Simulator,
     add_noise,
     circular_mask,
@@ -46,7 +46,7 @@ def small_simulator():
     g = torch.Generator().manual_seed(4)
     base = torch.randn(50, 3, generator=g) * 10
     templates = torch.stack([base * (1 + 0.05 * k) for k in range(-2, 3)])
-    priors = Priors(theta_range_A=(-2.0, 2.0), shift_max_A=3.0, snr_range=(0.1, 1.0), mask_radius_A=40.0)
+    priors = make_priors(theta_range_A=(-2.0, 2.0), shift_max_A=3.0, snr_range=(0.1, 1.0), mask_radius_A=40.0)
     return Simulator(AtomTemplates(templates, torch.arange(-2.0, 3.0), torch.ones(50)), 48, 2.0, priors)
 
 
@@ -117,7 +117,7 @@ def test_optics_groups_drawn_by_weight(small_simulator):
         {"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 3},
         {"voltage_kV": 200.0, "cs_mm": 1.4, "amplitude_contrast": 0.07, "weight": 1},
     ]
-    priors = Priors(theta_range_A=(-2.0, 2.0), optics=groups, phase_shift_range_deg=(20.0, 90.0))
+    priors = make_priors(theta_range_A=(-2.0, 2.0), optics=groups, phase_shift_range_deg=(20.0, 90.0))
     sim = Simulator(small_simulator.templates, 48, 2.0, priors)
     nuisance = sim.sample_nuisance(8000, torch.Generator().manual_seed(22))
     assert (nuisance["voltage_kV"] == 300.0).float().mean().item() == pytest.approx(0.75, abs=0.02)
@@ -133,7 +133,7 @@ def test_2d_theta_is_uniform_on_the_prior_box_and_simulates_grid_templates():
     grid = torch.stack(torch.meshgrid(torch.tensor([-4.0, 1.0, 6.0]), torch.tensor([-1.0, 1.0]), indexing="ij"), -1)
     grid = grid.reshape(-1, 2)
     coords = torch.stack([base * (1 + 0.03 * t1) + torch.tensor([0.0, 0.0, 2.0 * t2]) for t1, t2 in grid])
-    priors = Priors(theta_range_A=[[-4.0, 6.0], [-1.0, 1.0]], mask_radius_A=30.0)
+    priors = make_priors(theta_range_A=[[-4.0, 6.0], [-1.0, 1.0]], mask_radius_A=30.0)
     sim = Simulator(AtomTemplates(coords, grid, torch.ones(50)), 32, 2.0, priors)
     theta_few, images = sim.sample(8, torch.Generator().manual_seed(3))
     assert theta_few.shape == (8, 2) and images.shape == (8, 32, 32)

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import train_settings
+from simulation_helpers import make_priors
 
 from cryoflow.analysis import diagnostics
 from cryoflow.physics.projection import AtomTemplates
-from cryoflow.physics.simulator import Priors, Simulator
+from cryoflow.physics.simulator import Simulator
 from cryoflow.sbi import devices, inference, models, training
 
 
@@ -20,7 +21,7 @@ def trained():
     unit = torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 5)
     templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-    priors = Priors(
+    priors = make_priors(
         theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), defocus_range_A=(8000, 12000), bead_sigma_range_A=(3.0, 3.0)
     )
     sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(n), oversample=1), 32, 3.0, priors)
@@ -65,7 +66,7 @@ def test_wall_time_budget_stops_early_with_a_scored_model():
     unit = torch.nn.functional.normalize(torch.randn(30, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 3)
     templates = AtomTemplates(torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A]), theta_A, torch.ones(30), 1)
-    sim = Simulator(templates, 32, 3.0, Priors(theta_range_A=(-4.0, 4.0)))
+    sim = Simulator(templates, 32, 3.0, make_priors(theta_range_A=(-4.0, 4.0)))
     model = models.PosteriorEstimator((-4.0, 4.0), latent_dim=8, width=4, transforms=1, hidden_features=(16,))
     config = train_settings(steps=10_000, batch_size=8, validation_size=16, validate_every=1000, max_hours=1e-7)
     model, history, last_state = training.train(model, sim, config)
@@ -82,7 +83,7 @@ def test_2d_theta_is_learned_per_coordinate_and_posteriors_cover_the_truth():
     axes = torch.linspace(-3.0, 3.0, 3), torch.linspace(-3.0, 3.0, 3)
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
     templates = torch.stack([torch.cat([outer * (17.0 + 2.0 * t1), inner * (7.0 + 1.5 * t2)]) for t1, t2 in grid])
-    priors = Priors(
+    priors = make_priors(
         theta_range_A=[[-3.0, 3.0], [-3.0, 3.0]],
         snr_range=(2.0, 6.0),
         defocus_range_A=(8000, 12000),
@@ -115,7 +116,7 @@ def test_a_ctf_conditioned_estimator_trains_and_covers_the_truth_given_each_imag
     unit = torch.nn.functional.normalize(torch.randn(n, 3), dim=1)
     theta_A = torch.linspace(-4, 4, 5)
     templates = torch.stack([unit * (12.0 + 2.0 * t) for t in theta_A])
-    priors = Priors(
+    priors = make_priors(
         theta_range_A=(-4.0, 4.0), snr_range=(1.0, 4.0), defocus_range_A=(5000, 25000), bead_sigma_range_A=(3.0, 3.0)
     )
     sim = Simulator(AtomTemplates(templates, theta_A, torch.ones(n), oversample=1), 32, 3.0, priors)

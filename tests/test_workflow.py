@@ -15,6 +15,8 @@ import yaml
 from workflow_helpers import SNAKEMAKE, check_config, snakemake, write_config
 
 from cryoflow.errors import ConfigError
+from cryoflow.workflow import schema
+from cryoflow.workflow.modelcard import TRAIN_ADDED
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_STAGES = ["structure", "templates", "volumes", "priors", "train", "validate", "likelihood_reference"]
@@ -524,3 +526,11 @@ def test_the_production_preset_layers_on_a_config(tmp_path):
     assert preset["train"]["embedding"] == {"latent_dim": 256, "width": 64}
     assert preset["train"]["flow"]["hidden_features"] == [256] * 10 + [128, 64]
     assert set(preset) <= {"train", "validation", "inference"}
+
+
+def test_train_keys_left_out_of_the_train_rule_are_the_schemas_defaults():
+    """A key added to ``train`` after models were trained stays out of the train rule's params at the value
+    those models had (no retraining on an upgrade); that value must be the schema's default, or a config that
+    leaves the key out would train with one value and record another."""
+    train = schema.full_schema()["properties"]["train"]["properties"]
+    assert TRAIN_ADDED == {key: train[key]["default"] for key in TRAIN_ADDED}

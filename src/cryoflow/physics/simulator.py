@@ -25,7 +25,7 @@ nothing returns to the host.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -137,21 +137,20 @@ class Priors:
     ``bead_sigma_range_A`` (atomic templates) is drawn uniformly per image.
     ``optics`` lists optics groups ``{voltage_kV, cs_mm, amplitude_contrast,
     weight}``; each image draws one group with probability ∝ weight.
+    No field has a default: the config's come from the schema (``cryoflow.workflow.pipeline.resolve_priors``).
     """
 
     theta_range_A: tuple[float, float]
-    shift_max_A: float = 0.0
-    pose_max_angle_deg: float | None = None
-    defocus_range_A: tuple[float, float] = (5000.0, 25000.0)
-    astigmatism_max_A: float = 0.0
-    phase_shift_range_deg: tuple[float, float] = (0.0, 0.0)
-    b_factor_range_A2: tuple[float, float] = (0.0, 100.0)
-    snr_range: tuple[float, float] = (0.05, 1.0)
-    bead_sigma_range_A: tuple[float, float] = (2.0, 2.0)
-    mask_radius_A: float | None = None
-    optics: list[dict] = field(
-        default_factory=lambda: [{"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 1.0}]
-    )
+    shift_max_A: float
+    pose_max_angle_deg: float | None
+    defocus_range_A: tuple[float, float]
+    astigmatism_max_A: float
+    phase_shift_range_deg: tuple[float, float]
+    b_factor_range_A2: tuple[float, float]
+    snr_range: tuple[float, float]
+    bead_sigma_range_A: tuple[float, float]
+    mask_radius_A: float | None
+    optics: list[dict]
 
 
 def _uniform(n, low, high, generator, device):

@@ -32,7 +32,7 @@ from cryoflow.report.figures import plot_loss
 from cryoflow.sbi import devices, distributed, models, training
 from cryoflow.sbi.distributed import World
 from cryoflow.workflow import pipeline
-from cryoflow.workflow.modelcard import ModelCard
+from cryoflow.workflow.modelcard import TRAIN_ADDED, ModelCard
 
 log = logging.getLogger("cryoflow.sbi.trainjob")  # also when run as __main__ by torchrun
 
@@ -66,7 +66,8 @@ class TrainJob:
 
     @property
     def train(self) -> dict:
-        return self.params["train"]
+        """The train section, with the keys the rule's params leave out at their old value put back."""
+        return {**TRAIN_ADDED, **self.params["train"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +88,7 @@ def layout(train_cfg: dict, device: torch.device | None = None, visible_gpus: in
     node on the CPU, times ``nodes``. More GPUs than the job sees is an error naming ``train.gpus``.
     ``device`` and ``visible_gpus`` default to what this process finds (``train.device``, CUDA's count)."""
     device = device or devices.select_device(train_cfg["device"])
-    nodes = int(train_cfg.get("nodes", 1))
+    nodes = int(train_cfg["nodes"])
     if device.type == "cuda":
         visible = torch.cuda.device_count() if visible_gpus is None else visible_gpus
         per_node = max(1, int(train_cfg["gpus"]))
@@ -97,7 +98,7 @@ def layout(train_cfg: dict, device: torch.device | None = None, visible_gpus: in
                 "ask the cluster for as many (the slurm profile passes train.gpus on) or lower it"
             )
     else:
-        per_node = int(train_cfg.get("processes", 1))
+        per_node = int(train_cfg["processes"])
     return Layout(device, nodes, per_node)
 
 
@@ -226,7 +227,7 @@ def rank_main(spec_path: str) -> None:
     world = World.from_env()
     configure(job.log, level=logging.INFO if world.main else logging.WARNING, append=True, label=f"rank {world.rank}")
     # the job's cores shared by this node's CPU ranks (CUDA ranks: one per GPU, train.processes is 1)
-    torch.set_num_threads(max(1, job.threads // int(job.train.get("processes", 1))))
+    torch.set_num_threads(max(1, job.threads // int(job.train["processes"])))
     ranks = layout(job.train)
     if ranks.size != world.size:
         raise RuntimeError(f"started as {world.size} ranks, but the job asks for {ranks.size}")

@@ -19,10 +19,9 @@ from cryoflow.io import starindex
 from cryoflow.io.structure_text import ca_positions, cached_path, is_pdb_id, looks_like_structure
 from cryoflow.sbi import gridsize
 from cryoflow.workflow import gridcheck, modelcard, schema
+from cryoflow.workflow.modelcard import TRAIN_ADDED
 from cryoflow.workflow.schema import DATASET_SECTIONS, MICROGRAPH_SECTIONS
 
-# train keys added after models were trained, with the value those models were trained with
-TRAIN_ADDED = {"condition_on_ctf": False, "processes": 1, "nodes": 1}
 # sections that a config given on the command line defines whole (not merged into config/config.yaml's)
 WHOLE_SECTIONS = ("datasets", "micrographs")
 

@@ -13,6 +13,12 @@ from cryoflow.errors import ConfigError
 from cryoflow.io.fileio import sha256_files
 from cryoflow.io.structure_text import is_pdb_id
 
+# train keys added after models were trained, with the value those models were trained with: the train
+# rule's params leave a key out while it has that value (configuration.train_params), so an upgrade does not
+# retrain them, and the train job puts it back (trainjob.TrainJob.train). Equal to the schema's defaults
+# (tests/test_workflow.py holds them so).
+TRAIN_ADDED = {"condition_on_ctf": False, "processes": 1, "nodes": 1}
+
 
 class ModelCard(TypedDict, total=False):
     """``model/card.json``: what a trained model is, what it was trained on and how the training went.

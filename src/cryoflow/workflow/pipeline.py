@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -54,9 +55,14 @@ def resolve_priors(sim_cfg: dict, theta_range_A, star_found: dict | None = None)
     return priors
 
 
-def priors_from_dict(values: dict) -> Priors:
+def priors_from_dict(values: dict, where: str = "priors") -> Priors:
+    """``Priors`` from their plain values (``priors.json``, a model card's ``priors``); every field is needed."""
+    names = [f.name for f in dataclasses.fields(Priors)]
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise InputError(f"{where}: no {', '.join(missing)} (written by another version of cryoflow?)")
     tuples = {k: tuple(v) for k, v in values.items() if isinstance(v, list) and k != "optics"}
-    return Priors(**{**values, **tuples})
+    return Priors(**{k: v for k, v in {**values, **tuples}.items() if k in names})
 
 
 def load_volumes(paths) -> tuple[np.ndarray, float]:
@@ -126,7 +132,7 @@ def read_noise_power(path) -> tuple[np.ndarray, np.ndarray]:
 def load_simulator(inputs, config: dict, device="cpu", box_px=None, pixel_size_A=None) -> Simulator:
     """The simulator of a rule whose inputs are ``simulator_inputs`` (ensemble, priors, maps, noise)."""
     with open(inputs.priors) as handle:
-        priors = priors_from_dict(json.load(handle))
+        priors = priors_from_dict(json.load(handle), str(inputs.priors))
     noise = getattr(inputs, "noise", None)
     return build_simulator(
         load_ensemble(inputs.ensemble),
@@ -151,7 +157,7 @@ def demo_simulator(ensemble_path, config: dict, demo_cfg: dict, device="cpu") ->
 def build_model(ensemble: dict, train_cfg: dict, priors: Priors | None = None) -> PosteriorEstimator:
     """The estimator a ``train`` section describes; ``train.condition_on_ctf`` takes its CTF ranges from ``priors``."""
     ctf_context = None
-    if train_cfg.get("condition_on_ctf"):
+    if train_cfg["condition_on_ctf"]:
         if priors is None:
             raise ValueError("train.condition_on_ctf needs the simulator's priors")
         ctf_context = ctf_context_from_priors(priors)
