@@ -2,7 +2,7 @@
 
 Both run in this process on the same held-out images of a trained model
 (the demo's, ``results/demo`` after ``snakemake --cores all``): the
-explicit likelihood (``cryoflow.sbi.likelihood``, the grids of the schema's
+explicit likelihood (``cryoflow.likelihood.exact``, the grids of the schema's
 ``validation.likelihood`` defaults, nuisances marginalized) on templates
 subsets of 10 and 20 of the model's templates, and the amortized posterior
 (embedding + exact grid density + summaries, ``inference.posterior_stream``)
@@ -32,8 +32,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cryoflow.sbi import heldout, inference, likelihood, models, reference  # noqa: E402
-from cryoflow.workflow import pipeline  # noqa: E402
+from cryoflow.likelihood import comparison, exact  # noqa: E402
+from cryoflow.sbi import heldout, inference, models  # noqa: E402
+from cryoflow.workflow import from_config  # noqa: E402
 
 
 def schema_likelihood_defaults() -> dict:
@@ -60,15 +61,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = Path(args.results)
     config = yaml.safe_load((ROOT / args.config).read_text())
-    ensemble = pipeline.load_ensemble(results / "templates" / "ensemble.npz")
-    priors = pipeline.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
+    ensemble = from_config.load_ensemble(results / "templates" / "ensemble.npz")
+    priors = from_config.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
     model, card = models.load_model(results / "model" / "posterior.pt")
-    simulator = pipeline.build_simulator(ensemble, config, priors)
+    simulator = from_config.build_simulator(ensemble, config, priors)
     n_max = max(args.images)
     theta, nuisance, images = heldout.fixed_snr_set(simulator, 0.1, 0, n_max, config["seed"])
     images = images.numpy()
     cfg = schema_likelihood_defaults()
-    settings = reference.grid_settings(cfg, "marginalized")
+    settings = comparison.grid_settings(cfg, "marginalized")
     print(
         f"model {results}: {len(ensemble['theta_A'])} templates, box {simulator.box} px; {args.threads} threads; "
         f"torch {torch.__version__}; explicit grids {cfg['orientations']} orientations, {cfg['refine_levels']} "
@@ -85,9 +86,9 @@ def main() -> None:
         amortized[n] = (time.perf_counter() - start) / n
     explicit = {}
     for t in args.templates:
-        sim_t = pipeline.build_simulator(subset(ensemble, t), config, priors)
+        sim_t = from_config.build_simulator(subset(ensemble, t), config, priors)
         start = time.perf_counter()
-        engine = likelihood.ExplicitLikelihood(sim_t, settings)
+        engine = exact.ExplicitLikelihood(sim_t, settings)
         setup = time.perf_counter() - start
         measured = min(args.max_explicit, n_max)
         start = time.perf_counter()

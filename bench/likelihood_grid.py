@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from likelihood import schema_likelihood_defaults  # noqa: E402
 
-from cryoflow.sbi import heldout, likelihood, reference  # noqa: E402
-from cryoflow.workflow import pipeline  # noqa: E402
+from cryoflow.likelihood import comparison, exact  # noqa: E402
+from cryoflow.sbi import heldout  # noqa: E402
+from cryoflow.workflow import from_config  # noqa: E402
 
 REFINEMENTS = {
     "refine_levels + 2": {"refine_levels": 2},
@@ -80,7 +81,7 @@ def changes(base: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, ...]:
     delta = np.abs(other - base)
     log_p, log_q = log_posterior(base), log_posterior(other)
     massive = np.where(np.exp(log_p) >= 0.01, delta, 0.0)
-    kl = reference.kl_divergence(base, other)  # over templates instead of θ cells: the same sum
+    kl = comparison.kl_divergence(base, other)  # over templates instead of θ cells: the same sum
     return delta.max(axis=1), massive.max(axis=1), np.abs(log_q - log_p).max(axis=1), kl
 
 
@@ -102,9 +103,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = Path(args.results)
     config = yaml.safe_load((ROOT / args.config).read_text())
-    ensemble = pipeline.load_ensemble(results / "templates" / "ensemble.npz")
-    priors = pipeline.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
-    simulator = pipeline.build_simulator(ensemble, config, priors)
+    ensemble = from_config.load_ensemble(results / "templates" / "ensemble.npz")
+    priors = from_config.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
+    simulator = from_config.build_simulator(ensemble, config, priors)
     base_cfg = schema_likelihood_defaults()
     for item in args.set:
         key, value = item.split("=", 1)
@@ -118,7 +119,7 @@ def main() -> None:
         _, _, images = heldout.fixed_snr_set(simulator, snr, k, max(args.n, 1), config["seed"])
         images = images[: args.n].numpy()
         start = time.perf_counter()
-        base = likelihood.ExplicitLikelihood(simulator, reference.grid_settings(base_cfg, "marginalized"))
+        base = exact.ExplicitLikelihood(simulator, comparison.grid_settings(base_cfg, "marginalized"))
         found = base.log_likelihood(images, label=f"default grids, SNR {snr:g}")
         base_s = (time.perf_counter() - start) / len(images)
         base_ll = found["log_likelihood"]
@@ -127,8 +128,8 @@ def main() -> None:
         rows.append((snr, "coarse grid only (no refinement)", *changes(base_ll, coarse), base_s))
         for name, change in refinements.items():
             start = time.perf_counter()
-            engine = likelihood.ExplicitLikelihood(
-                simulator, reference.grid_settings(refined(base_cfg, change), "marginalized")
+            engine = exact.ExplicitLikelihood(
+                simulator, comparison.grid_settings(refined(base_cfg, change), "marginalized")
             )
             other = engine.log_likelihood(images, label=f"{name}, SNR {snr:g}")["log_likelihood"]
             seconds = (time.perf_counter() - start) / len(images)

@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from cryoflow.analysis import diagnostics  # noqa: E402
-from cryoflow.sbi import heldout, models, reference  # noqa: E402
-from cryoflow.workflow import pipeline, schema  # noqa: E402
+from cryoflow.likelihood import comparison  # noqa: E402
+from cryoflow.sbi import heldout, models  # noqa: E402
+from cryoflow.workflow import from_config, schema  # noqa: E402
 
 
 def nll_at_truth(log_density: np.ndarray, grid: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -60,8 +61,8 @@ def scored(ref: dict, model_path: Path, simulator, validation: dict, seed: int) 
             if not np.allclose(theta[:m].numpy(), ref["theta_true"][rows], atol=1e-5):
                 raise SystemExit(f"{model_path}: the regenerated SNR {snr:g} images are not the reference's")
             known = {key: value[:m] for key, value in nuisance.items()}
-            log_q = reference.estimator_log_density(model, images[:m].numpy(), grid, torch.device("cpu"), ctf=known)
-            part = reference.posteriors(
+            log_q = comparison.estimator_log_density(model, images[:m].numpy(), grid, torch.device("cpu"), ctf=known)
+            part = comparison.posteriors(
                 ref["log_likelihood"][rows], ref["theta_nodes_A"], log_q, grid, validation["n_samples"], seed + k
             )
             part.update(mode=ref["mode"][rows], snr=ref["snr"][rows], theta_true=ref["theta_true"][rows])
@@ -87,9 +88,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = schema.validate(yaml.safe_load((ROOT / args.config).read_text()))  # the schema's defaults filled in
     results = Path(args.reference).resolve().parents[1]
-    ensemble = pipeline.load_ensemble(results / "templates" / "ensemble.npz")
-    priors = pipeline.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
-    simulator = pipeline.build_simulator(ensemble, config, priors)
+    ensemble = from_config.load_ensemble(results / "templates" / "ensemble.npz")
+    priors = from_config.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
+    simulator = from_config.build_simulator(ensemble, config, priors)
     with np.load(args.reference) as handle:
         ref = {key: handle[key] for key in handle.files}
     print(

@@ -29,7 +29,7 @@ from cryoflow.io import structure  # noqa: E402
 from cryoflow.physics import theta  # noqa: E402
 from cryoflow.physics.ctf import RECORDED_CTF  # noqa: E402
 from cryoflow.sbi import inference, models  # noqa: E402
-from cryoflow.workflow import pipeline  # noqa: E402
+from cryoflow.workflow import from_config  # noqa: E402
 
 PERMUTATIONS = 1000  # the smallest p-value is 1/1001, and 2/1001 for the check's combined p
 
@@ -44,9 +44,9 @@ def main():
     card = json.loads((results / "model" / "card.json").read_text())
     config = {"image": card["config"]["image"], "simulator": card["config"]["simulator"]}
     model, _ = models.load_model(results / "model" / "posterior.pt")
-    ensemble = pipeline.load_ensemble(results / "templates" / "ensemble.npz")
-    priors = pipeline.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
-    simulator = pipeline.build_simulator(ensemble, config, priors, projection="atoms")
+    ensemble = from_config.load_ensemble(results / "templates" / "ensemble.npz")
+    priors = from_config.priors_from_dict(json.loads((results / "model" / "priors.json").read_text()))
+    simulator = from_config.build_simulator(ensemble, config, priors, projection="atoms")
     theta_range = theta.range_of(ensemble["theta_A"])
     n = args.n
 
@@ -74,16 +74,16 @@ def main():
                 atoms, 31, tuple(nma["modes"]), 15.0, nma["cutoff_A"], nma["spring_constant"]
             )
             data = {"coords_A": wide.coords.astype(np.float32), "theta_A": wide.theta_A, "weights": ensemble["weights"]}
-            wide_priors = pipeline.priors_from_dict(
+            wide_priors = from_config.priors_from_dict(
                 {**json.loads((results / "model" / "priors.json").read_text()), "theta_range_A": [-15.0, 15.0]}
             )
-            sim = pipeline.build_simulator(data, config, wide_priors, projection="atoms")
+            sim = from_config.build_simulator(data, config, wide_priors, projection="atoms")
         sim.priors.snr_range = (0.1, 0.5)
         if sigma is not None:
-            sim = pipeline.build_simulator(
+            sim = from_config.build_simulator(
                 ensemble,
                 config,
-                pipeline.priors_from_dict(
+                from_config.priors_from_dict(
                     {
                         **json.loads((results / "model" / "priors.json").read_text()),
                         "bead_sigma_range_A": [sigma, sigma],

@@ -3,9 +3,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from jaxtyping import install_import_hook
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+# the annotations of these modules, array shapes (jaxtyping) included, are checked at every call in the suite
+SHAPE_CHECKED = (
+    "cryoflow.physics.ctf",
+    "cryoflow.physics.projection",
+    "cryoflow.physics.simulator",
+    "cryoflow.physics.whitening",
+)
+install_import_hook(SHAPE_CHECKED, "shape_check.check")
 DATA = ROOT / "tests" / "data"
 SHARED = ROOT.parent / "shared" / "data"
 

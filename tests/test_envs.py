@@ -27,6 +27,7 @@ PACKAGE_OF = {
     "openmm": "openmm",
     "pdbfixer": "pdbfixer",
     "cryosparc": "cryosparc-tools",
+    "jaxtyping": "jaxtyping",
 }
 
 

@@ -10,19 +10,19 @@ from conftest import ROOT
 from scipy import integrate, special
 from simulation_helpers import make_priors
 
+from cryoflow.likelihood import comparison, exact, gridsize
 from cryoflow.physics import so3
 from cryoflow.physics.projection import AtomTemplates
 from cryoflow.physics.simulator import Simulator, uniform_rotations
-from cryoflow.sbi import gridsize, likelihood, reference
 
 
-def grid(**overrides) -> likelihood.GridSettings:
+def grid(**overrides) -> exact.GridSettings:
     """GridSettings with the schema's likelihood defaults, ``overrides`` on top."""
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     defaults = {k: v["default"] for k, v in schema["definitions"]["likelihood"]["properties"].items()}
     defaults = {k: v for k, v in defaults.items() if k not in ("n_images", "nuisance")}
     defaults["orientations"] = tuple(defaults["orientations"])
-    return likelihood.GridSettings(**{**defaults, **overrides})
+    return exact.GridSettings(**{**defaults, **overrides})
 
 
 def test_log_evidence_matches_numerical_integration_over_scale_offset_and_noise():
@@ -46,12 +46,12 @@ def test_log_evidence_matches_numerical_integration_over_scale_offset_and_noise(
         integrate.trapezoid(integrate.trapezoid(np.exp(log_density), log_sigma[0, 0], axis=2), mu[0, :, 0], axis=1),
         scale[:, 0, 0],
     )
-    closed = likelihood.log_evidence(
+    closed = exact.log_evidence(
         image @ projection, image.sum(), image @ image, projection.sum(), projection @ projection, n
     )
     assert closed == pytest.approx(math.log(value), abs=2e-3)
     # and the closed form only depends on the projection up to scale and offset
-    shifted = likelihood.log_evidence(
+    shifted = exact.log_evidence(
         image @ (3 * projection + 1),
         image.sum(),
         image @ image,
@@ -115,8 +115,8 @@ def test_sum_over_a_discrete_pose_set_is_exact(adk_simulator):
     nuisance["rotation"] = rotations[torch.tensor([0, 2, 4, 1])]
     theta = torch.tensor([-3.0, 0.0, 3.0, 0.0])
     images = sim.simulate(theta, g, nuisance).double().numpy()
-    settings = grid(known=likelihood.KNOWABLE, refine_levels=0)
-    engine = likelihood.ExplicitLikelihood(sim, settings, rotations=rotations)
+    settings = grid(known=exact.KNOWABLE, refine_levels=0)
+    engine = exact.ExplicitLikelihood(sim, settings, rotations=rotations)
     found = engine.log_likelihood(images.astype(np.float32), nuisance)["log_likelihood"]
     for b in range(n):
         expected = direct_log_likelihood(sim, images[b], rotations, nuisance, b)
@@ -148,7 +148,7 @@ def test_shift_and_defocus_refinement_converges_to_a_dense_grid(adk_ca):
     images = sim.simulate(torch.tensor([-3.0, 0.0, 3.0]), g, nuisance).numpy()
 
     def log_l(**grids):
-        engine = likelihood.ExplicitLikelihood(sim, grid(refine_levels=0, **grids), rotations=rotations)
+        engine = exact.ExplicitLikelihood(sim, grid(refine_levels=0, **grids), rotations=rotations)
         found = engine.log_likelihood(images)
         # the memory estimate's bound on the rows the refinement makes holds
         rows = engine.n_nuisance() * len(engine.shifts_A)
@@ -172,20 +172,20 @@ def test_defocus_grid_converges_to_known_defocus_within_its_prior(adk_simulator)
     nuisance = sim.sample_nuisance(2, g)
     nuisance["rotation"] = rotations[:2]
     images = sim.simulate(torch.tensor([0.0, 3.0]), g, nuisance).numpy()
-    known = likelihood.ExplicitLikelihood(sim, grid(known=likelihood.KNOWABLE, refine_levels=0), rotations=rotations)
+    known = exact.ExplicitLikelihood(sim, grid(known=exact.KNOWABLE, refine_levels=0), rotations=rotations)
     coarse, fine = (
-        likelihood.ExplicitLikelihood(
+        exact.ExplicitLikelihood(
             sim,
             grid(known=("b_factor", "bead_sigma"), defocus_points=k, refine_levels=0),
             rotations=rotations,
         ).log_likelihood(images, nuisance)["log_likelihood"]
         for k in (32, 64)
     )
-    exact = known.log_likelihood(images, nuisance)["log_likelihood"]
+    known_ll = known.log_likelihood(images, nuisance)["log_likelihood"]
     assert np.abs(fine - coarse).max() < 0.1  # the defocus sum has converged
     # marginal over a uniform prior of width 8000 Å ≤ the peak value: the known-defocus likelihood bounds it
-    assert np.all(fine <= exact + 1e-3)
-    assert np.all(fine.argmax(1) == exact.argmax(1))
+    assert np.all(fine <= known_ll + 1e-3)
+    assert np.all(fine.argmax(1) == known_ll.argmax(1))
 
 
 def test_so3_cells_are_equal_volume_and_refinement_keeps_the_measure():
@@ -214,19 +214,19 @@ def test_refined_posterior_concentrates_on_the_truth(adk_simulator):
     nuisance = sim.sample_nuisance(len(theta), g)
     images = sim.simulate(theta, g, nuisance).numpy()
     settings = grid(orientations=(8, 4, 8), refine_top=4, refine_levels=4, defocus_points=4, b_factor_points=2)
-    out = likelihood.ExplicitLikelihood(sim, settings).log_likelihood(images)
+    out = exact.ExplicitLikelihood(sim, settings).log_likelihood(images)
     assert np.all(out["log_likelihood"].argmax(1) == [0, 1, 2, 0, 2, 1])
     # the coarse grid alone is off by nats; one more level of refinement changes the best template's value little
     best = out["log_likelihood"].max(1)
     assert np.abs(out["log_likelihood_coarse"].max(1) - best).max() > 1.0
     settings.refine_levels = 5
-    finer = likelihood.ExplicitLikelihood(sim, settings).log_likelihood(images)["log_likelihood"]
+    finer = exact.ExplicitLikelihood(sim, settings).log_likelihood(images)["log_likelihood"]
     assert np.median(np.abs(finer.max(1) - best)) < 0.5
     assert np.all(out["n_cells"] == 8 * 4 * 8 + 4 * 4 * 7)
     theta_grid = np.linspace(-2.9, 2.9, 30)
-    log_post = reference.posterior_on_grid(out["log_likelihood"], [-3.0, 0.0, 3.0], theta_grid)
+    log_post = comparison.posterior_on_grid(out["log_likelihood"], [-3.0, 0.0, 3.0], theta_grid)
     assert np.all(np.abs(theta_grid[log_post.argmax(1)] - theta.numpy()) < 0.3)
-    assert np.allclose(reference.kl_divergence(log_post, log_post), 0.0)
+    assert np.allclose(comparison.kl_divergence(log_post, log_post), 0.0)
 
 
 def test_each_template_refines_its_own_views(adk_simulator):
@@ -238,18 +238,18 @@ def test_each_template_refines_its_own_views(adk_simulator):
     images = sim.simulate(theta, g, sim.sample_nuisance(2, g)).numpy()
     settings = grid(orientations=(8, 4, 8), refine_top=3, refine_levels=3, defocus_points=2, b_factor_points=1)
     settings.nuisance_refine_levels = 0
-    both = likelihood.ExplicitLikelihood(sim, settings).log_likelihood(images)["log_likelihood"]
+    both = exact.ExplicitLikelihood(sim, settings).log_likelihood(images)["log_likelihood"]
     coords = sim.templates.coords
     for keep in ([0, 1], [1, 2]):  # two templates at the same θ nodes' neighbours: the pair's own values
         pair = AtomTemplates(coords[keep], [-3.0, 3.0], torch.ones(coords.shape[1]), oversample=2)
         alone = Simulator(pair, 24, 3.0, sim.priors)
-        out = likelihood.ExplicitLikelihood(alone, settings).log_likelihood(images)["log_likelihood"]
+        out = exact.ExplicitLikelihood(alone, settings).log_likelihood(images)["log_likelihood"]
         np.testing.assert_allclose(out, both[:, keep], atol=1e-4)
 
 
 def test_grids_too_large_for_memory_are_refused_before_allocation(adk_simulator):
     settings = grid(orientations=(64, 32, 64), max_memory_gb=0.5)
-    with pytest.raises(likelihood.LikelihoodError, match="max_memory_gb"):
-        likelihood.ExplicitLikelihood(adk_simulator, settings)
-    with pytest.raises(likelihood.LikelihoodError, match="known"):
-        likelihood.ExplicitLikelihood(adk_simulator, grid(known=("defocus",)))
+    with pytest.raises(exact.LikelihoodError, match="max_memory_gb"):
+        exact.ExplicitLikelihood(adk_simulator, settings)
+    with pytest.raises(exact.LikelihoodError, match="known"):
+        exact.ExplicitLikelihood(adk_simulator, grid(known=("defocus",)))

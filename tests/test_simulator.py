@@ -1,5 +1,6 @@
 import math
 
+import jaxtyping
 import numpy as np
 import pytest
 import torch
@@ -143,3 +144,12 @@ def test_2d_theta_is_uniform_on_the_prior_box_and_simulates_grid_templates():
     assert theta[:, 0].min() >= -4.0 and theta[:, 0].max() <= 6.0 and np.abs(theta[:, 1]).max() <= 1.0
     np.testing.assert_allclose(theta.mean(axis=0), [1.0, 0.0], atol=0.05)
     assert abs(np.corrcoef(theta.T)[0, 1]) < 0.03
+
+
+def test_the_suite_checks_annotated_array_shapes():
+    """tests/conftest.py checks the physics modules' jaxtyping annotations at every call: an image batch with
+    a mask of another size is refused naming the parameter, before any arithmetic."""
+    from cryoflow.physics.simulator import masked_variance
+
+    with pytest.raises(jaxtyping.TypeCheckError, match="mask"):
+        masked_variance(torch.zeros(2, 8, 8), torch.ones(6, 6, dtype=torch.bool))

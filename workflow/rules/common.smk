@@ -10,28 +10,28 @@ DATASETS = {
     name: configuration.dataset_settings(config, name) for name in config["datasets"]
 }
 # model artefacts, shared by every dataset inferred with the model
-M = f"results/{MODEL}"
-MLOG = f"logs/{MODEL}"
-MBENCH = f"benchmarks/{MODEL}"
+MODEL_DIR = f"results/{MODEL}"
+MODEL_LOG = f"logs/{MODEL}"
+MODEL_BENCH = f"benchmarks/{MODEL}"
 # dataset artefacts, one folder per dataset under its model ({dataset} is a wildcard)
-D = f"{M}/datasets/{{dataset}}"
-DLOG = f"{MLOG}/datasets/{{dataset}}"
-DBENCH = f"{MBENCH}/datasets/{{dataset}}"
+DATASET_DIR = f"{MODEL_DIR}/datasets/{{dataset}}"
+DATASET_LOG = f"{MODEL_LOG}/datasets/{{dataset}}"
+DATASET_BENCH = f"{MODEL_BENCH}/datasets/{{dataset}}"
 # a demo dataset is written as a RELION project: its Extract job's STAR file and stack folder
-DEMO_STAR = f"{D}/demo/Extract/job007/particles.star"
-DEMO_STACKS = f"{D}/demo/Extract/job007/Movies"
+DEMO_STAR = f"{DATASET_DIR}/demo/Extract/job007/particles.star"
+DEMO_STACKS = f"{DATASET_DIR}/demo/Extract/job007/Movies"
 # micrograph sets evaluated with the model ({mset} is a wildcard)
 MICROGRAPH_SETS = {
     name: configuration.micrograph_settings(config, name)
     for name in config["micrographs"]
 }
-G = f"{M}/micrographs/{{mset}}"
-GLOG = f"{MLOG}/micrographs/{{mset}}"
-GBENCH = f"{MBENCH}/micrographs/{{mset}}"
+MSET_DIR = f"{MODEL_DIR}/micrographs/{{mset}}"
+MSET_LOG = f"{MODEL_LOG}/micrographs/{{mset}}"
+MSET_BENCH = f"{MODEL_BENCH}/micrographs/{{mset}}"
 # a demo micrograph set is written as a RELION project: its CTF job's STAR file and micrograph folder
-MDEMO_STAR = f"{G}/demo/CtfFind/job003/micrographs_ctf.star"
-MDEMO_MICROGRAPHS = f"{G}/demo/MotionCorr/job002/Micrographs"
-MDEMO_TRUTH = f"{G}/demo/truth.tsv"
+MSET_DEMO_STAR = f"{MSET_DIR}/demo/CtfFind/job003/micrographs_ctf.star"
+MSET_DEMO_MICROGRAPHS = f"{MSET_DIR}/demo/MotionCorr/job002/Micrographs"
+MSET_DEMO_TRUTH = f"{MSET_DIR}/demo/truth.tsv"
 # a 2-D θ grid has n_templates per axis
 N_TEMPLATES = config["templates"]["n_templates"] ** config["templates"]["theta_dims"]
 TEMPLATE_IDS = [f"{i:03d}" for i in range(N_TEMPLATES)]
@@ -50,13 +50,13 @@ def all_cores(cluster_default=8):
 # ----------------------------------------------------------------- the model
 def model_file(wildcards=None):
     """The estimator datasets are inferred with: trained here, or the one model.trained names."""
-    return config["model"]["trained"] or f"{M}/model/posterior.pt"
+    return config["model"]["trained"] or f"{MODEL_DIR}/model/posterior.pt"
 
 
 def model_card(wildcards=None):
     trained = config["model"]["trained"]
     return (
-        str(Path(trained).with_name("card.json")) if trained else f"{M}/model/card.json"
+        str(Path(trained).with_name("card.json")) if trained else f"{MODEL_DIR}/model/card.json"
     )
 
 
@@ -64,26 +64,26 @@ def likelihood_reference_input(wildcards=None):
     """The explicit-likelihood reference, where validation.likelihood asks for it."""
     if config["validation"]["likelihood"] is None:
         return {}
-    return {"likelihood": f"{M}/validation/likelihood.npz"}
+    return {"likelihood": f"{MODEL_DIR}/validation/likelihood.npz"}
 
 
 def template_inputs(wildcards=None):
     """The reference; with templates.method: md, the prepared structure and its trajectory as well."""
-    inputs = {"pdb": f"{M}/structure/reference.pdb"}
+    inputs = {"pdb": f"{MODEL_DIR}/structure/reference.pdb"}
     if config["templates"]["method"] == "md":
-        inputs["prepared"] = f"{M}/templates/md/prepared.pdb"
-        inputs["trajectory"] = f"{M}/templates/md/trajectory.dcd"
+        inputs["prepared"] = f"{MODEL_DIR}/templates/md/prepared.pdb"
+        inputs["trajectory"] = f"{MODEL_DIR}/templates/md/trajectory.dcd"
     return inputs
 
 
 def simulator_inputs(wildcards=None):
     """Files the simulator is built from: ensemble, resolved priors, maps and noise spectrum when used."""
     inputs = {
-        "ensemble": f"{M}/templates/ensemble.npz",
-        "priors": f"{M}/model/priors.json",
+        "ensemble": f"{MODEL_DIR}/templates/ensemble.npz",
+        "priors": f"{MODEL_DIR}/model/priors.json",
     }
     if config["simulator"]["projection"] == "volumes":
-        inputs["maps"] = expand(f"{M}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS)
+        inputs["maps"] = expand(f"{MODEL_DIR}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS)
     if config["simulator"]["noise_power_tsv"]:
         inputs["noise"] = config["simulator"]["noise_power_tsv"]
     return inputs
@@ -91,7 +91,7 @@ def simulator_inputs(wildcards=None):
 
 def priors_inputs(wildcards=None):
     """The ensemble (θ range); a chosen dataset's STAR file; the card of a model trained elsewhere."""
-    inputs = {"ensemble": f"{M}/templates/ensemble.npz"}
+    inputs = {"ensemble": f"{MODEL_DIR}/templates/ensemble.npz"}
     chosen = config["simulator"]["priors_from_dataset"]
     if chosen is not None:
         inputs["star"] = star_of(chosen)
@@ -215,7 +215,7 @@ def micrograph_star(wildcards):
     """The micrograph STAR file of a set (the demo's or the user's); none for a glob of files."""
     ms = MICROGRAPH_SETS[wildcards.mset]
     if ms["demo"] is not None:
-        return [MDEMO_STAR.format(mset=wildcards.mset)]
+        return [MSET_DEMO_STAR.format(mset=wildcards.mset)]
     return [ms["star"]] if ms["star"] else []
 
 
@@ -233,7 +233,7 @@ def shard_micrographs(wildcards):
     """The micrographs one pick job reads: its share of the set, or the demo's folder."""
     files = micrograph_files(wildcards.mset)
     if files is None:
-        return [MDEMO_MICROGRAPHS.format(mset=wildcards.mset)]
+        return [MSET_DEMO_MICROGRAPHS.format(mset=wildcards.mset)]
     rows = starindex.shard_rows(len(files), MICROGRAPH_SETS[wildcards.mset]["shards"])
     return [files[i] for i in rows[int(wildcards.shard)]]
 
@@ -241,7 +241,7 @@ def shard_micrographs(wildcards):
 def micrograph_truth(wildcards):
     if MICROGRAPH_SETS[wildcards.mset]["demo"] is None:
         return []
-    return [MDEMO_TRUTH.format(mset=wildcards.mset)]
+    return [MSET_DEMO_TRUTH.format(mset=wildcards.mset)]
 
 
 def micrograph_params(wildcards):
@@ -266,21 +266,21 @@ def micrograph_params(wildcards):
 
 def final_outputs():
     outputs = [
-        f"{M}/report/validation.json",
-        expand(f"{M}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
+        f"{MODEL_DIR}/report/validation.json",
+        expand(f"{MODEL_DIR}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
         # the template PDBs too: a changed template count then finds them missing and reruns templates
-        expand(f"{M}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
+        expand(f"{MODEL_DIR}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
     ]
-    outputs += expand(f"{D}/report/summary.json", dataset=list(DATASETS))
+    outputs += expand(f"{DATASET_DIR}/report/summary.json", dataset=list(DATASETS))
     outputs += [
-        f"{D}/report/likelihood.json".format(dataset=name)
+        f"{DATASET_DIR}/report/likelihood.json".format(dataset=name)
         for name, ds in DATASETS.items()
         if ds["report"]["likelihood"] is not None
     ]
-    outputs += expand(f"{G}/report/summary.json", mset=list(MICROGRAPH_SETS))
+    outputs += expand(f"{MSET_DIR}/report/summary.json", mset=list(MICROGRAPH_SETS))
     # cryoSPARC datasets get their results back as .cs too
     outputs += [
-        f"{D}/inference/posterior.cs".format(dataset=name)
+        f"{DATASET_DIR}/inference/posterior.cs".format(dataset=name)
         for name in cryosparc_datasets()
     ]
     return outputs

@@ -4,12 +4,12 @@ rule infer:
         stack=rules.particles.output.stack,
         star=rules.particles.output.star,
     output:
-        star=f"{D}/inference/shard{{shard}}.star",
-        npz=f"{D}/inference/shard{{shard}}.npz",
+        star=f"{DATASET_DIR}/inference/shard{{shard}}.star",
+        npz=f"{DATASET_DIR}/inference/shard{{shard}}.npz",
     log:
-        f"{DLOG}/infer/shard{{shard}}.log",
+        f"{DATASET_LOG}/infer/shard{{shard}}.log",
     benchmark:
-        f"{DBENCH}/infer/shard{{shard}}.tsv"
+        f"{DATASET_BENCH}/infer/shard{{shard}}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -42,12 +42,12 @@ rule gather_posteriors:
             rules.infer.output.npz, dataset=w.dataset, shard=shard_ids(w.dataset)
         ),
     output:
-        star=f"{D}/inference/posterior.star",
-        npz=f"{D}/inference/posterior.npz",
+        star=f"{DATASET_DIR}/inference/posterior.star",
+        npz=f"{DATASET_DIR}/inference/posterior.npz",
     log:
-        f"{DLOG}/gather_posteriors.log",
+        f"{DATASET_LOG}/gather_posteriors.log",
     benchmark:
-        f"{DBENCH}/gather_posteriors.tsv"
+        f"{DATASET_BENCH}/gather_posteriors.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -63,12 +63,12 @@ rule posterior_cs:
         star=rules.gather_posteriors.output.star,
         cs=lambda w: DATASETS[w.dataset]["star"],
     output:
-        cs=f"{D}/inference/posterior.cs",
-        csg=f"{D}/inference/posterior.csg",
+        cs=f"{DATASET_DIR}/inference/posterior.cs",
+        csg=f"{DATASET_DIR}/inference/posterior.csg",
     log:
-        f"{DLOG}/posterior_cs.log",
+        f"{DATASET_LOG}/posterior_cs.log",
     benchmark:
-        f"{DBENCH}/posterior_cs.tsv"
+        f"{DATASET_BENCH}/posterior_cs.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -86,11 +86,11 @@ rule whitening_check:
         noise=rules.particle_noise.output.noise,
         model=model_file(),
     output:
-        npz=f"{D}/inference/whitening_check.npz",
+        npz=f"{DATASET_DIR}/inference/whitening_check.npz",
     log:
-        f"{DLOG}/whitening_check.log",
+        f"{DATASET_LOG}/whitening_check.log",
     benchmark:
-        f"{DBENCH}/whitening_check.tsv"
+        f"{DATASET_BENCH}/whitening_check.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: all_cores()

@@ -2,13 +2,13 @@ rule demo_micrographs:
     input:
         ensemble=rules.templates.output.ensemble,
     output:
-        star=MDEMO_STAR,
-        micrographs=directory(MDEMO_MICROGRAPHS),
-        truth=MDEMO_TRUTH,
+        star=MSET_DEMO_STAR,
+        micrographs=directory(MSET_DEMO_MICROGRAPHS),
+        truth=MSET_DEMO_TRUTH,
     log:
-        f"{GLOG}/demo_micrographs.log",
+        f"{MSET_LOG}/demo_micrographs.log",
     benchmark:
-        f"{GBENCH}/demo_micrographs.tsv"
+        f"{MSET_BENCH}/demo_micrographs.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -31,13 +31,13 @@ rule pick:
         star=micrograph_star,
         micrographs=shard_micrographs,
     output:
-        maps=directory(f"{G}/picks/shard{{shard}}"),
-        table=f"{G}/picks/shard{{shard}}.tsv",
-        stats=f"{G}/picks/shard{{shard}}.json",
+        maps=directory(f"{MSET_DIR}/picks/shard{{shard}}"),
+        table=f"{MSET_DIR}/picks/shard{{shard}}.tsv",
+        stats=f"{MSET_DIR}/picks/shard{{shard}}.json",
     log:
-        f"{GLOG}/pick/shard{{shard}}.log",
+        f"{MSET_LOG}/pick/shard{{shard}}.log",
     benchmark:
-        f"{GBENCH}/pick/shard{{shard}}.tsv"
+        f"{MSET_BENCH}/pick/shard{{shard}}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -74,20 +74,20 @@ rule micrograph_report:
         truth=micrograph_truth,
         card=model_card(),
     output:
-        candidates=f"{G}/candidates.star",
-        coordinates=f"{G}/coordinates.star",
-        summary=f"{G}/report/summary.json",
+        candidates=f"{MSET_DIR}/candidates.star",
+        coordinates=f"{MSET_DIR}/coordinates.star",
+        summary=f"{MSET_DIR}/report/summary.json",
         figure=report(
-            f"{G}/report/micrograph.png",
+            f"{MSET_DIR}/report/micrograph.png",
             caption="../report/micrograph.rst",
             category="Micrographs",
             subcategory="{mset}",
             labels={"figure": "micrograph"},
         ),
     log:
-        f"{GLOG}/micrograph_report.log",
+        f"{MSET_LOG}/micrograph_report.log",
     benchmark:
-        f"{GBENCH}/micrograph_report.tsv"
+        f"{MSET_BENCH}/micrograph_report.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1

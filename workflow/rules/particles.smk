@@ -5,9 +5,9 @@ rule demo_particles:
         star=DEMO_STAR,
         stacks=directory(DEMO_STACKS),
     log:
-        f"{DLOG}/demo_particles.log",
+        f"{DATASET_LOG}/demo_particles.log",
     benchmark:
-        f"{DBENCH}/demo_particles.tsv"
+        f"{DATASET_BENCH}/demo_particles.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -27,11 +27,11 @@ rule particle_noise:
         star=dataset_star,
         stacks=noise_stacks,
     output:
-        noise=f"{D}/particles/noise_power.tsv",
+        noise=f"{DATASET_DIR}/particles/noise_power.tsv",
     log:
-        f"{DLOG}/particle_noise.log",
+        f"{DATASET_LOG}/particle_noise.log",
     benchmark:
-        f"{DBENCH}/particle_noise.tsv"
+        f"{DATASET_BENCH}/particle_noise.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -55,12 +55,12 @@ rule particles:
         stacks=shard_stacks,
         noise=rules.particle_noise.output.noise,
     output:
-        stack=f"{D}/particles/shard{{shard}}.mrcs",
-        star=f"{D}/particles/shard{{shard}}.star",
+        stack=f"{DATASET_DIR}/particles/shard{{shard}}.mrcs",
+        star=f"{DATASET_DIR}/particles/shard{{shard}}.star",
     log:
-        f"{DLOG}/particles/shard{{shard}}.log",
+        f"{DATASET_LOG}/particles/shard{{shard}}.log",
     benchmark:
-        f"{DBENCH}/particles/shard{{shard}}.tsv"
+        f"{DATASET_BENCH}/particles/shard{{shard}}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     conda:

@@ -17,14 +17,14 @@ rule report:
         whitening=rules.whitening_check.output.npz,
         simulations=rules.validate.output.npz,
         validation=rules.model_report.output.summary,
-        populations=f"{D}/populations/populations.json",
-        predictive=f"{D}/report/predictive.json",
+        populations=f"{DATASET_DIR}/populations/populations.json",
+        predictive=f"{DATASET_DIR}/report/predictive.json",
         card=model_card(),
     output:
-        summary=f"{D}/report/summary.json",
+        summary=f"{DATASET_DIR}/report/summary.json",
         figures=[
             report(
-                f"{D}/report/{name}.png",
+                f"{DATASET_DIR}/report/{name}.png",
                 caption="../report/figure.rst",
                 category="{dataset}",
                 labels={"figure": name},
@@ -32,9 +32,9 @@ rule report:
             for name in REPORT_FIGURES
         ],
     log:
-        f"{DLOG}/report.log",
+        f"{DATASET_LOG}/report.log",
     benchmark:
-        f"{DBENCH}/report.tsv"
+        f"{DATASET_BENCH}/report.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -61,19 +61,19 @@ rule populations:
         posterior=rules.gather_posteriors.output.npz,
         star=rules.gather_posteriors.output.star,
     output:
-        summary=f"{D}/populations/populations.json",
-        table=f"{D}/populations/population.tsv",
+        summary=f"{DATASET_DIR}/populations/populations.json",
+        table=f"{DATASET_DIR}/populations/population.tsv",
         figure=report(
-            f"{D}/populations/populations.png",
+            f"{DATASET_DIR}/populations/populations.png",
             caption="../report/figure.rst",
             category="{dataset}",
             labels={"figure": "populations"},
         ),
-        states=directory(f"{D}/populations/states"),
+        states=directory(f"{DATASET_DIR}/populations/states"),
     log:
-        f"{DLOG}/populations.log",
+        f"{DATASET_LOG}/populations.log",
     benchmark:
-        f"{DBENCH}/populations.tsv"
+        f"{DATASET_BENCH}/populations.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -107,12 +107,12 @@ rule likelihood_agreement:
             rules.particles.output.stack, dataset=w.dataset, shard=shard_ids(w.dataset)
         ),
     output:
-        summary=f"{D}/report/likelihood.json",
-        npz=f"{D}/report/likelihood.npz",
+        summary=f"{DATASET_DIR}/report/likelihood.json",
+        npz=f"{DATASET_DIR}/report/likelihood.npz",
     log:
-        f"{DLOG}/likelihood_agreement.log",
+        f"{DATASET_LOG}/likelihood_agreement.log",
     benchmark:
-        f"{DBENCH}/likelihood_agreement.tsv"
+        f"{DATASET_BENCH}/likelihood_agreement.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: all_cores()
@@ -139,12 +139,12 @@ rule predictive_check:
         ),
         noise=rules.particle_noise.output.noise,
     output:
-        summary=f"{D}/report/predictive.json",
-        npz=f"{D}/report/predictive.npz",
+        summary=f"{DATASET_DIR}/report/predictive.json",
+        npz=f"{DATASET_DIR}/report/predictive.npz",
     log:
-        f"{DLOG}/predictive_check.log",
+        f"{DATASET_LOG}/predictive_check.log",
     benchmark:
-        f"{DBENCH}/predictive_check.tsv"
+        f"{DATASET_BENCH}/predictive_check.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: all_cores()

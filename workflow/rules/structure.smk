@@ -1,11 +1,11 @@
 rule structure:
     output:
-        pdb=f"{M}/structure/reference.pdb",
-        chains=f"{M}/structure/chains.pdb",
+        pdb=f"{MODEL_DIR}/structure/reference.pdb",
+        chains=f"{MODEL_DIR}/structure/chains.pdb",
     log:
-        f"{MLOG}/structure.log",
+        f"{MODEL_LOG}/structure.log",
     benchmark:
-        f"{MBENCH}/structure.tsv"
+        f"{MODEL_BENCH}/structure.tsv"
     conda:
         "../../envs/structure.yaml"
     threads: 1

@@ -2,12 +2,12 @@ rule md:
     input:
         pdb=rules.structure.output.chains,
     output:
-        prepared=f"{M}/templates/md/prepared.pdb",
-        trajectory=f"{M}/templates/md/trajectory.dcd",
+        prepared=f"{MODEL_DIR}/templates/md/prepared.pdb",
+        trajectory=f"{MODEL_DIR}/templates/md/trajectory.dcd",
     log:
-        f"{MLOG}/md.log",
+        f"{MODEL_LOG}/md.log",
     benchmark:
-        f"{MBENCH}/md.tsv"
+        f"{MODEL_BENCH}/md.tsv"
     conda:
         "../../envs/md.yaml"
     threads: all_cores()
@@ -26,13 +26,13 @@ rule templates:
     input:
         unpack(template_inputs),
     output:
-        ensemble=f"{M}/templates/ensemble.npz",
-        table=f"{M}/templates/theta.tsv",
-        pdbs=expand(f"{M}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
+        ensemble=f"{MODEL_DIR}/templates/ensemble.npz",
+        table=f"{MODEL_DIR}/templates/theta.tsv",
+        pdbs=expand(f"{MODEL_DIR}/templates/pdb/template_{{i}}.pdb", i=TEMPLATE_IDS),
     log:
-        f"{MLOG}/templates.log",
+        f"{MODEL_LOG}/templates.log",
     benchmark:
-        f"{MBENCH}/templates.tsv"
+        f"{MODEL_BENCH}/templates.tsv"
     conda:
         "../../envs/templates.yaml"
     threads: 1
@@ -50,11 +50,11 @@ rule volumes:
     input:
         ensemble=rules.templates.output.ensemble,
     output:
-        maps=expand(f"{M}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
+        maps=expand(f"{MODEL_DIR}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS),
     log:
-        f"{MLOG}/volumes.log",
+        f"{MODEL_LOG}/volumes.log",
     benchmark:
-        f"{MBENCH}/volumes.tsv"
+        f"{MODEL_BENCH}/volumes.tsv"
     conda:
         "../../envs/templates.yaml"
     threads: 1

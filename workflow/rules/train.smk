@@ -8,11 +8,11 @@ rule priors:
     input:
         unpack(priors_inputs),
     output:
-        priors=f"{M}/model/priors.json",
+        priors=f"{MODEL_DIR}/model/priors.json",
     log:
-        f"{MLOG}/priors.log",
+        f"{MODEL_LOG}/priors.log",
     benchmark:
-        f"{MBENCH}/priors.tsv"
+        f"{MODEL_BENCH}/priors.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -35,19 +35,19 @@ rule train:
     input:
         unpack(simulator_inputs),
     output:
-        model=f"{M}/model/posterior.pt",
-        last_model=f"{M}/model/posterior_last.pt",
-        card=f"{M}/model/card.json",
-        history=f"{M}/model/training.tsv",
+        model=f"{MODEL_DIR}/model/posterior.pt",
+        last_model=f"{MODEL_DIR}/model/posterior_last.pt",
+        card=f"{MODEL_DIR}/model/card.json",
+        history=f"{MODEL_DIR}/model/training.tsv",
         curve=report(
-            f"{M}/model/loss.png",
+            f"{MODEL_DIR}/model/loss.png",
             caption="../report/loss.rst",
             category="Training",
         ),
     log:
-        f"{MLOG}/train.log",
+        f"{MODEL_LOG}/train.log",
     benchmark:
-        f"{MBENCH}/train.tsv"
+        f"{MODEL_BENCH}/train.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: all_cores()
@@ -69,7 +69,7 @@ rule train:
             key: config[key]
             for key in ("structure", "templates", "image", "simulator")
         },
-        checkpoint=f"{M}/checkpoints/train.pt",
+        checkpoint=f"{MODEL_DIR}/checkpoints/train.pt",
     script:
         "../../scripts/train.py"
 
@@ -79,11 +79,11 @@ rule validate:
         unpack(simulator_inputs),
         model=model_file(),
     output:
-        npz=f"{M}/validation/simulations.npz",
+        npz=f"{MODEL_DIR}/validation/simulations.npz",
     log:
-        f"{MLOG}/validate.log",
+        f"{MODEL_LOG}/validate.log",
     benchmark:
-        f"{MBENCH}/validate.tsv"
+        f"{MODEL_BENCH}/validate.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: all_cores()
@@ -103,11 +103,11 @@ rule likelihood_reference:
         unpack(simulator_inputs),
         model=model_file(),
     output:
-        npz=f"{M}/validation/likelihood.npz",
+        npz=f"{MODEL_DIR}/validation/likelihood.npz",
     log:
-        f"{MLOG}/likelihood_reference.log",
+        f"{MODEL_LOG}/likelihood_reference.log",
     benchmark:
-        f"{MBENCH}/likelihood_reference.tsv"
+        f"{MODEL_BENCH}/likelihood_reference.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: all_cores()
@@ -142,23 +142,23 @@ rule model_report:
         ensemble=rules.templates.output.ensemble,
         card=model_card(),
     output:
-        summary=f"{M}/report/validation.json",
+        summary=f"{MODEL_DIR}/report/validation.json",
         calibration=report(
-            f"{M}/report/calibration.png",
+            f"{MODEL_DIR}/report/calibration.png",
             caption="../report/figure.rst",
             category="Model",
             labels={"figure": "calibration"},
         ),
         ensemble=report(
-            f"{M}/report/ensemble.png",
+            f"{MODEL_DIR}/report/ensemble.png",
             caption="../report/figure.rst",
             category="Model",
             labels={"figure": "ensemble"},
         ),
     log:
-        f"{MLOG}/model_report.log",
+        f"{MODEL_LOG}/model_report.log",
     benchmark:
-        f"{MBENCH}/model_report.tsv"
+        f"{MODEL_BENCH}/model_report.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1

@@ -8,7 +8,7 @@ import torch
 
 from cryoflow.demo import micrograph_set
 from cryoflow.job import Job
-from cryoflow.workflow import pipeline
+from cryoflow.workflow import from_config
 
 
 def run(job: Job) -> None:
@@ -17,7 +17,7 @@ def run(job: Job) -> None:
     image = job.params.image
     config = {"image": image, "simulator": job.params.simulator}
     torch.set_num_threads(job.threads)
-    simulator = pipeline.demo_simulator(job.input.ensemble, config, cfg)
+    simulator = from_config.demo_simulator(job.input.ensemble, config, cfg)
     project = job.output.star.rsplit("/CtfFind/", 1)[0]  # …/demo: the RELION project folder
     try:
         star = micrograph_set.make_micrographs(

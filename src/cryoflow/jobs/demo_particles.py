@@ -9,7 +9,7 @@ import torch
 
 from cryoflow.demo import dataset
 from cryoflow.job import Job
-from cryoflow.workflow import pipeline
+from cryoflow.workflow import from_config
 
 
 def run(job: Job) -> None:
@@ -17,7 +17,7 @@ def run(job: Job) -> None:
     cfg = job.params.demo
     config = {"image": job.params.image, "simulator": job.params.simulator}
     torch.set_num_threads(job.threads)
-    simulator = pipeline.demo_simulator(job.input.ensemble, config, cfg)
+    simulator = from_config.demo_simulator(job.input.ensemble, config, cfg)
     project = Path(job.output.star).parents[2]  # …/demo: the RELION project folder
     try:
         star = dataset.make_dataset(

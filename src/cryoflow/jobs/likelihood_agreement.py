@@ -10,8 +10,9 @@ from cryoflow.io import particles, starindex
 from cryoflow.io.fileio import write_json, write_npz
 from cryoflow.io.mrcstack import gathered_images
 from cryoflow.job import Job
-from cryoflow.sbi import devices, models, reference
-from cryoflow.workflow import pipeline
+from cryoflow.likelihood import comparison
+from cryoflow.sbi import devices, models
+from cryoflow.workflow import from_config
 
 
 def run(job: Job) -> None:
@@ -21,7 +22,7 @@ def run(job: Job) -> None:
     torch.set_num_threads(job.threads)
     device = devices.select_device(params.inference["device"])
     model, _ = models.load_model(job.input.model, device)
-    simulator = pipeline.load_simulator(
+    simulator = from_config.load_simulator(
         job.input, {"image": params.image, "simulator": params.simulator}, device=device
     )
     post = np.load(job.input.posterior)
@@ -31,7 +32,7 @@ def run(job: Job) -> None:
     ctf, missing = particles.star_ctf(table, rows)
     if ctf is not None and missing:
         log.info("CTF columns absent (the prior's values are used): %s", missing)
-    result = reference.dataset_reference(
+    result = comparison.dataset_reference(
         simulator, model, images, ctf, cfg, params.inference["grid_points"], params.seed, device, where=job.input.star
     )
     summary = {}

@@ -7,8 +7,9 @@ import torch
 from cryoflow.analysis import diagnostics
 from cryoflow.io.fileio import write_npz
 from cryoflow.job import Job
-from cryoflow.sbi import devices, models, reference
-from cryoflow.workflow import pipeline
+from cryoflow.likelihood import comparison
+from cryoflow.sbi import devices, models
+from cryoflow.workflow import from_config
 
 
 def run(job: Job) -> None:
@@ -18,8 +19,8 @@ def run(job: Job) -> None:
     device = devices.select_device(cfg["device"])
     config = {"image": job.params.image, "simulator": job.params.simulator}
     model, _ = models.load_model(job.input.model, device)
-    simulator = pipeline.load_simulator(job.input, config, device=device)
-    result = reference.validation_reference(simulator, model, cfg, job.params.seed, device)
+    simulator = from_config.load_simulator(job.input, config, device=device)
+    result = comparison.validation_reference(simulator, model, cfg, job.params.seed, device)
     write_npz(job.output.npz, **result)
     for entry in diagnostics.likelihood_comparison(result):
         log.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in entry.items()})

@@ -15,7 +15,7 @@ from cryoflow.io.mrcstack import gathered_images
 from cryoflow.job import Job
 from cryoflow.physics import preprocess, whitening
 from cryoflow.sbi import devices, inference, models
-from cryoflow.workflow import pipeline
+from cryoflow.workflow import from_config
 
 log = logging.getLogger("cryoflow.predictive_check")
 
@@ -42,7 +42,7 @@ def run(job: Job) -> None:
     device = devices.select_device(params.inference["device"])
     model, _ = models.load_model(inputs.model, device)
     config = {"image": params.image, "simulator": params.simulator}
-    simulator = pipeline.load_simulator(inputs, config)  # on the CPU: small batches, numpy whitening
+    simulator = from_config.load_simulator(inputs, config)  # on the CPU: small batches, numpy whitening
     post = np.load(inputs.posterior)
     table = particles.particle_table(inputs.star)
     rows = np.array(starindex.sample_rows(len(table), params.report["mmd_max_points"], params.seed))

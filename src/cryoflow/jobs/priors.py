@@ -8,7 +8,7 @@ from cryoflow.io import particles
 from cryoflow.io.fileio import read_json, write_json
 from cryoflow.job import Job
 from cryoflow.physics import theta
-from cryoflow.workflow import pipeline
+from cryoflow.workflow import from_config
 
 
 def run(job: Job) -> None:
@@ -27,6 +27,6 @@ def run(job: Job) -> None:
             for key, value in found.items():
                 log.info("%s: %s = %s", star, key, value)
             log.info("particles are resampled to the training pixel size %.4g Å", job.params.image["pixel_size_A"])
-        priors = pipeline.resolve_priors(simulator, theta.range_of(theta_A), found)
+        priors = from_config.resolve_priors(simulator, theta.range_of(theta_A), found)
     write_json(job.output.priors, priors)
     log.info("priors: %s", priors)

@@ -7,7 +7,7 @@ import torch
 
 from cryoflow.job import Job
 from cryoflow.sbi import devices, models, validation
-from cryoflow.workflow import pipeline
+from cryoflow.workflow import from_config
 
 
 def run(job: Job) -> None:
@@ -17,7 +17,7 @@ def run(job: Job) -> None:
     torch.set_num_threads(job.threads)
     device = devices.select_device(settings["device"])
     model, _ = models.load_model(job.input.model, device)
-    simulator = pipeline.load_simulator(job.input, config, device=device)
+    simulator = from_config.load_simulator(job.input, config, device=device)
     ensemble = np.load(job.input.ensemble)  # coords_A and theta_A are read
     arrays = validation.validation_arrays(model, simulator, ensemble, settings, job.params.seed, device)
     validation.write_validation(job.output.npz, arrays)

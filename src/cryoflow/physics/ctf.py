@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 Scalar = float | torch.Tensor  # a number, or a tensor that broadcasts against the frequency grid
 
@@ -27,11 +29,14 @@ def electron_wavelength_A(voltage_kV: float | torch.Tensor) -> float | torch.Ten
     return 12.2642598 / (denom**0.5)
 
 
-def fourier_frequencies(box: int, pixel_size_A: float, device=None, dtype=torch.float32, rfft: bool = True):
+def fourier_frequencies(
+    box: int, pixel_size_A: float, device=None, dtype=torch.float32, rfft: bool = True
+) -> tuple[Float[Tensor, "box fx"], Float[Tensor, "box fx"]]:
     """Spatial frequencies (s_y, s_x) in 1/Å of an (r)fft2 layout, each (box, box//2+1) or (box, box)."""
     fy = torch.fft.fftfreq(box, d=pixel_size_A, device=device, dtype=dtype)
     fx = torch.fft.rfftfreq(box, d=pixel_size_A, device=device, dtype=dtype) if rfft else fy
-    return torch.meshgrid(fy, fx, indexing="ij")
+    s_y, s_x = torch.meshgrid(fy, fx, indexing="ij")
+    return s_y, s_x
 
 
 def amplitude_contrast_phase(amplitude_contrast: Scalar) -> Scalar:
@@ -93,7 +98,7 @@ class CTF:
         return tuple(getattr(self, key) for key in RECORDED_CTF)
 
 
-def ctf(s_y: torch.Tensor, s_x: torch.Tensor, params: CTF) -> torch.Tensor:
+def ctf(s_y: Float[Tensor, "*grid"], s_x: Float[Tensor, "*grid"], params: CTF) -> Float[Tensor, ...]:
     """CTF at frequencies (s_y, s_x) in 1/Å; the parameters broadcast against the grid."""
     wavelength = electron_wavelength_A(params.voltage_kV)
     s2 = s_x**2 + s_y**2
@@ -120,7 +125,7 @@ CTF_PARAMETERS = tuple(field.name for field in fields(CTF))
 RECORDED_CTF = CTF_PARAMETERS[:-1]  # what a particle's STAR row or .cs record gives (no B-factor)
 
 
-def per_image_ctf(s_y: torch.Tensor, s_x: torch.Tensor, nuisance: dict) -> torch.Tensor:
+def per_image_ctf(s_y: Float[Tensor, "y x"], s_x: Float[Tensor, "y x"], nuisance: dict) -> Float[Tensor, "batch y x"]:
     """CTF (B, …) of images whose parameters are (B,) tensors in ``nuisance`` (``CTF_PARAMETERS``)."""
     return ctf(s_y, s_x, CTF.per_image(nuisance))
 

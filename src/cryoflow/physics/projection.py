@@ -25,14 +25,16 @@ from __future__ import annotations
 import math
 
 import torch
+from jaxtyping import Complex, Float
+from torch import Tensor
 
 from cryoflow.physics.ctf import fourier_frequencies
 from cryoflow.physics.theta import reference_index
 
 
 def project_gaussians_exact(
-    coords_A: torch.Tensor, weights: torch.Tensor, sigma_A: float, box: int, pixel_size_A: float
-) -> torch.Tensor:
+    coords_A: Float[Tensor, "batch n 3"], weights: Float[Tensor, " n"], sigma_A: float, box: int, pixel_size_A: float
+) -> Float[Tensor, "batch box box"]:
     """Reference projection along z: (B, box, box) images, electrons per pixel at pixel centres.
 
     Separable evaluation of Σ_i w_i p² exp(−|r − r_i|²/2σ²)/(2πσ²); pixel
@@ -45,7 +47,9 @@ def project_gaussians_exact(
     return torch.einsum("bny,bnx->byx", gy * (weights[:, None] * scale), gx)
 
 
-def splat_bilinear(xy_px: torch.Tensor, weights: torch.Tensor, box: int) -> torch.Tensor:
+def splat_bilinear(
+    xy_px: Float[Tensor, "batch n 2"], weights: Float[Tensor, "*#batch n"], box: int
+) -> Float[Tensor, "batch box box"]:
     """Spread point masses at pixel coordinates (B, N, 2) = (x, y) onto (B, box, box), periodically."""
     batch = xy_px.shape[0]
     base = torch.floor(xy_px)
@@ -62,7 +66,7 @@ def splat_bilinear(xy_px: torch.Tensor, weights: torch.Tensor, box: int) -> torc
     return grid.reshape(batch, box, box)
 
 
-def crop_rfft2(spectrum: torch.Tensor, box: int) -> torch.Tensor:
+def crop_rfft2(spectrum: Complex[Tensor, "*batch m mx"], box: int) -> Complex[Tensor, "*batch box bx"]:
     """Keep the low frequencies of an rfft2 spectrum (…, M, M//2+1) for a box × box image."""
     half = box // 2
     return torch.cat([spectrum[..., :half, : half + 1], spectrum[..., -half:, : half + 1]], dim=-2)
@@ -71,7 +75,7 @@ def crop_rfft2(spectrum: torch.Tensor, box: int) -> torch.Tensor:
 def project_gaussians_fourier(
     coords_A: torch.Tensor,
     weights: torch.Tensor,
-    sigma_A: float,
+    sigma_A: float | Float[Tensor, "batch 1 1"],
     box: int,
     pixel_size_A: float,
     oversample: int = 2,
@@ -93,7 +97,9 @@ def project_gaussians_fourier(
     return spectrum * (gaussian / kernel)
 
 
-def shift_phase(s_y: torch.Tensor, s_x: torch.Tensor, shift_A: torch.Tensor) -> torch.Tensor:
+def shift_phase(
+    s_y: Float[Tensor, "y x"], s_x: Float[Tensor, "y x"], shift_A: Float[Tensor, "batch 2"]
+) -> Complex[Tensor, "batch y x"]:
     """Fourier factor exp(−2πi s·t) that moves images by ``shift_A`` (B, 2) = (x, y) in Å."""
     t_x, t_y = shift_A[:, 0, None, None], shift_A[:, 1, None, None]
     return torch.polar(torch.ones_like(s_x * t_x), -2 * math.pi * (s_x * t_x + s_y * t_y))

@@ -25,15 +25,18 @@ nothing returns to the host.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
 
 from cryoflow.physics.ctf import fourier_frequencies, per_image_ctf
 from cryoflow.physics.theta import bounds
 
 
-def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+def quaternion_to_matrix(q: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 3"]:
     """Rotation matrices (B, 3, 3) from unit quaternions (B, 4) in (w, x, y, z) order."""
     w, x, y, z = q.unbind(-1)
     rows = (
@@ -51,13 +54,13 @@ def uniform_rotations(n: int, generator: torch.Generator | None = None, device=N
     return quaternion_to_matrix(q)
 
 
-def circular_mask(box: int, radius_px: float, device=None, dtype=torch.float32) -> torch.Tensor:
+def circular_mask(box: int, radius_px: float, device=None, dtype=torch.float32) -> Bool[Tensor, "box box"]:
     """Boolean (box, box) disc of ``radius_px`` around pixel (box//2, box//2)."""
     axis = torch.arange(box, device=device, dtype=dtype) - box // 2
     return (axis[:, None] ** 2 + axis[None, :] ** 2) <= radius_px**2
 
 
-def masked_variance(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_variance(images: Float[Tensor, "batch y x"], mask: Bool[Tensor, "y x"]) -> Float[Tensor, " batch"]:
     """Unbiased variance (B,) of each image's pixels inside a boolean ``mask``, as two matrix-vector products."""
     weights = mask.reshape(-1).to(images.dtype)
     count = weights.sum()
@@ -66,12 +69,17 @@ def masked_variance(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((squares - total * total / count) / (count - 1)).clamp_min(0.0)
 
 
-def add_noise(images: torch.Tensor, snr: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def add_noise(
+    images: Float[Tensor, "batch y x"],
+    snr: Float[Tensor, " batch"],
+    mask: Bool[Tensor, "y x"],
+    noise: Float[Tensor, "batch y x"],
+) -> Float[Tensor, "batch y x"]:
     """Add unit-variance ``noise`` scaled to variance var(signal inside ``mask``) / snr per image."""
     return images + noise * torch.sqrt(masked_variance(images, mask) / snr)[:, None, None]
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
+def normalize(images: Float[Tensor, "*batch y x"]) -> Float[Tensor, "*batch y x"]:
     """Zero mean, unit standard deviation per image (a constant image is only centred).
 
     Training images and experimental particles (``cryoflow.io.particles``) both
@@ -137,10 +145,10 @@ class Priors:
     ``bead_sigma_range_A`` (atomic templates) is drawn uniformly per image.
     ``optics`` lists optics groups ``{voltage_kV, cs_mm, amplitude_contrast,
     weight}``; each image draws one group with probability ∝ weight.
-    No field has a default: the config's come from the schema (``cryoflow.workflow.pipeline.resolve_priors``).
+    No field has a default: the config's come from the schema (``cryoflow.workflow.from_config.resolve_priors``).
     """
 
-    theta_range_A: tuple[float, float]
+    theta_range_A: Sequence[float] | Sequence[Sequence[float]]  # [low, high], or one pair per θ coordinate
     shift_max_A: float
     pose_max_angle_deg: float | None
     defocus_range_A: tuple[float, float]

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
 
 from cryoflow.errors import InputError
 from cryoflow.physics import simulator
 
 
-def radial_index(box: int) -> np.ndarray:
+def radial_index(box: int) -> Int[np.ndarray, "box bx"]:
     """Integer radius (in Fourier pixels) of every rfft2 coefficient of a box × box image."""
     fy = np.fft.fftfreq(box) * box
     fx = np.fft.rfftfreq(box) * box
     return np.rint(np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)).astype(np.int64)
 
 
-def radial_power(images: np.ndarray) -> np.ndarray:
+def radial_power(images: Float[np.ndarray, "n box box"]) -> Float[np.ndarray, " radius"]:
     """Mean power |F|² per integer radius, averaged over images, for (n, box, box) images."""
     box = images.shape[-1]
     power = (np.abs(np.fft.rfft2(images)) ** 2).mean(axis=0)
@@ -28,7 +29,7 @@ def radial_power(images: np.ndarray) -> np.ndarray:
     return np.bincount(radius.ravel(), power.ravel()) / np.bincount(radius.ravel())
 
 
-def radial_to_grid(radial: np.ndarray, box: int) -> np.ndarray:
+def radial_to_grid(radial: Float[np.ndarray, " radius"], box: int) -> Float[np.ndarray, "box box"]:
     """Full (box, box) fft2 grid of a radial profile indexed by integer radius."""
     fy = np.fft.fftfreq(box) * box
     radius = np.rint(np.sqrt(fy[:, None] ** 2 + fy[None, :] ** 2)).astype(np.int64)
@@ -95,7 +96,9 @@ def estimate_noise_power(images: np.ndarray, mask_radius_px: float, iterations: 
     return correct_mask_leakage(observed, images.shape[-1], mask_radius_px, iterations)
 
 
-def whiten(images: np.ndarray, noise_power: np.ndarray) -> np.ndarray:
+def whiten(
+    images: Float[np.ndarray, "*batch box box"], noise_power: Float[np.ndarray, " radius"]
+) -> Float[np.ndarray, "*batch box box"]:
     """Divide each image's spectrum by the square root of the radial noise power spectrum (float32, torch)."""
     box = images.shape[-1]
     radius = radial_index(box)
@@ -106,6 +109,6 @@ def whiten(images: np.ndarray, noise_power: np.ndarray) -> np.ndarray:
     return torch.fft.irfft2(spectrum * filt, s=(box, box)).numpy()
 
 
-def normalize(images: np.ndarray) -> np.ndarray:
+def normalize(images: Float[np.ndarray, "*batch y x"]) -> Float[np.ndarray, "*batch y x"]:
     """Zero mean, unit standard deviation per image, by the simulator's own ``normalize``."""
     return simulator.normalize(torch.from_numpy(np.asarray(images, dtype=np.float32))).numpy()

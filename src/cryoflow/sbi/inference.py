@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from jaxtyping import Float
 
 from cryoflow.analysis.diagnostics import edge_cells
 from cryoflow.chunks import chunks
@@ -23,32 +24,32 @@ QUANTILES = (0.05, 0.5, 0.95)
 CTF_KEYS = ("defocus_u_A", "defocus_v_A", "phase_shift_deg")  # what a CTF-conditioned model reads
 
 
-def theta_grid(theta_range_A, grid_points: int) -> np.ndarray:
+def theta_grid(theta_range_A, grid_points: int) -> Float[np.ndarray, " grid"]:
     """Cell centres of ``grid_points`` equal cells spanning a 1-D prior range."""
     low, high = theta_range_A
     width = (high - low) / grid_points
     return low + width * (np.arange(grid_points) + 0.5)
 
 
-def cell_edges(grid: np.ndarray) -> np.ndarray:
+def cell_edges(grid: Float[np.ndarray, " grid"]) -> Float[np.ndarray, " edges"]:
     width = grid[1] - grid[0]
     return np.concatenate([grid - 0.5 * width, [grid[-1] + 0.5 * width]])
 
 
-def normalized_mass(log_density: np.ndarray) -> np.ndarray:
+def normalized_mass(log_density: Float[np.ndarray, "batch grid"]) -> Float[np.ndarray, "batch grid"]:
     """Cell probabilities (B, G) from log densities on equal cells, each row summing to one."""
     mass = np.exp(log_density - log_density.max(axis=1, keepdims=True))
     return mass / mass.sum(axis=1, keepdims=True)
 
 
-def cumulative(mass: np.ndarray) -> np.ndarray:
+def cumulative(mass: Float[np.ndarray, "batch grid"]) -> Float[np.ndarray, "batch edges"]:
     """CDF (B, G + 1) at the cell edges, from 0 to exactly 1."""
     cdf = np.concatenate([np.zeros((len(mass), 1)), np.cumsum(mass, axis=1)], axis=1)
     cdf[:, -1] = 1.0
     return cdf
 
 
-def marginal_summary(mass: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
+def marginal_summary(mass: Float[np.ndarray, "batch grid"], grid: Float[np.ndarray, " grid"]) -> dict[str, np.ndarray]:
     """Mean, std, quantiles and MAP (B,) of cell probabilities (B, G) on 1-D cell centres ``grid``."""
     mean = mass @ grid
     std = np.sqrt(np.maximum(mass @ grid**2 - mean**2, 0.0))

@@ -31,7 +31,7 @@ from cryoflow.logs import configure, package_versions
 from cryoflow.report.figures import plot_loss
 from cryoflow.sbi import devices, distributed, models, training
 from cryoflow.sbi.distributed import World
-from cryoflow.workflow import pipeline
+from cryoflow.workflow import from_config
 from cryoflow.workflow.modelcard import TRAIN_ADDED, ModelCard
 
 log = logging.getLogger("cryoflow.sbi.trainjob")  # also when run as __main__ by torchrun
@@ -172,10 +172,10 @@ def model_card(
 def _train_and_write(job: TrainJob, world: World, device: torch.device) -> None:
     params, inputs = job.params, SimpleNamespace(**job.inputs)
     config = {"image": params["image"], "simulator": params["simulator"]}
-    ensemble = pipeline.load_ensemble(inputs.ensemble)
-    simulator = pipeline.load_simulator(inputs, config, device=device)
+    ensemble = from_config.load_ensemble(inputs.ensemble)
+    simulator = from_config.load_simulator(inputs, config, device=device)
     priors = dataclasses.asdict(simulator.priors)  # as read from priors.json by load_simulator
-    model = pipeline.build_model(ensemble, job.train, simulator.priors)
+    model = from_config.build_model(ensemble, job.train, simulator.priors)
     if world.main:
         log.info("estimator: %d parameters", models.count_parameters(model))
     ensemble_sha256 = sha256_files(inputs.ensemble)
@@ -184,7 +184,7 @@ def _train_and_write(job: TrainJob, world: World, device: torch.device) -> None:
     model, history, last_state = training.train(
         model,
         simulator,
-        pipeline.training_config(job.train, params["seed"]),
+        from_config.training_config(job.train, params["seed"]),
         checkpoint=params["checkpoint"],
         fingerprint=fingerprint(job, priors, ensemble_sha256, input_sha256),
         world=world,

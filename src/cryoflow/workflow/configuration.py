@@ -15,9 +15,9 @@ import glob
 from pathlib import Path
 
 from cryoflow.errors import ConfigError, InputError
-from cryoflow.io import starindex
+from cryoflow.io import mrcheader, starindex
 from cryoflow.io.structure_text import ca_positions, cached_path, is_pdb_id, looks_like_structure
-from cryoflow.sbi import gridsize
+from cryoflow.likelihood import gridsize
 from cryoflow.workflow import gridcheck, modelcard, schema
 from cryoflow.workflow.modelcard import TRAIN_ADDED
 from cryoflow.workflow.schema import DATASET_SECTIONS, MICROGRAPH_SECTIONS
@@ -288,7 +288,7 @@ def resolved_stacks(name: str, ds: dict, index: starindex.DatasetIndex, pixel_si
         paths = {stack: str(starindex.resolve_stack_path(stack, ds["star"], ds["datadir"])) for stack in index.stacks()}
     except InputError as err:
         raise ConfigError(f"datasets.{name}: {err}") from None
-    header = starindex.mrc_header(next(iter(paths.values()))) if paths else None
+    header = mrcheader.mrc_header(next(iter(paths.values()))) if paths else None
     if header is not None:
         key = f"datasets.{name}.pixel_size_A" if ds["pixel_size_A"] else f"datasets.{name}.star"
         problems = gridcheck.resampling_problems(key, header[0], index.pixel_sizes_A, pixel_size_A, str(ds["star"]))
@@ -313,7 +313,7 @@ def micrograph_files(name: str, ms: dict) -> list[str] | None:
         raise ConfigError(f"micrographs.{name}.shards: {ms['shards']} shards but the set has {len(files)} micrographs")
     key = "star" if ms["star"] else "files"
     for path in files:
-        problem = starindex.mrc_truncation(path)
+        problem = mrcheader.mrc_truncation(path)
         if problem:
             raise ConfigError(f"micrographs.{name}.{key}: {problem}")
     return files

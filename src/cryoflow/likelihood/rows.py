@@ -1,4 +1,4 @@
-"""The shift × nuisance cells an image's explicit likelihood sums over (``cryoflow.sbi.likelihood``), and their
+"""The shift × nuisance cells an image's explicit likelihood sums over (``cryoflow.likelihood.exact``), and their
 local refinement: a cell is split into its two halves along each dimension it spans (shift y, shift x,
 defocus), its weight shared among them."""
 

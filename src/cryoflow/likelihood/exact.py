@@ -29,7 +29,7 @@ their priors (all priors are uniform), and log-sum-exp'd:
   (``known``).
 * then, per image, the shift × defocus cells that hold most of each
   template's mass are split into halves along each dimension they span,
-  ``nuisance_refine_levels`` times (``cryoflow.sbi.likelihood_rows``), before
+  ``nuisance_refine_levels`` times (``cryoflow.likelihood.rows``), before
   the orientation refinement runs on them.
 
 The templates' projections on the coarse orientation grid are computed once
@@ -48,14 +48,14 @@ import numpy as np
 import torch
 
 from cryoflow.chunks import chunks
+from cryoflow.likelihood import gridsize
+from cryoflow.likelihood.rows import NuisanceCell, Rows, heaviest_rows, midpoints, split_rows
 from cryoflow.logs import Progress
 from cryoflow.physics.ctf import CTF, RECORDED_CTF, ctf, fourier_frequencies
 from cryoflow.physics.projection import VolumeTemplates, shift_phase
 from cryoflow.physics.simulator import Simulator
 from cryoflow.physics.so3 import children, euler_matrices, so3_cells
 from cryoflow.physics.theta import bounds
-from cryoflow.sbi import gridsize
-from cryoflow.sbi.likelihood_rows import NuisanceCell, Rows, heaviest_rows, midpoints, split_rows
 
 LOG_8 = math.log(8.0)
 KNOWABLE = ("ctf", "b_factor", "bead_sigma")
@@ -65,20 +65,21 @@ class LikelihoodError(ValueError):
     """A likelihood request that cannot be evaluated (names the setting)."""
 
 
-def log_evidence(coc, co, coo, cc, ccc, n: int):
+def log_evidence(sum_ip, sum_i, sum_ii, sum_p, sum_pp, n: int):
     """log p(I | P) with N, μ (flat) and σ (dσ/σ) integrated out; the sums broadcast (float64 advised).
 
-    ``coc`` = Σ I·P, ``co`` = Σ I, ``coo`` = Σ I², ``cc`` = Σ P, ``ccc`` = Σ P² over the ``n`` pixels.
+    Over the ``n`` pixels of image I and projection P: ``sum_ip`` = Σ I·P, ``sum_i`` = Σ I, ``sum_ii`` = Σ I²,
+    ``sum_p`` = Σ P, ``sum_pp`` = Σ P² (BioEM's Coc, Co, Coo, Cc, Ccc).
     """
-    soo = coo - co * co / n
-    scc = ccc - cc * cc / n
-    soc = coc - co * cc / n
-    residual = soo - soc * soc / scc
+    image_var = sum_ii - sum_i * sum_i / n  # n × the variances and the covariance
+    projection_var = sum_pp - sum_p * sum_p / n
+    covariance = sum_ip - sum_i * sum_p / n
+    residual = image_var - covariance * covariance / projection_var
     residual = torch.clamp(residual, min=1e-12) if isinstance(residual, torch.Tensor) else max(residual, 1e-12)
     log = torch.log if isinstance(residual, torch.Tensor) else np.log
     half = 0.5 * (n - 2)
     constant = (1.0 - 0.5 * n) * math.log(2 * math.pi) + math.log(0.5) + math.lgamma(half)
-    return constant - 0.5 * log(n * scc) - half * log(0.5 * residual)
+    return constant - 0.5 * log(n * projection_var) - half * log(0.5 * residual)
 
 
 @dataclass
@@ -276,19 +277,19 @@ class ExplicitLikelihood:
         x = (spectrum.conj() * self.parseval)[None, :] * filters[rows.cell.to(self.device)] * phases
         return torch.cat([x.real, -x.imag], dim=1)
 
-    def row_evidence(self, left, co, coo, filters, rows: Rows, spectra, reduce: bool = True) -> torch.Tensor:
+    def row_evidence(self, left, sum_i, sum_ii, filters, rows: Rows, spectra, reduce: bool = True) -> torch.Tensor:
         """log p(image | column, row) for the columns of ``spectra`` (2K, M): summed over the rows with their
         weights (M,), or per row (R, M) with ``reduce`` False."""
         k = self.s_x.numel()
         power = (spectra[:k] ** 2 + spectra[k:] ** 2) * self.parseval[:, None]
-        ccc = (filters**2) @ power  # (J, M)
-        cc = filters[:, :1] * spectra[:1]  # DC: F(0)·P(0)
+        sum_pp = (filters**2) @ power  # (J, M)
+        sum_p = filters[:, :1] * spectra[:1]  # DC: F(0)·P(0)
         cell = rows.cell.to(self.device)
         log_w = rows.log_w.to(self.device)[:, None]
         out = []
         for cols in chunks(spectra.shape[1], 4096):
-            coc = (left @ spectra[:, cols]).double()
-            e = log_evidence(coc, co, coo, cc[cell, cols].double(), ccc[cell, cols].double(), self.n)
+            sum_ip = (left @ spectra[:, cols]).double()
+            e = log_evidence(sum_ip, sum_i, sum_ii, sum_p[cell, cols].double(), sum_pp[cell, cols].double(), self.n)
             out.append(torch.logsumexp(e + log_w, dim=0) if reduce else e)
         return torch.cat(out, dim=-1)
 
@@ -309,16 +310,18 @@ class ExplicitLikelihood:
             cells = self.nuisance_cells(nuisance, b)
             filters = torch.stack([self.filter_of(cell) for cell in cells])
             rows = self.initial_rows(cells)
-            spectrum, co, coo = self.image_spectrum(images[b])
+            spectrum, sum_i, sum_ii = self.image_spectrum(images[b])
             left = self.image_rows(spectrum, filters, rows)
-            log_l = self.row_evidence(left, co, coo, filters, rows, self.coarse_spectra).reshape(t, -1)
+            log_l = self.row_evidence(left, sum_i, sum_ii, filters, rows, self.coarse_spectra).reshape(t, -1)
             log_w = torch.full((log_l.shape[1],), self.coarse_log_weight, dtype=torch.float64, device=self.device)
             coarse_results.append(torch.logsumexp(log_l + log_w, dim=1))
             if self.settings.nuisance_refine_levels > 0 and bool((rows.half_width > 0).any()):
-                log_l, rows, filters = self.refine_nuisances(spectrum, co, coo, cells, filters, rows, log_l, log_w)
+                log_l, rows, filters = self.refine_nuisances(
+                    spectrum, sum_i, sum_ii, cells, filters, rows, log_l, log_w
+                )
                 left = self.image_rows(spectrum, filters, rows)
             if self.coarse is not None and self.settings.refine_levels > 0:  # on the refined shift × defocus cells
-                log_l, log_w = self.refine(left, co, coo, filters, rows, log_l, log_w)
+                log_l, log_w = self.refine(left, sum_i, sum_ii, filters, rows, log_l, log_w)
             results.append(torch.logsumexp(log_l + log_w, dim=1))
             n_cells.append(log_l.shape[1])
             n_rows.append(len(rows.cell))
@@ -330,7 +333,7 @@ class ExplicitLikelihood:
             "n_rows": np.array(n_rows),
         }
 
-    def refine(self, left, co, coo, filters, rows, log_l, log_w):
+    def refine(self, left, sum_i, sum_ii, filters, rows, log_l, log_w):
         """Per template, split the ``refine_top`` orientation cells holding most of that template's mass into
         eight, ``refine_levels`` times: each template converges on its own best views. Returns the
         log-likelihoods (T, C) and log weights (T, C) of each template's final cells."""
@@ -346,7 +349,7 @@ class ExplicitLikelihood:
             pick = chosen[..., None].expand(t, top, 3)
             kids = children(torch.gather(centres, 1, pick).reshape(-1, 3), torch.gather(widths, 1, pick).reshape(-1, 3))
             spectra = self.project_pairs(template, euler_matrices(kids).float().to(self.device))
-            kid_l = self.row_evidence(left, co, coo, filters, rows, spectra).reshape(t, 8 * top)
+            kid_l = self.row_evidence(left, sum_i, sum_ii, filters, rows, spectra).reshape(t, 8 * top)
             keep = torch.ones(t, log_l.shape[1], dtype=torch.bool, device=self.device)
             keep[torch.arange(t, device=self.device)[:, None], chosen] = False
             kid_w = (torch.gather(log_w, 1, chosen) - LOG_8).repeat_interleave(8, dim=1)
@@ -358,7 +361,7 @@ class ExplicitLikelihood:
             log_w = torch.cat([log_w[keep].reshape(t, n_kept), kid_w], dim=1)
         return log_l, log_w
 
-    def refine_nuisances(self, spectrum, co, coo, cells, filters, rows, log_l, log_w):
+    def refine_nuisances(self, spectrum, sum_i, sum_ii, cells, filters, rows, log_l, log_w):
         """Split the shift × defocus cells that hold most of each template's mass, ``nuisance_refine_levels``
         times: each into four shift quarters and two defocus halves (where they vary), the parent's weight
         shared. Measured on the ``nuisance_cells`` coarse orientation cells that hold most of any template's
@@ -372,14 +375,14 @@ class ExplicitLikelihood:
         cells = list(cells)
         for _ in range(s.nuisance_refine_levels):
             left = self.image_rows(spectrum, filters, rows)
-            per_row = self.row_evidence(left, co, coo, filters, rows, spectra, reduce=False)
+            per_row = self.row_evidence(left, sum_i, sum_ii, filters, rows, spectra, reduce=False)
             chosen = heaviest_rows(per_row + column_w[None, :], rows, t, s.nuisance_refine_top)
             rows, cells = split_rows(rows, chosen, cells)
             if len(cells) > len(filters):
                 filters = torch.cat([filters, torch.stack([self.filter_of(c) for c in cells[len(filters) :]])])
         left = self.image_rows(spectrum, filters, rows)
         log_l = log_l.clone()
-        log_l[:, active] = self.row_evidence(left, co, coo, filters, rows, spectra).reshape(t, -1)
+        log_l[:, active] = self.row_evidence(left, sum_i, sum_ii, filters, rows, spectra).reshape(t, -1)
         return log_l, rows, filters
 
 

@@ -1,7 +1,7 @@
 """The explicit-likelihood reference beside the estimator (the paper's Fig. 2C dashed line).
 
 ``validation_reference`` evaluates, on the first images of each fixed-SNR
-held-out set, the exact posterior (``cryoflow.sbi.likelihood``) with the
+held-out set, the exact posterior (``cryoflow.likelihood.exact``) with the
 nuisances marginalized as the estimator must, or with the CTF known as a
 CTF-estimated particle's, and the estimator's posterior on the same θ grid.
 ``diagnostics.likelihood_comparison`` turns that into the numbers of validation.json: per SNR and
@@ -20,18 +20,19 @@ import numpy as np
 import torch
 
 from cryoflow.chunks import chunks
-from cryoflow.sbi import heldout, likelihood
-from cryoflow.sbi.gridsize import MODES
+from cryoflow.likelihood import exact
+from cryoflow.likelihood.gridsize import MODES
+from cryoflow.sbi import heldout
 from cryoflow.sbi.inference import CTF_KEYS, posterior_grid, summarize_grid_posterior
 from cryoflow.sbi.models import memory_format
 
-log = logging.getLogger("cryoflow.sbi.reference")
+log = logging.getLogger(__name__)
 
 
-def grid_settings(cfg: dict, mode: str) -> likelihood.GridSettings:
+def grid_settings(cfg: dict, mode: str) -> exact.GridSettings:
     """``GridSettings`` from a ``likelihood`` config block and a mode (``MODES``)."""
     if mode not in MODES:
-        raise likelihood.LikelihoodError(f"likelihood.nuisance: {mode!r} is not one of {sorted(MODES)}")
+        raise exact.LikelihoodError(f"likelihood.nuisance: {mode!r} is not one of {sorted(MODES)}")
     keys = (
         "refine_top",
         "refine_levels",
@@ -44,9 +45,7 @@ def grid_settings(cfg: dict, mode: str) -> likelihood.GridSettings:
         "nuisance_refine_levels",
         "nuisance_cells",
     )
-    return likelihood.GridSettings(
-        orientations=tuple(cfg["orientations"]), known=MODES[mode], **{k: cfg[k] for k in keys}
-    )
+    return exact.GridSettings(orientations=tuple(cfg["orientations"]), known=MODES[mode], **{k: cfg[k] for k in keys})
 
 
 @torch.no_grad()
@@ -93,7 +92,7 @@ def validation_reference(simulator, model, validation: dict, seed: int, device) 
     theta_nodes = simulator.templates.theta_A.cpu().numpy()
     rows: dict[str, list] = {}
     for mode in cfg["nuisance"]:
-        engine = likelihood.ExplicitLikelihood(simulator, grid_settings(cfg, mode))
+        engine = exact.ExplicitLikelihood(simulator, grid_settings(cfg, mode))
         for k, snr in enumerate(validation["fixed_snr"]):
             theta, nuisance, images = heldout.fixed_snr_set(simulator, snr, k, validation["n_fixed_snr"], seed)
             m = min(cfg["n_images"], len(theta))
@@ -162,13 +161,13 @@ def dataset_reference(
         known = None
         if "ctf" in MODES[mode]:
             if ctf is None:
-                raise likelihood.LikelihoodError(
+                raise exact.LikelihoodError(
                     f"{where}: report.likelihood.nuisance ctf_known needs each particle's defocus (_rlnDefocusU)"
                 )
             known = {
                 key: torch.as_tensor(value) for key, value in complete_ctf(ctf, simulator.priors, len(images)).items()
             }
-        engine = likelihood.ExplicitLikelihood(simulator, grid_settings(cfg, mode))
+        engine = exact.ExplicitLikelihood(simulator, grid_settings(cfg, mode))
         found = engine.log_likelihood(images, known, label=f"likelihood ({mode})")
         part = posteriors(found["log_likelihood"], theta_nodes, log_q, grid, 1, seed)
         part.update(mode=np.full(len(images), mode), log_likelihood=found["log_likelihood"])

@@ -1,7 +1,7 @@
 """Sizes of the explicit likelihood's grids, and the config checks built on them (standard library only).
 
 The DAG side (``workflow/rules/config.smk``) refuses a ``likelihood`` block
-that cannot run before any job starts; ``cryoflow.sbi.likelihood`` checks the
+that cannot run before any job starts; ``cryoflow.likelihood.exact`` checks the
 same memory estimate again when it builds its grids.
 """
 
