@@ -211,7 +211,7 @@ def edge_cells(grid: np.ndarray) -> np.ndarray:
     return (grid < low + band) | (grid > high - band)
 
 
-def validation_summary(sim: dict, seed: int = 0) -> tuple[dict, np.ndarray]:
+def validation_summary(sim: dict, seed: int = 0) -> tuple[dict[str, Any], np.ndarray]:
     """Calibration of a model on its held-out simulations (the model report's numbers).
 
     Returns (numbers, empirical coverage at ``CREDIBILITY_LEVELS``, (L,) or (2, L)). For a 2-D θ every
@@ -367,7 +367,7 @@ def summarize(
     return summary
 
 
-def likelihood_comparison(ref: dict) -> list[dict]:
+def likelihood_comparison(ref: dict) -> list[dict[str, Any]]:
     """Per mode and SNR: the Fig. 2C metrics of the exact posterior and of the estimator on the same images."""
     out = []
     for mode in dict.fromkeys(ref["mode"].tolist()):
@@ -388,7 +388,7 @@ def likelihood_comparison(ref: dict) -> list[dict]:
     return out
 
 
-def likelihood_agreement(ref: dict) -> dict:
+def likelihood_agreement(ref: dict) -> dict[str, float | int]:
     """Particles: how often the exact and the estimated 90 % intervals do not overlap, and the median KL."""
     disjoint = (ref["exact_q95"] < ref["estimator_q05"]) | (ref["estimator_q95"] < ref["exact_q05"])
     return {

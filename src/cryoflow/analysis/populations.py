@@ -13,6 +13,8 @@ band; −ln p(θ) is the free-energy profile in units of kT.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 
 
@@ -51,7 +53,31 @@ def em_weights(likelihood: np.ndarray, iterations: int = 1000, tolerance: float 
     return weights
 
 
-def estimate(samples: np.ndarray, theta_range_A, n_bins: int = 36, n_bootstrap: int = 100, seed: int = 0) -> dict:
+class PopulationEstimate(TypedDict):
+    """A population over a 1-D θ, per bin: centres and edges (Å), weights, density (per Å) with its 5–95 %
+    bootstrap band, and the free energy in kT (its minimum at 0)."""
+
+    theta_A: np.ndarray
+    edges_A: np.ndarray
+    weights: np.ndarray
+    density: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    free_energy_kT: np.ndarray
+
+
+class State(TypedDict):
+    """A state: a basin of the population, its θ interval (Å), weight and mean θ."""
+
+    theta_low_A: float
+    theta_high_A: float
+    weight: float
+    theta_mean_A: float
+
+
+def estimate(
+    samples: np.ndarray, theta_range_A, n_bins: int = 36, n_bootstrap: int = 100, seed: int = 0
+) -> PopulationEstimate:
     """Population over a 1-D θ: bin centres, density p(θ) (per Å), its 5–95 % bootstrap band, free energy.
 
     ``samples``: (n, S) posterior samples per particle. Returns arrays ``theta_A``, ``density``, ``low``,
@@ -69,18 +95,18 @@ def estimate(samples: np.ndarray, theta_range_A, n_bins: int = 36, n_bootstrap: 
     density = weights / width
     with np.errstate(divide="ignore"):
         energy = -np.log(density)
-    return {
-        "theta_A": 0.5 * (edges[:-1] + edges[1:]),
-        "edges_A": edges,
-        "weights": weights,
-        "density": density,
-        "low": np.percentile(boot, 5, axis=0) / width,
-        "high": np.percentile(boot, 95, axis=0) / width,
-        "free_energy_kT": energy - np.min(energy),
-    }
+    return PopulationEstimate(
+        theta_A=0.5 * (edges[:-1] + edges[1:]),
+        edges_A=edges,
+        weights=weights,
+        density=density,
+        low=np.percentile(boot, 5, axis=0) / width,
+        high=np.percentile(boot, 95, axis=0) / width,
+        free_energy_kT=energy - np.min(energy),
+    )
 
 
-def modes(weights: np.ndarray, edges: np.ndarray, min_weight: float = 0.05) -> list[dict]:
+def modes(weights: np.ndarray, edges: np.ndarray, min_weight: float = 0.05) -> list[State]:
     """States as the basins of the estimated population: split at its local minima (smoothed over three
     bins), merge basins lighter than ``min_weight`` into their neighbour. Each state: θ interval,
     weight, and mean θ."""
@@ -103,17 +129,11 @@ def modes(weights: np.ndarray, edges: np.ndarray, min_weight: float = 0.05) -> l
         a, b = sorted((light, neighbour))
         basins[a : b + 1] = [[basins[a][0], basins[b][1]]]
     centres = 0.5 * (edges[:-1] + edges[1:])
-    states = []
+    states: list[State] = []
     for a, b in basins:
         mass = float(weights[a:b].sum())
-        states.append(
-            {
-                "theta_low_A": float(edges[a]),
-                "theta_high_A": float(edges[b]),
-                "weight": mass,
-                "theta_mean_A": float(np.sum(weights[a:b] * centres[a:b]) / max(mass, 1e-12)),
-            }
-        )
+        mean = float(np.sum(weights[a:b] * centres[a:b]) / max(mass, 1e-12))
+        states.append(State(theta_low_A=float(edges[a]), theta_high_A=float(edges[b]), weight=mass, theta_mean_A=mean))
     return states
 
 

@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openmm
@@ -111,7 +112,7 @@ def select_platform(name: str = "auto") -> openmm.Platform:
     return openmm.Platform.getPlatformByName(name)
 
 
-def run(structure_path, prepared_pdb, trajectory_dcd, settings: MDSettings) -> dict:
+def run(structure_path, prepared_pdb, trajectory_dcd, settings: MDSettings) -> dict[str, Any]:
     """Prepare, minimize, equilibrate and run; write the prepared structure (PDB) and the frames (DCD).
 
     Only the solute is written (no water), so the trajectory matches the

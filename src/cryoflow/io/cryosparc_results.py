@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ def write_results(source_cs: str | Path, table: pd.DataFrame, path: str | Path) 
     return len(out)
 
 
-def write_result_group(cs_path: str | Path, path: str | Path, title: str) -> dict:
+def write_result_group(cs_path: str | Path, path: str | Path, title: str) -> dict[str, Any]:
     """Write the ``.csg`` result group of the particle ``.cs`` file ``cs_path`` (in the same folder) to
     ``path``: one result per slot of its fields; returns the group as written."""
     cs_path, path = Path(cs_path), Path(path)

@@ -19,6 +19,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -153,7 +154,7 @@ CTF_COLUMNS = {
 }
 
 
-def star_ctf(table: pd.DataFrame, rows) -> tuple[dict | None, list[str]]:
+def star_ctf(table: pd.DataFrame, rows) -> tuple[dict[str, np.ndarray] | None, list[str]]:
     """Each row's own CTF as the simulator's nuisance keys (arrays), and the RELION columns absent.
 
     None when the table has no per-particle defocus (``_rlnDefocusU``).
@@ -163,7 +164,7 @@ def star_ctf(table: pd.DataFrame, rows) -> tuple[dict | None, list[str]]:
     return (ctf if "defocus_u_A" in ctf else None), missing
 
 
-def ctf_priors(table: pd.DataFrame, path) -> dict:
+def ctf_priors(table: pd.DataFrame, path) -> dict[str, Any]:
     """Prior ranges found in a particle table's CTF and optics columns (RELION names).
 
     Returns ``defocus_range_A`` (mean of U and V), ``astigmatism_max_A``

@@ -9,10 +9,7 @@ from cryoflow.physics import preprocess, whitening
 
 def run(job: Job) -> None:
     log = job.start_log()
-    source_cfg = job.params.source
-    cfg = job.params.particles
-    image = job.params.image
-    star = job.input.star
+    source_cfg, cfg, image, star = job.params.source, job.params.particles, job.params.image, job.input.star
     source = particles.open_dataset(star, source_cfg)
     log.info(
         "%s: %d particles in %d stacks, optics groups %s, contrast %s",

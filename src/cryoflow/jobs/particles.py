@@ -12,10 +12,7 @@ from cryoflow.physics import preprocess
 
 def run(job: Job) -> None:
     log = job.start_log()
-    source_cfg = job.params.source
-    cfg = job.params.particles
-    image = job.params.image
-    star = job.input.star
+    source_cfg, cfg, image, star = job.params.source, job.params.particles, job.params.image, job.input.star
     shard = int(job.wildcards.shard)
     found = particles.load_particles(star, source_cfg["pixel_size_A"], source_cfg["select"])
     rows = starindex.shard_rows(len(found.table), job.params.shards)[shard]

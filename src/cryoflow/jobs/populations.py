@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ log = logging.getLogger("cryoflow.populations")
 STATE_COLUMNS = ["state", "theta_low_A", "theta_high_A", "n_particles", "star"]
 
 
-def population_table(estimates: list[dict]) -> pd.DataFrame:
+def population_table(estimates: list[populations.PopulationEstimate]) -> pd.DataFrame:
     """One row per θ bin (and coordinate, for a 2-D θ): density with its bootstrap band and free energy."""
     n_dims = len(estimates)
     coordinate = np.repeat(np.arange(1, n_dims + 1), len(estimates[0]["theta_A"]))
@@ -70,13 +71,13 @@ def run(job: Job) -> None:
     n_dims = theta.dims(theta_range)
     samples = theta.columns(post["samples"], n_dims)
     summary: dict = {"n_particles": int(len(post["mean"]))}
-    estimates = []
+    estimates: list[populations.PopulationEstimate] = []
     for d, bounds in enumerate(theta.bounds(theta_range)):  # a 2-D θ: each coordinate's marginal
         estimate = populations.estimate(samples[d], bounds, cfg["population_bins"], cfg["population_bootstrap"], seed)
         estimates.append(estimate)
         states = populations.modes(estimate["weights"], estimate["edges_A"])
         summary["population" + theta.suffix(d, n_dims)] = states
-        rounded = [{k: round(v, 3) for k, v in state.items()} for state in states]
+        rounded = [{k: round(v, 3) for k, v in cast(dict[str, float], state).items()} for state in states]
         log.info("population%s: %s", theta.suffix(d, n_dims), rounded)
     with atomic_path(job.output.table) as tmp:
         population_table(estimates).to_csv(tmp, sep="\t", index=False)

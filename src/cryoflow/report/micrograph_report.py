@@ -132,7 +132,7 @@ def truth_comparison(
     min_distance_A: float,
     match_radius_A: float,
     theta_range_A,
-) -> dict:
+) -> dict[str, Any]:
     """Correlation of window posterior means with the true θ, and precision/recall of each score's candidates."""
     found: dict[str, list] = {key: [] for key in FOUND_KEYS}
     per_score: dict[str, list] = {kind: [] for kind in candidates.SCORES}

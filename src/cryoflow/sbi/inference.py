@@ -9,6 +9,9 @@ inverse CDF (jointly, uniform within the drawn cell, for 2-D θ).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TypedDict, cast
+
 import numpy as np
 import torch
 from jaxtyping import Float
@@ -22,6 +25,23 @@ from cryoflow.sbi.models import PosteriorEstimator, memory_format
 
 QUANTILES = (0.05, 0.5, 0.95)
 CTF_KEYS = ("defocus_u_A", "defocus_v_A", "phase_shift_deg")  # what a CTF-conditioned model reads
+
+
+class PosteriorSummary(TypedDict, total=False):
+    """One batch's (or set's) posterior summaries, per image: (B,) for a 1-D θ, (B, 2) for a 2-D θ (each
+    coordinate's marginal; ``map`` the most probable cell); ``samples`` (B, S) or (B, S, 2). What
+    ``posterior_stream`` yields, ``posterior.npz`` holds and ``star_columns`` writes to STAR files."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    map: np.ndarray
+    q05: np.ndarray  # the QUANTILES
+    q50: np.ndarray
+    q95: np.ndarray
+    edge_mass: np.ndarray  # (B,): the posterior's mass in the cells at the prior's edges
+    samples: np.ndarray
+    latent: np.ndarray  # (B, L): the embedding's latent
+    p_particle: np.ndarray  # (B,): junk-aware models only
 
 
 def theta_grid(theta_range_A, grid_points: int) -> Float[np.ndarray, " grid"]:
@@ -49,20 +69,18 @@ def cumulative(mass: Float[np.ndarray, "batch grid"]) -> Float[np.ndarray, "batc
     return cdf
 
 
-def marginal_summary(mass: Float[np.ndarray, "batch grid"], grid: Float[np.ndarray, " grid"]) -> dict[str, np.ndarray]:
+def marginal_summary(mass: Float[np.ndarray, "batch grid"], grid: Float[np.ndarray, " grid"]) -> PosteriorSummary:
     """Mean, std, quantiles and MAP (B,) of cell probabilities (B, G) on 1-D cell centres ``grid``."""
     mean = mass @ grid
     std = np.sqrt(np.maximum(mass @ grid**2 - mean**2, 0.0))
-    out = {"mean": mean, "std": std, "map": grid[np.argmax(mass, axis=1)]}
     cdf, edges = cumulative(mass), cell_edges(grid)
-    for q in QUANTILES:
-        out[f"q{int(round(q * 100)):02d}"] = np.array([np.interp(q, c, edges) for c in cdf])
-    return out
+    q05, q50, q95 = (np.array([np.interp(q, c, edges) for c in cdf]) for q in QUANTILES)
+    return PosteriorSummary(mean=mean, std=std, map=grid[np.argmax(mass, axis=1)], q05=q05, q50=q50, q95=q95)
 
 
 def summarize_grid_posterior(
     log_density: np.ndarray, grid: np.ndarray, n_samples: int, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
+) -> PosteriorSummary:
     """Mean, std, quantiles, MAP and inverse-CDF samples from log densities (B, G) on cell centres."""
     mass = normalized_mass(log_density)
     out = marginal_summary(mass, grid)
@@ -75,7 +93,7 @@ def summarize_grid_posterior(
 
 def summarize_grid_posterior_2d(
     log_density: np.ndarray, axes: list[np.ndarray], n_samples: int, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
+) -> PosteriorSummary:
     """The 2-D counterpart of ``summarize_grid_posterior`` on the row-major grid of cell centres ``axes``.
 
     Mean, std and quantiles (B, 2) are those of the two marginals; MAP (B, 2)
@@ -85,7 +103,10 @@ def summarize_grid_posterior_2d(
     n1, n2 = len(axes[0]), len(axes[1])
     mass = normalized_mass(log_density).reshape(-1, n1, n2)
     marginals = [marginal_summary(mass.sum(axis=2), axes[0]), marginal_summary(mass.sum(axis=1), axes[1])]
-    out = {key: np.stack([m[key] for m in marginals], axis=-1) for key in marginals[0]}
+    per_coordinate = [cast(dict[str, np.ndarray], m) for m in marginals]
+    out = cast(
+        PosteriorSummary, {key: np.stack([m[key] for m in per_coordinate], axis=-1) for key in per_coordinate[0]}
+    )
     best = np.argmax(mass.reshape(len(mass), -1), axis=1)
     out["map"] = np.stack([axes[0][best // n2], axes[1][best % n2]], axis=-1)
     edge = edge_cells(axes[0])[:, None] | edge_cells(axes[1])[None, :]
@@ -123,7 +144,7 @@ def posterior_stream(
     label: str = "infer",
     grid_points_2d: int = 32,
     ctf: dict | None = None,
-):
+) -> Iterator[PosteriorSummary]:
     """Yield posterior summaries and latents batch by batch for the images of ``image_batches``.
 
     Nothing is kept between batches, so memory does not grow with the
@@ -159,7 +180,7 @@ def posterior_stream(
         yield summary
 
 
-def posterior_batches(model: PosteriorEstimator, image_batches, n_images: int, **options) -> dict[str, np.ndarray]:
+def posterior_batches(model: PosteriorEstimator, image_batches, n_images: int, **options) -> PosteriorSummary:
     """All of ``posterior_stream`` concatenated: for held-out simulations and other small sets."""
     parts: dict[str, list] = {}
     for summary in posterior_stream(model, image_batches, n_images, **options):
@@ -167,7 +188,7 @@ def posterior_batches(model: PosteriorEstimator, image_batches, n_images: int, *
             parts.setdefault(key, []).append(value)
     if not parts:
         raise ValueError("no images to run inference on")
-    return {key: np.concatenate(value) for key, value in parts.items()}
+    return cast(PosteriorSummary, {key: np.concatenate(value) for key, value in parts.items()})
 
 
 @torch.no_grad()
@@ -203,12 +224,13 @@ STAR_COLUMNS = {
 PARTICLE_COLUMN = "cryoflowParticleProbability"
 
 
-def star_columns(summary: dict, theta_dim: int) -> dict[str, np.ndarray]:
+def star_columns(summary: PosteriorSummary, theta_dim: int) -> dict[str, np.ndarray]:
     """The STAR columns of a posterior summary: ``STAR_COLUMNS`` for 1-D θ; for 2-D θ one column per
     coordinate (``cryoflowTheta1MeanAngst``, ``cryoflowTheta2MeanAngst``, …) and one edge mass."""
     out = {}
+    values = cast(dict[str, np.ndarray], summary)  # read by the column's key
     for column, key in STAR_COLUMNS.items():
-        value = np.asarray(summary[key])
+        value = np.asarray(values[key])
         if theta_dim == 1 or value.ndim == 1:
             out[column] = value
         else:

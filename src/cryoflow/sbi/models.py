@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 from cryoflow.errors import InputError
 from cryoflow.io.fileio import atomic_path, sha256_files
 from cryoflow.physics.theta import bounds
+from cryoflow.workflow.modelcard import ModelCard
 
 
 class BasicBlock(nn.Module):
@@ -101,7 +102,7 @@ class PosteriorEstimator(nn.Module):
         transforms: int = 5,
         hidden_features=(256,) * 10 + (128, 64),
         particle_head: bool = False,
-        ctf_context: dict | None = None,
+        ctf_context: CTFContext | dict | None = None,
     ):
         super().__init__()
         ranges = bounds(theta_range_A)
@@ -239,7 +240,7 @@ def save_model(path: str | Path, model: PosteriorEstimator, metadata: Mapping[st
         torch.save(payload, tmp)
 
 
-def load_model(path: str | Path, device="cpu") -> tuple[PosteriorEstimator, dict]:
+def load_model(path: str | Path, device="cpu") -> tuple[PosteriorEstimator, ModelCard]:
     """Rebuild a saved estimator without executing anything from the file (``weights_only=True``)."""
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
@@ -288,7 +289,16 @@ def check_card(path: str | Path, metadata: dict) -> None:
             )
 
 
-def ctf_context_from_priors(priors) -> dict:
+class CTFContext(TypedDict):
+    """The CTF features a CTF-conditioned model takes (``defocus_A``, ``astigmatism_A``, ``phase_shift_deg``)
+    and the prior range of each, over which it scales them to [-1, 1]."""
+
+    features: list[str]
+    low: list[float]
+    high: list[float]
+
+
+def ctf_context_from_priors(priors) -> CTFContext:
     """The CTF features a ``train.condition_on_ctf`` model takes, and their prior ranges: mean defocus always;
     astigmatism and phase shift where the priors vary them."""
     features = {"defocus_A": tuple(priors.defocus_range_A)}
@@ -296,11 +306,9 @@ def ctf_context_from_priors(priors) -> dict:
         features["astigmatism_A"] = (-priors.astigmatism_max_A, priors.astigmatism_max_A)
     if priors.phase_shift_range_deg[1] > priors.phase_shift_range_deg[0]:
         features["phase_shift_deg"] = tuple(priors.phase_shift_range_deg)
-    return {
-        "features": list(features),
-        "low": [v[0] for v in features.values()],
-        "high": [v[1] for v in features.values()],
-    }
+    return CTFContext(
+        features=list(features), low=[v[0] for v in features.values()], high=[v[1] for v in features.values()]
+    )
 
 
 def check_ctf_in_prior(model: PosteriorEstimator, ctf: dict, where: str, tolerance: float = 0.02) -> None:

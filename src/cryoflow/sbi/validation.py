@@ -17,7 +17,9 @@ from cryoflow.sbi import heldout, inference
 FIXED_SNR_SAMPLE_OFFSET = 1
 
 
-def posteriors(model, images: np.ndarray, settings: dict, ctf: dict, seed: int | None, device, label: str) -> dict:
+def posteriors(
+    model, images: np.ndarray, settings: dict, ctf: dict, seed: int | None, device, label: str
+) -> inference.PosteriorSummary:
     """Posterior summaries and samples of ``images`` with the validation settings (grid, samples, batch)."""
     return inference.posterior_batches(
         model,
@@ -74,7 +76,7 @@ def fixed_snr_posteriors(model, simulator, settings: dict, seed: int, device) ->
     return {f"fixed_snr_{key}": np.concatenate(value) if value else np.zeros(0) for key, value in fixed.items()}
 
 
-def validation_arrays(model, simulator, ensemble: dict, settings: dict, seed: int, device) -> dict:
+def validation_arrays(model, simulator, ensemble: dict, settings: dict, seed: int, device) -> dict[str, np.ndarray]:
     """Everything ``validation/simulations.npz`` holds: ``settings`` is the config's ``validation`` section,
     ``ensemble`` the templates' ``coords_A`` and ``theta_A``."""
     n = settings["n_simulations"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ def load_ensemble(path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def resolve_priors(sim_cfg: dict, theta_range_A, star_found: dict | None = None) -> dict:
+def resolve_priors(sim_cfg: dict, theta_range_A, star_found: dict | None = None) -> dict[str, Any]:
     """The simulator's priors as plain values: the config's, with what a STAR file holds taking precedence.
 
     ``theta_range_A`` is [low, high] or, for a 2-D θ, two such pairs (``cryoflow.physics.theta.range_of``).
