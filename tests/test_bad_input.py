@@ -12,7 +12,7 @@ import pytest
 from workflow_helpers import check_config, snakemake, write_config
 
 from cryoflow.errors import ConfigError, InputError
-from cryoflow.io import particles
+from cryoflow.io import particles, starindex
 from cryoflow.io.fileio import write_json
 from cryoflow.io.mrcstack import read_stack_header
 from cryoflow.io.npz import NpzWriter
@@ -289,3 +289,76 @@ def test_documented_alternative_forms_run_through_the_workflow(tmp_path, data_di
     card = json.loads((tmp_path / "results/tiny/model/card.json").read_text())
     assert card["architecture"]["ctf_context"]["features"] == ["defocus_A"]
     assert (tmp_path / "results/tiny/datasets/user/report/likelihood.json").is_file()
+
+
+def corrupt_cs(folder, change):
+    """``p.cs`` of the fuzzer's dataset with one change of its records (or its uid field dropped)."""
+    records = np.load(folder / "p.cs")
+    if change == "no uid":
+        records = records[[n for n in records.dtype.names if n != "uid"]]
+    else:
+        change(records)
+    with open(folder / "bad.cs", "wb") as handle:
+        np.save(handle, records)
+    return folder / "bad.cs"
+
+
+def repeat_uid(records):
+    records["uid"][4] = records["uid"][1]
+
+
+def nan_defocus(records):
+    records["ctf/df1_A"][6] = np.nan
+
+
+@pytest.mark.parametrize(
+    "dataset,message",
+    [
+        # a NaN CTF value would give NaN posteriors silently: refused at -n with the file, particle and column
+        ("r31.star:nan", "r31.star: particle 3 (000003@b.mrcs) has _rlnDefocusU 'nan', not a finite number"),
+        ("r31.star:inf-voltage", "r31.star: optics group 1 has _rlnVoltage 'inf', not a finite number"),
+        ("cs:nan", "bad.cs: particle 7 (000001@b.mrcs) has _rlnDefocusU 'nan', not a finite number"),
+        # a repeated uid would put one particle's posterior on another in posterior.cs
+        ("cs:repeat", "bad.cs: uid 101 repeats (rows 2 and 5): a corrupt export"),
+        ("cs:no uid", "bad.cs: no uid field"),
+        # a .cs dataset with select is checked like any other (it skipped every DAG-time check)
+        ("cs:select", "p.cs: column _rlnMissing (select) not found"),
+    ],
+)
+def test_corrupt_particle_metadata_is_refused_at_the_dry_run(tmp_path, dataset, message):
+    import particle_fuzzer
+
+    folder = particle_fuzzer.make_dataset(tmp_path / "data")["folder"]
+    kind, _, what = dataset.partition(":")
+    select = None
+    if kind == "r31.star":
+        star = folder / "r31.star"
+        text = star.read_text()
+        if what == "nan":
+            lines = text.splitlines()
+            row = next(i for i, line in enumerate(lines) if line.startswith("000003@"))
+            fields = lines[row].split()
+            lines[row] = " ".join([fields[0], "nan", *fields[2:]])
+            text = "\n".join(lines) + "\n"
+        else:
+            text = text.replace(" 300.000000 ", " inf ", 1)
+        star.write_text(text)
+    elif what == "select":
+        star, select = folder / "p.cs", {"rlnMissing": [1]}
+    else:
+        star = corrupt_cs(folder, {"nan": nan_defocus, "repeat": repeat_uid, "no uid": "no uid"}[what])
+    change = {"datasets.user.star": str(star), "datasets.user.shards": 1, "datasets.user.select": select}
+    with pytest.raises(ConfigError) as refused:
+        check_config(tmp_path, write_config(tmp_path, **change))
+    assert message in str(refused.value)
+    assert "datasets.user" in str(refused.value)
+
+
+def test_a_cryosparc_dataset_with_select_indexes_the_rows_the_particle_stage_keeps(tmp_path):
+    import particle_fuzzer
+
+    folder = particle_fuzzer.make_dataset(tmp_path)["folder"]
+    select = {"cryosparcUid": [101, 103, 104]}
+    index = starindex.index_cs(folder / "p.cs", select)
+    found = particles.load_particles(folder / "p.cs", select=select)
+    assert index.stack_names == [n.split("@", 1)[1] for n in found.table["rlnImageName"]] and len(index) == 3

@@ -15,7 +15,7 @@ import yaml
 from workflow_helpers import SNAKEMAKE, check_config, snakemake, write_config
 
 from cryoflow.errors import ConfigError
-from cryoflow.workflow import schema
+from cryoflow.workflow import configuration, schema
 from cryoflow.workflow.modelcard import TRAIN_ADDED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -534,3 +534,38 @@ def test_train_keys_left_out_of_the_train_rule_are_the_schemas_defaults():
     leaves the key out would train with one value and record another."""
     train = schema.full_schema()["properties"]["train"]["properties"]
     assert TRAIN_ADDED == {key: train[key]["default"] for key in TRAIN_ADDED}
+
+
+@pytest.mark.parametrize(
+    "section,shared,override",
+    [
+        ("particles", {"noise_images": 50, "chunk_size": 32}, {"whiten": False}),
+        ("inference", {"batch_size": 32, "grid_points": 64}, {"n_samples": 7}),
+        ("report", {"mmd_permutations": 50, "umap_neighbors": 5}, {"n_example_particles": 2}),
+        ("report.likelihood", {"n_images": 4, "nuisance": ["ctf_known"], "refine_top": 4}, {"shift_points": 2}),
+    ],
+)
+def test_a_datasets_override_of_one_key_keeps_the_shared_value_of_every_other(tmp_path, section, shared, override):
+    """A dataset's section overrides only the keys it names: the schema fills no default into it before
+    the shared section is merged under it (a reference to a definition included)."""
+    path = section.split(".")
+    block = {path[-1]: override}
+    for key in reversed(path[:-1]):
+        block = {key: block}
+    configfile = write_config(tmp_path, **{f"datasets.demo.{path[0]}": block[path[0]]})
+    cfg = check_config(tmp_path, configfile)
+    node = configuration.dataset_settings(cfg, "demo")
+    for key in path:
+        node = node[key]
+    assert {key: node[key] for key in shared} == shared
+    assert {key: node[key] for key in override} == override
+
+
+def test_a_micrograph_sets_override_of_one_key_keeps_the_shared_value_of_every_other(tmp_path):
+    from test_micrographs import TINY_SET
+
+    mset = {**TINY_SET, "picking": {"stride_px": 3}}
+    picking = {"batch_size": 8, "grid_points": 32}
+    configfile = write_config(tmp_path, micrographs={"m": mset}, picking=picking)
+    settings = configuration.micrograph_settings(check_config(tmp_path, configfile), "m")["picking"]
+    assert (settings["batch_size"], settings["grid_points"], settings["stride_px"]) == (8, 32, 3)

@@ -9,20 +9,9 @@ import numpy as np
 import pandas as pd
 
 from cryoflow.errors import InputError
-from cryoflow.io.starindex import IMAGE_NAME, OPTICS_GROUP
+from cryoflow.io.starindex import CRYOSPARC_CTF, CRYOSPARC_UID, IMAGE_NAME, OPTICS_GROUP
 
-# the particle's uid as the particle table (and a results STAR file) keeps it
-UID_COLUMN = "cryosparcUid"
-CRYOSPARC_CTF = {  # cryoSPARC field → (RELION column, factor)
-    "ctf/df1_A": ("rlnDefocusU", 1.0),
-    "ctf/df2_A": ("rlnDefocusV", 1.0),
-    "ctf/df_angle_rad": ("rlnDefocusAngle", 180.0 / np.pi),
-    "ctf/accel_kv": ("rlnVoltage", 1.0),
-    "ctf/cs_mm": ("rlnSphericalAberration", 1.0),
-    "ctf/amp_contrast": ("rlnAmplitudeContrast", 1.0),
-    "ctf/phase_shift_rad": ("rlnPhaseShift", 180.0 / np.pi),
-    "ctf/bfactor": ("rlnCtfBfactor", 1.0),
-}
+UID_COLUMN = CRYOSPARC_UID  # the particle's uid as the particle table (and a results STAR file) keeps it
 
 
 def read_cryosparc(path: str | Path) -> OrderedDict:

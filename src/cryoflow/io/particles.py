@@ -28,6 +28,7 @@ from cryoflow.errors import InputError
 from cryoflow.io.cryosparc import read_cryosparc
 from cryoflow.io.mrcstack import read_stack_header
 from cryoflow.io.star import particle_block_name, read_star, star_version
+from cryoflow.io.starindex import CTF_COLUMNS as RELION_CTF_COLUMNS
 from cryoflow.io.starindex import IMAGE_NAME, OPTICS_GROUP, resolve_stack_path
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,23 @@ def numeric_column(table: pd.DataFrame, column: str, path) -> pd.Series:
     if len(bad):
         raise InputError(f"{path}, particle {bad[0] + 1}: _{column} {table[column].iloc[bad[0]]!r} is not a number")
     return values.astype(float)
+
+
+def check_ctf_values(table: pd.DataFrame, path) -> None:
+    """Refuse a particle whose CTF (its row's or its optics group's) holds a value that is not a finite
+    number, naming the file, the particle and the column, as the DAG's index does (``starindex``)."""
+    for column in RELION_CTF_COLUMNS:
+        if column not in table:
+            continue
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(float)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            row = bad[0]
+            raw = str(table[column].iloc[row])
+            raise InputError(
+                f"{path}: particle {table.index[row] + 1} ({table[IMAGE_NAME].iloc[row]}) has _{column} {raw!r}, "
+                "not a finite number"
+            )
 
 
 def optics_groups(table: pd.DataFrame) -> np.ndarray:
@@ -137,6 +155,7 @@ def load_particles(path, pixel_size_A=None, select=None) -> ParticleSet:
     if table.empty:
         raise InputError(f"{path}: no particle rows in data_{particle_block_name(blocks, path)}")
     table = select_particles(table, select, path)
+    check_ctf_values(table, path)
     version = 30001 if path.suffix == ".cs" else star_version(path)
     return ParticleSet(path, blocks, particle_block_name(blocks, path), table, version)
 

@@ -16,6 +16,7 @@ under a second.
 
 from __future__ import annotations
 
+import math
 import random
 import shlex
 from dataclasses import dataclass
@@ -27,6 +28,28 @@ IMAGE_NAME = "rlnImageName"
 OPTICS_GROUP = "rlnOpticsGroup"
 # the columns that give a particle's pixel size, in the order particles.particle_table tries them
 PIXEL_COLUMNS = (("rlnImagePixelSize",), ("rlnPixelSize",), ("rlnDetectorPixelSize", "rlnMagnification"))
+# a particle's CTF as RELION writes it (a particle row's or its optics group's): each must be a finite number
+CTF_COLUMNS = (
+    "rlnDefocusU",
+    "rlnDefocusV",
+    "rlnDefocusAngle",
+    "rlnVoltage",
+    "rlnSphericalAberration",
+    "rlnAmplitudeContrast",
+    "rlnPhaseShift",
+    "rlnCtfBfactor",
+)
+CRYOSPARC_CTF = {  # cryoSPARC field → (RELION column, factor): the particle stage's conversion (io.cryosparc)
+    "ctf/df1_A": ("rlnDefocusU", 1.0),
+    "ctf/df2_A": ("rlnDefocusV", 1.0),
+    "ctf/df_angle_rad": ("rlnDefocusAngle", 180.0 / math.pi),
+    "ctf/accel_kv": ("rlnVoltage", 1.0),
+    "ctf/cs_mm": ("rlnSphericalAberration", 1.0),
+    "ctf/amp_contrast": ("rlnAmplitudeContrast", 1.0),
+    "ctf/phase_shift_rad": ("rlnPhaseShift", 180.0 / math.pi),
+    "ctf/bfactor": ("rlnCtfBfactor", 1.0),
+}
+CRYOSPARC_UID = "cryosparcUid"  # a .cs particle's uid, as the particle table keeps it
 
 
 def split_row(line: str) -> list[str]:
@@ -105,6 +128,23 @@ def select_rows(columns: dict[str, list[str]], n: int, select: dict | None, path
     return keep
 
 
+def check_ctf_values(columns: dict[str, list[str]], rows, path, names: list[str] | None = None) -> None:
+    """Refuse a CTF value that is not a finite number, naming the file, the particle (1-based, its image
+    where known) and the column: a NaN defocus would give a NaN posterior, silently."""
+    for column in CTF_COLUMNS:
+        values = columns.get(column)
+        if values is None:
+            continue
+        for i in rows:
+            try:
+                bad = not math.isfinite(float(values[i]))
+            except ValueError:
+                bad = True
+            if bad:
+                image = f" ({names[i]})" if names else ""
+                raise InputError(f"{path}: particle {i + 1}{image} has _{column} {values[i]!r}, not a finite number")
+
+
 def group_labels(columns: dict[str, list[str]], n: int, pixel_size_A=None) -> list[str]:
     """A label per particle that partitions them as the particle stage's optics groups do."""
     if OPTICS_GROUP in columns:
@@ -144,10 +184,18 @@ def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) 
     path = Path(path)
     blocks = loop_blocks(path)
     names, rows = particle_loop(path, blocks)
-    wanted = {IMAGE_NAME, OPTICS_GROUP, *(c.lstrip("_") for c in (select or {}))}
+    wanted = {IMAGE_NAME, OPTICS_GROUP, *CTF_COLUMNS, *(c.lstrip("_") for c in (select or {}))}
     wanted |= {c for group in PIXEL_COLUMNS for c in group}
     columns = {c: [row[i] for row in rows] for i, c in enumerate(names) if c in wanted}
     keep = select_rows(columns, len(rows), select, path)
+    check_ctf_values(columns, keep, path, columns.get(IMAGE_NAME))
+    optics = blocks.get("optics")
+    if optics is not None:  # RELION 3.1+: the optics groups' voltage, Cs and amplitude contrast
+        optics_columns = {c: [row[i] for row in optics[1]] for i, c in enumerate(optics[0]) if c in CTF_COLUMNS}
+        try:
+            check_ctf_values(optics_columns, range(len(optics[1])), path)
+        except InputError as err:
+            raise InputError(str(err).replace(": particle ", ": optics group ", 1)) from None
     groups = group_labels(columns, len(rows), pixel_size_A)
     stacks = [name.split("@", 1)[1] if "@" in name else name for name in columns[IMAGE_NAME]]
     kept_groups = [groups[i] for i in keep]
@@ -187,10 +235,22 @@ def particle_pixel_sizes(blocks: dict, columns: dict[str, list[str]], keep: list
     return distinct(row[pixel] for row in rows if row[group] in used)
 
 
-def index_cs(path: str | Path) -> DatasetIndex | None:
+def check_uids(uids, path) -> None:
+    """A particle export's uids must be unique: results go back to cryoSPARC by uid, so a repeated one would
+    put one particle's posterior on another."""
+    first: dict[int, int] = {}
+    for row, uid in enumerate(int(u) for u in uids):
+        if uid in first:
+            raise InputError(f"{path}: uid {uid} repeats (rows {first[uid] + 1} and {row + 1}): a corrupt export")
+        first[uid] = row
+
+
+def index_cs(path: str | Path, select: dict | None = None) -> DatasetIndex | None:
     """Index a cryoSPARC ``.cs`` export, where numpy is at hand (None otherwise: its stacks go untracked).
 
-    The groups are ``ctf/exp_group_id`` (the particle stage's optics groups), or one group.
+    The groups are ``ctf/exp_group_id`` (the particle stage's optics groups), or one group. ``select``
+    filters on the RELION names the particle stage gives the fields (``CRYOSPARC_CTF``, ``rlnOpticsGroup``,
+    ``cryosparcUid``). Each particle needs a unique ``uid`` and finite CTF values.
     """
     try:
         import numpy as np
@@ -200,12 +260,26 @@ def index_cs(path: str | Path) -> DatasetIndex | None:
     try:
         records = np.load(path, allow_pickle=False)
         stacks = [p.decode() if isinstance(p, bytes) else str(p) for p in records["blob/path"]]
+        indices = [f"{int(i) + 1:06d}" for i in records["blob/idx"]]
     except Exception as err:
-        raise InputError(f"{path}: not a cryoSPARC particle export with blob/path ({err})") from err
+        raise InputError(f"{path}: not a cryoSPARC particle export with blob/path and blob/idx ({err})") from err
     names = records.dtype.names or ()
+    if "uid" not in names:
+        raise InputError(f"{path}: no uid field (each particle's cryoSPARC id, by which results go back)")
+    check_uids(records["uid"], path)
+    stacks = [s[1:] if s.startswith(">") else s for s in stacks]
     groups = records["ctf/exp_group_id"].astype(int).astype(str) if "ctf/exp_group_id" in names else ["1"] * len(stacks)
-    pixels = tuple(float(p) for p in np.unique(records["blob/psize_A"])) if "blob/psize_A" in names else ()
-    return DatasetIndex(path, [s[1:] if s.startswith(">") else s for s in stacks], list(groups), tuple(names), pixels)
+    columns = {
+        column: [repr(float(v)) for v in records[field].astype(np.float64) * factor]
+        for field, (column, factor) in CRYOSPARC_CTF.items()
+        if field in names
+    }
+    columns.update({OPTICS_GROUP: list(groups), CRYOSPARC_UID: [str(int(u)) for u in records["uid"]]})
+    keep = select_rows(columns, len(stacks), select, path)
+    check_ctf_values(columns, keep, path, [f"{i}@{s}" for i, s in zip(indices, stacks)])
+    kept = records[np.asarray(keep, dtype=np.int64)]
+    pixels = tuple(float(p) for p in np.unique(kept["blob/psize_A"])) if "blob/psize_A" in names else ()
+    return DatasetIndex(path, [stacks[i] for i in keep], [str(groups[i]) for i in keep], tuple(names), pixels)
 
 
 def shard_rows(n: int, n_shards: int) -> list[range]:

@@ -258,7 +258,7 @@ def dataset_index(name: str, ds: dict, cfg: dict) -> starindex.DatasetIndex | No
         return None
     try:
         if str(ds["star"]).endswith(".cs"):
-            index = None if ds["select"] else starindex.index_cs(ds["star"])
+            index = starindex.index_cs(ds["star"], ds["select"])
             if index is None:
                 return None
         else:

@@ -45,21 +45,42 @@ def without_defaults(schema):
     return schema
 
 
+OVERRIDE = "_override"  # suffix of a definition's copy without defaults, which override sections refer to
+
+
+def override_section(schema: dict, section: dict) -> dict:
+    """An override section: ``section`` without defaults, its references pointing at definitions without
+    defaults too (added to ``schema``), so that validating a dataset's overrides fills in nothing and the
+    shared section's values stand wherever the dataset says nothing."""
+
+    def redirect(node):
+        if isinstance(node, dict):
+            out = {k: redirect(v) for k, v in node.items()}
+            ref = out.get("$ref", "")
+            if ref.startswith("#/definitions/") and not ref.endswith(OVERRIDE):
+                name = ref.rsplit("/", 1)[1]
+                definitions = schema["definitions"]
+                if name + OVERRIDE not in definitions:
+                    definitions[name + OVERRIDE] = redirect(without_defaults(definitions[name]))
+                out["$ref"] = ref + OVERRIDE
+            return out
+        if isinstance(node, list):
+            return [redirect(v) for v in node]
+        return node
+
+    return redirect(without_defaults(section))
+
+
 @functools.cache
 def _full_schema(path: Path) -> dict:
     schema = yaml.safe_load(path.read_text())
-    dataset = schema["properties"]["datasets"]["additionalProperties"]["properties"]
-    for section in DATASET_SECTIONS:
-        dataset[section] = {
-            **without_defaults(schema["properties"][section]),
-            "description": dataset[section]["description"],
-        }
-    micrograph_set = schema["properties"]["micrographs"]["additionalProperties"]["properties"]
-    for section in MICROGRAPH_SECTIONS:
-        micrograph_set[section] = {
-            **without_defaults(schema["properties"][section]),
-            "description": micrograph_set[section]["description"],
-        }
+    for parent, sections in (("datasets", DATASET_SECTIONS), ("micrographs", MICROGRAPH_SECTIONS)):
+        overrides = schema["properties"][parent]["additionalProperties"]["properties"]
+        for section in sections:
+            overrides[section] = {
+                **override_section(schema, schema["properties"][section]),
+                "description": overrides[section]["description"],
+            }
     return schema
 
 
