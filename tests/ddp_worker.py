@@ -4,6 +4,7 @@
     python tests/ddp_worker.py train OUT CHECKPOINT SETTINGS [FINGERPRINT [WIDTH]]
                                                               a tiny training run (SETTINGS: TrainingConfig as JSON)
     python tests/ddp_worker.py die                            rank 1 raises after its first step
+    python tests/ddp_worker.py wait FOLDER                    each rank writes its pid to FOLDER and sleeps
 
 The problem: a shell of beads whose radius is 12 Å + 2θ, 32 px images at 3 Å (test_resume.py trains it on one
 rank through ``train``).
@@ -75,6 +76,17 @@ def die(world: World) -> None:
     distributed.any_rank(False)  # rank 0 waits here for a rank that never comes
 
 
+def wait(world: World, folder: str) -> None:
+    """A rank that only waits (for the launcher-kill test): its pid in ``folder``/rankN.pid, then 120 s."""
+    import os
+    import time
+    from pathlib import Path
+
+    distributed.any_rank(False)
+    Path(folder, f"rank{world.rank}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+
+
 if __name__ == "__main__":
     world = World.from_env()
     configure(label=f"rank {world.rank}")
@@ -86,6 +98,8 @@ if __name__ == "__main__":
             one_step(world, *args)
         elif mode == "train":
             train(world, *args)
+        elif mode == "wait":
+            wait(world, *args)
         else:
             die(world)
     finally:

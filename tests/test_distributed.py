@@ -138,3 +138,77 @@ def test_a_rank_that_dies_stops_the_others_and_is_named():
     with pytest.raises(distributed.RankFailed, match=r"rank 1 \(RuntimeError: rank 1 fails on purpose\) of the"):
         distributed.run_ranks(distributed.launch_command([WORKER, "die"], 2), env=ENV)
     assert time.monotonic() - started < 100  # well inside the ranks' 120 s collective timeout
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found += children
+            todo += children
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_killing_the_train_rules_process_alone_ends_torchrun_and_every_rank(tmp_path):
+    """SIGKILL of the process that launched the ranks (an OOM killer's or a node drain's, which reach that
+    process and not its group) ends torchrun and both ranks within seconds: nothing trains on unseen."""
+    launcher = (
+        "from cryoflow.sbi import distributed; "
+        f"distributed.run_ranks(distributed.launch_command([{WORKER!r}, 'wait', {str(tmp_path)!r}], 2))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", launcher], env=ENV, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("rank*.pid"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the launcher ended before its ranks started"
+    below = descendants(proc.pid)
+    rank_pids = [int(p.read_text()) for p in tmp_path.glob("rank*.pid")]
+    assert set(rank_pids) <= set(below) and len(below) >= 3  # torchrun and its two ranks
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in below) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in below if alive(pid)]
+    for pid in left:  # not to leave them running if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes {left} outlived the train rule's process"
+
+
+def test_a_multi_rank_run_publishes_its_model_only_after_every_rank_finished(tmp_path, monkeypatch):
+    """The ranks write into a staging folder; the rule's process moves the files into place once the launch
+    command succeeded. A failed (or killed) run leaves no model a rerun would take for finished."""
+    outputs = {key: str(tmp_path / "model" / name) for key, name in (("model", "posterior.pt"), ("card", "card.json"))}
+    params = {"checkpoint": str(tmp_path / "checkpoints" / "train.pt"), "train": {"device": "cpu", "processes": 2}}
+    job = trainjob.TrainJob({}, outputs, params, threads=2)
+
+    def ranks_that_write(fail: bool):
+        def run_ranks(command, env=None):
+            spec = json.loads((tmp_path / "checkpoints" / "train_job.json").read_text())
+            for path in spec["outputs"].values():
+                assert Path(path).parent.name == "staged" and path not in outputs.values()
+                Path(path).write_text("written by rank 0")
+            if fail:
+                raise distributed.RankFailed("rank 1 of the training run failed")
+
+        return run_ranks
+
+    monkeypatch.setattr(distributed, "run_ranks", ranks_that_write(fail=True))
+    with pytest.raises(distributed.RankFailed):
+        trainjob.run(job)
+    assert not any(Path(path).exists() for path in outputs.values())
+    assert not (tmp_path / "checkpoints" / "staged").exists()
+    monkeypatch.setattr(distributed, "run_ranks", ranks_that_write(fail=False))
+    trainjob.run(job)
+    assert all(Path(path).read_text() == "written by rank 0" for path in outputs.values())

@@ -89,14 +89,18 @@ def start(world: World, device: torch.device, timeout_s: float = 600.0) -> None:
     )
 
 
-def die_with_parent() -> None:
-    """Let the kernel kill this rank when its launcher dies (Linux): torchrun starts each rank in a session
-    of its own, so a job killed by its process group (Ctrl-C, a killed Snakemake) would leave ranks running."""
+def die_with_parent(parent: int | None = None) -> None:
+    """Let the kernel kill this process when its parent dies (Linux). Each rank calls it (torchrun starts
+    ranks in sessions of their own, so a job killed by its process group would leave them running), and
+    the launcher runs it between fork and exec (``run_ranks``), so that torchrun dies with the train rule's
+    own process however that ends (an OOM killer's or a node drain's SIGKILL included). ``parent``: the pid
+    that must still be the parent after the call (default: this process's parent before it)."""
     if not sys.platform.startswith("linux"):
         return
+    expected = os.getppid() if parent is None else parent
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the launcher died before the call
+    if os.getppid() != expected or expected == 1:  # the parent died before the call
         os._exit(1)
 
 
@@ -282,7 +286,15 @@ def run_ranks(command: list[str], env: dict | None = None) -> None:
     """Run a launch command, its output passed on to stderr as it comes. A failure raises RankFailed naming
     the rank (torchrun stops the other ranks when one dies; each rank's error is in its log)."""
     tail: collections.deque[str] = collections.deque(maxlen=400)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+    launcher = os.getpid()
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=lambda: die_with_parent(launcher),  # torchrun (srun) dies with this process
+    ) as proc:
         assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             sys.stderr.write(line)

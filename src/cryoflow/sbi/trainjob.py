@@ -15,7 +15,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -213,12 +215,41 @@ def run(job: TrainJob) -> None:
         execute(job, distributed.SINGLE, ranks.device)
         return
     log.info("starting %d ranks (%d node(s) × %d) on %s", ranks.size, ranks.nodes, ranks.per_node, ranks.device.type)
+    staged = staged_job(job)
     spec = Path(job.params["checkpoint"]).with_name("train_job.json")
-    write_json(spec, dataclasses.asdict(job))
+    write_json(spec, dataclasses.asdict(staged))
     try:
         distributed.run_ranks(distributed.launch_command(["-m", __name__, str(spec)], ranks.per_node, ranks.nodes))
+        publish(staged.outputs, job.outputs)
     finally:
         spec.unlink(missing_ok=True)
+        shutil.rmtree(staging_dir(job), ignore_errors=True)
+
+
+def staging_dir(job: TrainJob) -> Path:
+    return Path(job.params["checkpoint"]).with_name("staged")
+
+
+def staged_job(job: TrainJob) -> TrainJob:
+    """The job the ranks run: its outputs in a staging folder beside the checkpoint, which only the rule's
+    own process publishes, once every rank has finished (``publish``). A training whose rule process died
+    (and whose ranks, if any outlived it, finished later) never leaves a model where a rerun would trust it."""
+    folder = staging_dir(job)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    outputs = {key: str(folder / f"{key}{Path(path).suffix}") for key, path in job.outputs.items()}
+    return dataclasses.replace(job, outputs=outputs)
+
+
+def publish(staged: dict, outputs: dict) -> None:
+    """Move the staged outputs onto the rule's outputs (renames within one file system); a missing one is a
+    rank's failure to write it."""
+    missing = [key for key, path in staged.items() if not Path(path).is_file()]
+    if missing:
+        raise RuntimeError(f"the ranks finished without writing {', '.join(missing)}")
+    for key, path in staged.items():
+        Path(outputs[key]).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, outputs[key])
 
 
 def rank_main(spec_path: str) -> None:
