@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import struct
 
@@ -221,6 +222,13 @@ def test_star_files_are_written_back_with_the_version_they_came_with(tmp_path, h
             "train.batch_size: 32 does not split evenly over 3 ranks (train.processes 3 × "
             "train.nodes 1); use a multiple of 3",
         ),
+        # each of 8 ranks would get round(0.05 × 4) = 0 junk images: the particle output would learn no junk
+        (
+            {"train.processes": 8, "train.junk_fraction": 0.05},
+            "train.junk_fraction: 0.05 of each rank's 4 images is less than one (8 ranks over train.batch_size 32)",
+        ),
+        ({"validation.fixed_snr": []}, "validation.fixed_snr: empty, and validation.likelihood computes"),
+        ({"model.trained": "NULLCARD"}, "card.json holds NoneType, not a model card"),
     ],
 )
 def test_cheap_checks_refuse_the_config(tmp_path, data_dir, change, message):
@@ -233,6 +241,10 @@ def test_cheap_checks_refuse_the_config(tmp_path, data_dir, change, message):
     star = tmp_path / "relion31.star"
     star.write_text((data_dir / "relion31.star").read_text())
     (tmp_path / "BIGPIX").write_text(star.read_text().replace(" 2.806000 ", " 280.600000 "))  # optics group's
+    (tmp_path / "trained").mkdir()
+    (tmp_path / "trained" / "posterior.pt").write_bytes(b"weights")
+    (tmp_path / "trained" / "card.json").write_text("null")
+    change = {k: str(tmp_path / "trained" / "posterior.pt") if v == "NULLCARD" else v for k, v in change.items()}
     change = {k: str(tmp_path / v) if v in ("NOTES", "STAR", "NODF", "BIGPIX") else v for k, v in change.items()}
     change = {k: str(star) if v == str(tmp_path / "STAR") else v for k, v in change.items()}
     with pytest.raises(ConfigError) as refused:
@@ -303,6 +315,10 @@ def corrupt_cs(folder, change):
     return folder / "bad.cs"
 
 
+def move_stack(records):
+    records["blob/path"][3] = b">gone.mrcs"
+
+
 def repeat_uid(records):
     records["uid"][4] = records["uid"][1]
 
@@ -323,6 +339,8 @@ def nan_defocus(records):
         ("cs:no uid", "bad.cs: no uid field"),
         # a .cs dataset with select is checked like any other (it skipped every DAG-time check)
         ("cs:select", "p.cs: column _rlnMissing (select) not found"),
+        # a stack a .cs export names that is not there: the field named is cryoSPARC's, not a STAR column
+        ("cs:no stack", "bad.cs: stack 'gone.mrcs' in blob/path not found"),
     ],
 )
 def test_corrupt_particle_metadata_is_refused_at_the_dry_run(tmp_path, dataset, message):
@@ -346,7 +364,8 @@ def test_corrupt_particle_metadata_is_refused_at_the_dry_run(tmp_path, dataset, 
     elif what == "select":
         star, select = folder / "p.cs", {"rlnMissing": [1]}
     else:
-        star = corrupt_cs(folder, {"nan": nan_defocus, "repeat": repeat_uid, "no uid": "no uid"}[what])
+        changes = {"nan": nan_defocus, "repeat": repeat_uid, "no uid": "no uid", "no stack": move_stack}
+        star = corrupt_cs(folder, changes[what])
     change = {"datasets.user.star": str(star), "datasets.user.shards": 1, "datasets.user.select": select}
     with pytest.raises(ConfigError) as refused:
         check_config(tmp_path, write_config(tmp_path, **change))
@@ -362,3 +381,24 @@ def test_a_cryosparc_dataset_with_select_indexes_the_rows_the_particle_stage_kee
     index = starindex.index_cs(folder / "p.cs", select)
     found = particles.load_particles(folder / "p.cs", select=select)
     assert index.stack_names == [n.split("@", 1)[1] for n in found.table["rlnImageName"]] and len(index) == 3
+
+
+@pytest.mark.parametrize(
+    "train,local,env,message",
+    [
+        ({"nodes": 2}, True, {}, "train.nodes: 2 nodes need SLURM (run with --profile profiles/slurm"),
+        ({"processes": 1000000}, True, {}, "train.processes: 1000000 CPU ranks but this machine, which runs the"),
+        ({"nodes": 2}, False, {}, None),  # the SLURM executor
+        ({"nodes": 2}, True, {"SLURM_JOB_ID": "7"}, None),  # inside an allocation
+        ({"processes": 1000000, "device": "cuda"}, True, {}, None),  # CUDA ranks are train.gpus
+    ],
+)
+def test_ranks_the_machine_cannot_start_are_refused_before_any_job(train, local, env, message):
+    from cryoflow.workflow import configuration
+
+    train = {"nodes": 1, "processes": 1, "device": "auto", **train}
+    if message is None:
+        configuration.check_launch(train, local, 16, env)
+    else:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            configuration.check_launch(train, local, 16, env)

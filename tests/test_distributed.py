@@ -67,6 +67,23 @@ Root Cause (first observed failure):
     assert distributed.failed_rank("no summary") is None
 
 
+def test_a_rank_killed_by_a_signal_is_reported_by_its_signal_not_torchruns_exit_code():
+    output = """Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-07_23:58:01
+  host      : node07
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 4242)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4242
+"""
+    message = distributed.failure_message(output, 1)
+    assert message.startswith("rank 1 of the training run was killed by SIGKILL (signal 9)")
+    assert "exit code" not in message
+    plain = distributed.failure_message("[rank0]: ValueError: bad\n  rank      : 0 (local_rank: 0)\n", 1)
+    assert plain.startswith("rank 0 (ValueError: bad) of the training run failed (torchrun exit code 1)")
+
+
 def test_more_gpus_than_the_job_sees_is_refused_naming_the_key():
     cfg = {"device": "cuda", "gpus": 4, "processes": 1, "nodes": 1}
     with pytest.raises(InputError, match="train.gpus is 4 but the training job sees 2 GPU"):

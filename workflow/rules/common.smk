@@ -56,7 +56,9 @@ def model_file(wildcards=None):
 def model_card(wildcards=None):
     trained = config["model"]["trained"]
     return (
-        str(Path(trained).with_name("card.json")) if trained else f"{MODEL_DIR}/model/card.json"
+        str(Path(trained).with_name("card.json"))
+        if trained
+        else f"{MODEL_DIR}/model/card.json"
     )
 
 
@@ -83,7 +85,9 @@ def simulator_inputs(wildcards=None):
         "priors": f"{MODEL_DIR}/model/priors.json",
     }
     if config["simulator"]["projection"] == "volumes":
-        inputs["maps"] = expand(f"{MODEL_DIR}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS)
+        inputs["maps"] = expand(
+            f"{MODEL_DIR}/volumes/template_{{i}}.mrc", i=TEMPLATE_IDS
+        )
     if config["simulator"]["noise_power_tsv"]:
         inputs["noise"] = config["simulator"]["noise_power_tsv"]
     return inputs

@@ -32,5 +32,11 @@ configfile: "config/config.yaml"
 
 try:
     configuration.load(config, workflow.config_settings.overwrite_config)
+    if not (
+        workflow.remote_exec or workflow.subprocess_exec
+    ):  # where the run starts, not inside its jobs
+        configuration.check_launch(
+            config["train"], workflow.local_exec, os.cpu_count(), os.environ
+        )
 except ConfigError as err:
     raise WorkflowError(str(err))

@@ -321,6 +321,8 @@ def resolve_stack_path(
     lies above the job folder), then the basename in the STAR file's folder.
     """
     written = Path(stack)
+    # the field that names it: a cryoSPARC export's blob/path, a STAR file's column
+    where = "blob/path" if str(star_path).endswith(".cs") and field == IMAGE_NAME else f"_{field}"
     star_dir = Path(star_path).resolve().parent
     candidates = []
     if datadir is not None:
@@ -333,7 +335,7 @@ def resolve_stack_path(
         if candidate.is_file():
             return candidate
     raise InputError(
-        f"{star_path}: {'stack' if field == IMAGE_NAME else 'file'} {stack!r} in _{field} not found (tried "
+        f"{star_path}: {'stack' if field == IMAGE_NAME else 'file'} {stack!r} in {where} not found (tried "
         f"{len(candidates)} places; set datadir)"
     )
 

@@ -300,9 +300,21 @@ def run_ranks(command: list[str], env: dict | None = None) -> None:
             sys.stderr.write(line)
             tail.append(line)
     if proc.returncode != 0:
-        found = failed_rank("".join(tail))
-        who = f"rank {found[0]}" + (f" ({found[1]})" if found[1] else "") if found else "a rank"
-        raise RankFailed(
-            f"{who} of the training run failed (exit code {proc.returncode}); the other ranks were "
-            "stopped and no model was written"
+        raise RankFailed(failure_message("".join(tail), proc.returncode))
+
+
+def failure_message(output: str, returncode: int) -> str:
+    """What went wrong, from torchrun's output: the rank that failed first and its error, or the signal that
+    killed it (torchrun's own exit code says only that a rank failed)."""
+    found = failed_rank(output)
+    signalled = re.search(r"Signal (\d+) \((SIG[A-Z]+)\) received by PID", output)
+    if signalled:
+        who = f"rank {found[0]}" if found else "a rank"
+        what = (
+            f"{who} of the training run was killed by {signalled.group(2)} (signal {signalled.group(1)}): "
+            "the kernel's out-of-memory killer or the scheduler, as a rule"
         )
+    else:
+        who = f"rank {found[0]}" + (f" ({found[1]})" if found[1] else "") if found else "a rank"
+        what = f"{who} of the training run failed (torchrun exit code {returncode})"
+    return what + "; the other ranks were stopped and no model was written"

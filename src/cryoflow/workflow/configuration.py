@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import glob
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryoflow.errors import ConfigError, InputError
@@ -84,6 +85,11 @@ def check_config(cfg: dict) -> dict:
     for where, block in blocks:
         if block is not None:
             raise_problems(gridsize.likelihood_problems(block, where, cfg))
+    if cfg["validation"]["likelihood"] is not None and not cfg["validation"]["fixed_snr"]:
+        raise ConfigError(
+            "validation.fixed_snr: empty, and validation.likelihood computes the exact posterior on the "
+            "fixed-SNR sets; give at least one SNR, or set validation.likelihood: null"
+        )
     return cfg
 
 
@@ -170,6 +176,28 @@ def check_ranks(train: dict) -> None:
                 f"train.batch_size: {train['batch_size']} does not split evenly over {ranks} ranks "
                 f"({key} {count} × train.nodes {train['nodes']}); use a multiple of {ranks}"
             )
+        local = train["batch_size"] // ranks
+        if train["junk_fraction"] > 0 and round(train["junk_fraction"] * local) < 1:
+            raise ConfigError(
+                f"train.junk_fraction: {train['junk_fraction']:g} of each rank's {local} images is less than one "
+                f"({ranks} ranks over train.batch_size {train['batch_size']}): raise the batch or the fraction"
+            )
+
+
+def check_launch(train: dict, local_exec: bool, cores: int | None, env: Mapping[str, str]) -> None:
+    """What the machine running the train job can start, checked when the DAG is built: with jobs on this
+    machine (``local_exec``), no more CPU ranks than its ``cores``, and several nodes only inside a SLURM
+    allocation."""
+    if local_exec and train["nodes"] > 1 and "SLURM_JOB_ID" not in env:
+        raise ConfigError(
+            f"train.nodes: {train['nodes']} nodes need SLURM (run with --profile profiles/slurm, or inside an "
+            "allocation); this run executes jobs on this machine"
+        )
+    if local_exec and cores is not None and train["device"] != "cuda" and train["processes"] > cores:
+        raise ConfigError(
+            f"train.processes: {train['processes']} CPU ranks but this machine, which runs the jobs, has "
+            f"{cores} cores; use at most {cores}"
+        )
 
 
 def check_datadir(where: str, section: dict) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from cryoflow.errors import ConfigError
 from cryoflow.io.fileio import sha256_files
@@ -96,6 +96,8 @@ def check_trained_model(cfg: dict) -> ModelCard:
         card = json.loads(card_path.read_text())
     except ValueError as err:
         raise ConfigError(f"model.trained: {card_path} is not JSON ({err})") from None
+    if not isinstance(card, dict):
+        raise ConfigError(f"model.trained: {card_path} holds {type(card).__name__}, not a model card (an object)")
     if "weights_sha256" in card and sha256_files(path) != card["weights_sha256"]:
         raise ConfigError(
             f"model.trained: {path} does not match the field 'weights_sha256' of {card_path}: "
@@ -115,4 +117,4 @@ def check_trained_model(cfg: dict) -> ModelCard:
         raise ConfigError(
             f"model.trained: {path} was trained for another setting ({card_path}):\n  " + "\n  ".join(found)
         )
-    return card
+    return cast(ModelCard, card)
