@@ -99,7 +99,7 @@ def test_a_users_config_defines_exactly_its_datasets_and_a_project_folder_runs_w
         ({"simulator.defocus_range_A": [20000, 5000]}, "simulator.defocus_range_A: [20000, 5000] is reversed"),
         ({"simulator.b_factor_range_A2": [100, 0]}, "simulator.b_factor_range_A2: [100, 0] is reversed"),
         ({"simulator.bead_sigma_A": [4.0, 2.0]}, "simulator.bead_sigma_A: [4.0, 2.0] is reversed"),
-        ({"report.states": [[-6.0, -2.0], [6.0, 2.0]]}, "report.states: [6.0, 2.0] is reversed"),
+        ({"report.states": [[-6.0, -2.0], [6.0, 2.0]]}, "report.states.1: [6.0, 2.0] is reversed"),
         ({"model.name": ".."}, "model.name: '..' does not match"),
         ({"datasets.demo.datadir": "/none/stacks"}, "datasets.demo.datadir: folder '/none/stacks' not found"),
         # grids that cannot be right, against 4AKE chain A (its CA atoms span 59 Å)
@@ -136,6 +136,13 @@ def test_a_users_config_defines_exactly_its_datasets_and_a_project_folder_runs_w
         ),
         ({"simulator.noise_power_tsv": __file__}, "has no column(s) frequency_per_A, noise_power (tab-separated"),
         ({"datasets": {"..": {"star": "x.star"}}}, "datasets: '..' does not match"),
+        # inside a likelihood block (null or a block): the key, not the block
+        ({"validation.likelihood.nuisance": "marginalized"}, "validation.likelihood.nuisance: 'marginalized' is not"),
+        ({"validation.likelihood.n_images": 0}, "validation.likelihood.n_images: 0 is less than the minimum of 1"),
+        (
+            {"datasets.demo.report": {"likelihood": {"n_images": 0}}},
+            "datasets.demo.report.likelihood.n_images: 0 is less than the minimum of 1",
+        ),
     ],
 )
 def test_bad_config_is_refused_with_the_key_named(tmp_path, change, message):

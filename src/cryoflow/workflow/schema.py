@@ -27,13 +27,15 @@ def key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
-def error_message(error: jsonschema.ValidationError) -> str:
-    """The message; for a value that fits none of oneOf's forms, the reason from the closest form."""
-    # the forms the value has the type of, where any: their reasons say what is wrong with it
-    fitting = [e for e in error.context if e.validator != "type"]
-    if fitting:
-        return jsonschema.exceptions.best_match(fitting).message
-    return error.message
+def explained(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """(key, message) of an error; for a value that fits none of oneOf's forms, the reason from the closest
+    form, at the key inside the value it concerns (``validation.likelihood.n_images``, not the block)."""
+    # reasons inside the value come first; then the forms the value has the type of, where any
+    deeper = [e for e in error.context if len(e.absolute_path) > len(error.absolute_path)]
+    fitting = deeper or [e for e in error.context if e.validator != "type"]
+    if not fitting:
+        return key_path(error), error.message
+    return explained(jsonschema.exceptions.best_match(fitting))
 
 
 def without_defaults(schema):
@@ -134,7 +136,7 @@ def validate(cfg: dict, path: str | Path = SCHEMA) -> dict:
     schema = full_schema(path)
     errors = sorted(strict_validator(schema)(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
-        raise ConfigError("invalid config:\n" + "\n".join(f"  {key_path(e)}: {error_message(e)}" for e in errors))
+        raise ConfigError("invalid config:\n" + "\n".join("  {}: {}".format(*explained(e)) for e in errors))
     fill_defaults(schema, cfg, schema)
     return cfg
 
