@@ -10,7 +10,7 @@ import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
-from workflow_helpers import check_config, snakemake, write_config
+from workflow_helpers import ROOT, check_config, snakemake, write_config
 
 from cryoflow.errors import ConfigError, InputError
 from cryoflow.io import particles, starindex
@@ -402,3 +402,73 @@ def test_ranks_the_machine_cannot_start_are_refused_before_any_job(train, local,
     else:
         with pytest.raises(ConfigError, match=re.escape(message)):
             configuration.check_launch(train, local, 16, env)
+
+
+def ctf_card(folder, low_A, high_A):
+    """A model file and the card of a CTF-conditioned model trained on mean defocus low_A–high_A."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "posterior.pt").write_bytes(b"weights")
+    context = {"features": ["defocus_A"], "low": [low_A], "high": [high_A]}
+    write_json(folder / "card.json", {"architecture": {"ctf_context": context}})
+    return folder / "posterior.pt"
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        # the config's CTF-conditioned model, its prior narrower than the particles' defocus
+        (
+            {"train.condition_on_ctf": True, "simulator.defocus_range_A": [5000, 6000]},
+            "datasets.user: mean defocus 12375–12977 Å in",
+        ),
+        # a model trained elsewhere: its card decides that it is CTF-conditioned, not this config's train key
+        ({"model.trained": "CARD", "train.condition_on_ctf": False}, "prior 20000–30000 Å (the card of model.trained)"),
+    ],
+)
+def test_particles_outside_a_ctf_conditioned_models_defocus_prior_are_refused_naming_the_dataset(
+    tmp_path, data_dir, change, message
+):
+    shutil.copy(data_dir / "relion31.mrcs", tmp_path)
+    shutil.copy(data_dir / "relion31.star", tmp_path)
+    change = {**change, "datasets.user.star": str(tmp_path / "relion31.star"), "datasets.user.shards": 1}
+    if change.get("model.trained") == "CARD":
+        change["model.trained"] = str(ctf_card(tmp_path / "elsewhere", 20000.0, 30000.0))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        starindex_check(tmp_path, change)
+
+
+def starindex_check(tmp_path, change):
+    """The DAG's checks as far as the particle index (a model trained elsewhere whose recipe is not this
+    config's stays out of the way: its card is read for its CTF context only)."""
+    from cryoflow.workflow import configuration
+
+    cfg = yaml_config(tmp_path, change)
+    settings = configuration.dataset_settings(cfg, "user")
+    configuration.dataset_index("user", settings, cfg)
+
+
+def yaml_config(tmp_path, change):
+    import yaml
+    from snakemake.utils import update_config
+
+    from cryoflow.workflow import schema
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    update_config(cfg, yaml.safe_load(write_config(tmp_path, **change).read_text()))
+    return schema.validate(cfg)
+
+
+def test_a_model_file_its_card_does_not_name_is_refused_before_any_job(tmp_path):
+    """A truncated results/<model>/model/posterior.pt of an earlier run: refused at -n, not in every job."""
+    from cryoflow.workflow import modelcard
+
+    folder = tmp_path / "results" / "tiny" / "model"
+    model = ctf_card(folder, 0.0, 1.0)
+    write_json(folder / "card.json", {"weights_sha256": modelcard.sha256_files(model)})
+    modelcard.check_own_model(folder)  # whole
+    model.write_bytes(b"weig")  # truncated
+    with pytest.raises(ConfigError, match=r"posterior.pt does not match the field 'weights_sha256' of .*card.json"):
+        modelcard.check_own_model(folder)
+    configfile = write_config(tmp_path)
+    run = snakemake(tmp_path, configfile, "-n")
+    assert run.returncode != 0 and "does not match the field 'weights_sha256'" in run.stdout + run.stderr

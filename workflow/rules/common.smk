@@ -13,6 +13,12 @@ DATASETS = {
 MODEL_DIR = f"results/{MODEL}"
 MODEL_LOG = f"logs/{MODEL}"
 MODEL_BENCH = f"benchmarks/{MODEL}"
+# a model file of an earlier run that its card does not name (truncated, replaced): refused before any job
+if not (workflow.remote_exec or workflow.subprocess_exec or config["model"]["trained"]):
+    try:
+        modelcard.check_own_model(f"{MODEL_DIR}/model")
+    except ConfigError as err:
+        raise WorkflowError(str(err))
 # dataset artefacts, one folder per dataset under its model ({dataset} is a wildcard)
 DATASET_DIR = f"{MODEL_DIR}/datasets/{{dataset}}"
 DATASET_LOG = f"{MODEL_LOG}/datasets/{{dataset}}"

@@ -38,5 +38,9 @@ try:
         configuration.check_launch(
             config["train"], workflow.local_exec, os.cpu_count(), os.environ
         )
+        if not config["model"][
+            "trained"
+        ]:  # a model file of an earlier run that its card does not name
+            modelcard.check_own_model(f"results/{config['model']['name']}/model")
 except ConfigError as err:
     raise WorkflowError(str(err))

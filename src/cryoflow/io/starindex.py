@@ -165,6 +165,7 @@ class DatasetIndex:
     groups: list[str]  # per selected particle
     columns: tuple[str, ...] = ()  # the particle table's columns (RELION names; a .cs file's own fields)
     pixel_sizes_A: tuple[float, ...] = ()  # the selected particles' distinct pixel sizes (empty: not known here)
+    defocus_span_A: tuple[float, float] | None = None  # lowest and highest mean defocus (U+V)/2, where given
 
     def has_defocus(self) -> bool:
         """Whether each particle carries a fitted defocus (``_rlnDefocusU``, or ``ctf/df1_A`` of a .cs file)."""
@@ -200,7 +201,8 @@ def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) 
     stacks = [name.split("@", 1)[1] if "@" in name else name for name in columns[IMAGE_NAME]]
     kept_groups = [groups[i] for i in keep]
     pixels = (float(pixel_size_A),) if pixel_size_A else particle_pixel_sizes(blocks, columns, keep, kept_groups)
-    return DatasetIndex(path, [stacks[i] for i in keep], kept_groups, tuple(names), pixels)
+    kept_stacks = [stacks[i] for i in keep]
+    return DatasetIndex(path, kept_stacks, kept_groups, tuple(names), pixels, defocus_span(columns, keep))
 
 
 def particle_pixel_sizes(blocks: dict, columns: dict[str, list[str]], keep: list[int], groups: list[str]):
@@ -233,6 +235,16 @@ def particle_pixel_sizes(blocks: dict, columns: dict[str, list[str]], keep: list
     group = names.index(OPTICS_GROUP)
     used = set(groups) if OPTICS_GROUP in columns else {row[group] for row in rows}
     return distinct(row[pixel] for row in rows if row[group] in used)
+
+
+def defocus_span(columns: dict[str, list[str]], rows) -> tuple[float, float] | None:
+    """Lowest and highest mean defocus (U + V)/2 (V as U where absent) of ``rows``, None without a defocus."""
+    u = columns.get("rlnDefocusU")
+    if u is None or not len(rows):
+        return None
+    v = columns.get("rlnDefocusV", u)
+    means = [0.5 * (float(u[i]) + float(v[i])) for i in rows]
+    return min(means), max(means)
 
 
 def check_uids(uids, path) -> None:
@@ -279,7 +291,8 @@ def index_cs(path: str | Path, select: dict | None = None) -> DatasetIndex | Non
     check_ctf_values(columns, keep, path, [f"{i}@{s}" for i, s in zip(indices, stacks)])
     kept = records[np.asarray(keep, dtype=np.int64)]
     pixels = tuple(float(p) for p in np.unique(kept["blob/psize_A"])) if "blob/psize_A" in names else ()
-    return DatasetIndex(path, [stacks[i] for i in keep], [str(groups[i]) for i in keep], tuple(names), pixels)
+    kept_stacks, kept_groups = [stacks[i] for i in keep], [str(groups[i]) for i in keep]
+    return DatasetIndex(path, kept_stacks, kept_groups, tuple(names), pixels, defocus_span(columns, keep))
 
 
 def shard_rows(n: int, n_shards: int) -> list[range]:

@@ -23,7 +23,7 @@ from torch import nn
 from cryoflow.errors import InputError
 from cryoflow.io.fileio import atomic_path, sha256_files
 from cryoflow.physics.theta import bounds
-from cryoflow.workflow.modelcard import ModelCard
+from cryoflow.workflow.modelcard import CTF_PRIOR_TOLERANCE, ModelCard
 
 
 class BasicBlock(nn.Module):
@@ -311,7 +311,9 @@ def ctf_context_from_priors(priors) -> CTFContext:
     )
 
 
-def check_ctf_in_prior(model: PosteriorEstimator, ctf: dict, where: str, tolerance: float = 0.02) -> None:
+def check_ctf_in_prior(
+    model: PosteriorEstimator, ctf: dict, where: str, tolerance: float = CTF_PRIOR_TOLERANCE
+) -> None:
     """Refuse images whose CTF lies outside the prior a CTF-conditioned model was trained on (by more than
     ``tolerance`` of the prior's width), naming the first such value."""
     if model.ctf_context is None:

@@ -301,12 +301,34 @@ def dataset_index(name: str, ds: dict, cfg: dict) -> starindex.DatasetIndex | No
             f"datasets.{name}.report.likelihood.nuisance: ctf_known needs each particle's defocus, "
             f"and {ds['star']} has no _rlnDefocusU column"
         )
-    if cfg["train"]["condition_on_ctf"] and not index.has_defocus():
+    conditioned = modelcard.ctf_defocus_prior(cfg) is not None or (
+        cfg["train"]["condition_on_ctf"] and not cfg["model"]["trained"]
+    )
+    if conditioned and not index.has_defocus():
+        key = "model.trained" if cfg["model"]["trained"] else "train.condition_on_ctf"
         raise ConfigError(
-            f"train.condition_on_ctf: the model needs each particle's defocus, and datasets.{name} "
+            f"{key}: the model needs each particle's defocus (it is CTF-conditioned), and datasets.{name} "
             f"({ds['star']}) has no _rlnDefocusU column"
         )
+    check_defocus_in_prior(name, ds, index, cfg)
     return index
+
+
+def check_defocus_in_prior(name: str, ds: dict, index: starindex.DatasetIndex, cfg: dict) -> None:
+    """A CTF-conditioned model infers particles whose mean defocus lies inside its prior (as the infer job
+    checks again, per particle): refused here, before any training, naming the dataset."""
+    prior = modelcard.ctf_defocus_prior(cfg)
+    if prior is None or index.defocus_span_A is None:
+        return
+    low, high = prior
+    margin = modelcard.CTF_PRIOR_TOLERANCE * (high - low)
+    lowest, highest = index.defocus_span_A
+    if lowest < low - margin or highest > high + margin:
+        source = "the card of model.trained" if cfg["model"]["trained"] else "simulator.defocus_range_A"
+        raise ConfigError(
+            f"datasets.{name}: mean defocus {lowest:.0f}–{highest:.0f} Å in {ds['star']}, outside the "
+            f"CTF-conditioned model's prior {low:.0f}–{high:.0f} Å ({source}): widen the prior and train again"
+        )
 
 
 def resolved_stacks(name: str, ds: dict, index: starindex.DatasetIndex, pixel_size_A: float) -> dict[str, str]:

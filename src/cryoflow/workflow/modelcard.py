@@ -56,6 +56,55 @@ class ModelCard(TypedDict, total=False):
     weights: str
 
 
+# how far (a share of the prior's width) a particle's CTF may lie outside a CTF-conditioned model's prior
+CTF_PRIOR_TOLERANCE = 0.02
+
+
+def read_card(path: Path) -> dict | None:
+    """A card's JSON object, None where the file is absent; a ConfigError for one that is not a card."""
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text())
+    except ValueError as err:
+        raise ConfigError(f"{path} is not JSON ({err})") from None
+    if not isinstance(card, dict):
+        raise ConfigError(f"{path} holds {type(card).__name__}, not a model card (an object)")
+    return card
+
+
+def ctf_defocus_prior(cfg: dict) -> tuple[float, float] | None:
+    """The mean-defocus prior (Å) of the model the datasets are inferred with, where it is CTF-conditioned:
+    the card's for ``model.trained`` (its training config, not this one, decides), else this config's
+    ``simulator.defocus_range_A`` (None where the priors come from a dataset's STAR file, known only once
+    the priors job ran); None for a model without CTF context."""
+    if cfg["model"]["trained"]:
+        card = read_card(Path(cfg["model"]["trained"]).with_name("card.json")) or {}
+        context = card.get("architecture", {}).get("ctf_context")
+        if not context or "defocus_A" not in context.get("features", []):
+            return None
+        k = context["features"].index("defocus_A")
+        return float(context["low"][k]), float(context["high"][k])
+    if not cfg["train"]["condition_on_ctf"] or cfg["simulator"]["priors_from_dataset"] is not None:
+        return None
+    low, high = cfg["simulator"]["defocus_range_A"]
+    return float(low), float(high)
+
+
+def check_own_model(model_dir: str | Path) -> None:
+    """The workflow's own model, where an earlier run left one: its weights must be the ones its card names
+    (a truncated or replaced ``posterior.pt`` would make every job after it fail)."""
+    model, card_path = Path(model_dir) / "posterior.pt", Path(model_dir) / "card.json"
+    card = read_card(card_path)
+    if card is None or not model.is_file() or "weights_sha256" not in card:
+        return
+    if sha256_files(model) != card["weights_sha256"]:
+        raise ConfigError(
+            f"{model} does not match the field 'weights_sha256' of {card_path} (truncated or replaced?): "
+            f"delete {Path(model_dir)} to train it again"
+        )
+
+
 def template_recipe(cfg: dict) -> dict:
     """What fixes the templates: the structure (file content, or PDB id) and the templates section."""
     structure = cfg["structure"]
@@ -90,14 +139,12 @@ def check_trained_model(cfg: dict) -> ModelCard:
     if not path.is_file():
         raise ConfigError(f"model.trained: file {str(path)!r} not found")
     card_path = path.with_name("card.json")
-    if not card_path.is_file():
-        raise ConfigError(f"model.trained: {card_path} not found (the model card must lie beside the model file)")
     try:
-        card = json.loads(card_path.read_text())
-    except ValueError as err:
-        raise ConfigError(f"model.trained: {card_path} is not JSON ({err})") from None
-    if not isinstance(card, dict):
-        raise ConfigError(f"model.trained: {card_path} holds {type(card).__name__}, not a model card (an object)")
+        card = read_card(card_path)
+    except ConfigError as err:
+        raise ConfigError(f"model.trained: {err}") from None
+    if card is None:
+        raise ConfigError(f"model.trained: {card_path} not found (the model card must lie beside the model file)")
     if "weights_sha256" in card and sha256_files(path) != card["weights_sha256"]:
         raise ConfigError(
             f"model.trained: {path} does not match the field 'weights_sha256' of {card_path}: "
