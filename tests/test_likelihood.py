@@ -1,6 +1,10 @@
 """The explicit-likelihood reference: closed form, exact sums, grids and the posterior it gives."""
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +257,20 @@ def test_grids_too_large_for_memory_are_refused_before_allocation(adk_simulator)
         exact.ExplicitLikelihood(adk_simulator, settings)
     with pytest.raises(exact.LikelihoodError, match="known"):
         exact.ExplicitLikelihood(adk_simulator, grid(known=("defocus",)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable high-water mark")
+def test_the_memory_estimate_bounds_the_measured_peak_at_three_grid_sizes():
+    """The DAG refuses a likelihood block by this estimate and the rule asks the cluster for it: it must not
+    fall below the engine's measured peak (set-up and one image), nor be needlessly far above it."""
+    for args in ((24, 3, 6, 4, 2), (32, 5, 12, 8, 2), (48, 8, 16, 16, 2)):
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "likelihood_memory.py"), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        found = json.loads(run.stdout.strip().splitlines()[-1])
+        assert found["peak"] <= found["estimated"] <= 3 * found["peak"], found

@@ -117,7 +117,11 @@ rule likelihood_agreement:
         "../../envs/torch.yaml"
     threads: all_cores()
     resources:
-        mem_mb=8000,
+        # the grids' estimate (an upper bound) is at most max_memory_gb, refused at -n beyond
+        mem_mb=lambda w: int(
+            1024 * DATASETS[w.dataset]["report"]["likelihood"]["max_memory_gb"]
+        )
+        + 2000,
         runtime=240,
     params:
         **SIMULATOR,

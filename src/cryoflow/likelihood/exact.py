@@ -167,9 +167,12 @@ class ExplicitLikelihood:
         )
 
     def estimated_bytes(self) -> int:
+        """``gridsize.estimated_bytes`` of these grids (an upper bound on the peak, tested)."""
         rows = self.n_nuisance() * len(self.shifts_A)
+        templates = self.sim.templates
+        oversample = 1 if isinstance(templates, VolumeTemplates) else templates.oversample
         return gridsize.estimated_bytes(
-            self.box, self.n_templates, len(self.coarse_rotations), rows, vars(self.settings)
+            self.box, self.n_templates, len(self.coarse_rotations), rows, vars(self.settings), oversample
         )
 
     def check_memory(self) -> None:
@@ -187,7 +190,9 @@ class ExplicitLikelihood:
         t, r = self.n_templates, len(rotations)
         return self.project_pairs(torch.arange(t, device=self.device).repeat_interleave(r), rotations.repeat(t, 1, 1))
 
-    def project_pairs(self, template: torch.Tensor, rotations: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    def project_pairs(
+        self, template: torch.Tensor, rotations: torch.Tensor, chunk: int = gridsize.PROJECTION_CHUNK
+    ) -> torch.Tensor:
         """Real-stacked spectra (2K, P) of templates ``template`` (P,) at zero shift under rotations (P, 3, 3)."""
         theta = self.theta_nodes[template]
         zero = torch.zeros(len(rotations), 2, device=self.device)

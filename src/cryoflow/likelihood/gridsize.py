@@ -19,16 +19,30 @@ def refined_rows(n_rows: int, n_templates: int, nuisance_refine_top: int, nuisan
     return n_rows + 7 * n_templates * nuisance_refine_top * nuisance_refine_levels
 
 
-def estimated_bytes(box_px: int, n_templates: int, n_orientations: int, n_rows: int, cfg: dict) -> int:
-    """Peak float32 memory of the coarse projections (2K × T·O), the projections of one orientation refinement
-    level (2K × T·8·``refine_top``, with refinement levels) and one image's products (rows × 2K, rows × 4 096
-    columns) for ``n_rows`` shift × nuisance grid points and the rows their refinement adds (``refined_rows``),
-    K = box·(box/2 + 1) Fourier coefficients; ``cfg``: the likelihood block's grid settings."""
+# projections made at once in the engine's set-up (``ExplicitLikelihood.project_pairs``)
+PROJECTION_CHUNK = 2048
+
+
+def estimated_bytes(
+    box_px: int, n_templates: int, n_orientations: int, n_rows: int, cfg: dict, oversample: int = 2
+) -> int:
+    """An upper bound on the engine's peak memory (bytes), tested against measured peaks.
+
+    The set-up holds the real-stacked spectra (2K × T·O float32, K = box·(box/2 + 1) Fourier coefficients)
+    and those of one orientation refinement level (2K × T·8·``refine_top``) twice while they are joined,
+    plus one chunk's projection temporaries (``PROJECTION_CHUNK`` projections: the beads spread on a grid
+    ``oversample`` times finer and its spectra, or a map's slices); each image adds its products (rows × 2K,
+    rows × 4 096 columns) for ``n_rows`` shift × nuisance points and the rows their refinement adds
+    (``refined_rows``). Ten per cent on top for the allocator. ``cfg``: the likelihood block's grids."""
     k = box_px * (box_px // 2 + 1)
     m = n_templates * n_orientations
     level = 8 * n_templates * cfg["refine_top"] if cfg["refine_levels"] else 0  # one refinement level's projections
+    fine = box_px * oversample
+    per_projection = max(fine * fine * 4 + 2 * fine * (fine // 2 + 1) * 8 + 3 * k * 8 + 2 * k * 4, 160 * k)
+    setup = 2 * (2 * k * (m + level)) * 4 + min(PROJECTION_CHUNK, m + level) * per_projection
     rows = refined_rows(n_rows, n_templates, cfg["nuisance_refine_top"], cfg["nuisance_refine_levels"])
-    return 4 * (2 * k * (m + level) + 2 * rows * k + 3 * rows * min(max(m, level), 4096))
+    image = 4 * (2 * rows * k + 3 * rows * min(max(m, level), 4096))
+    return int(1.1 * (setup + image))
 
 
 def varies(pair) -> bool:
@@ -70,7 +84,8 @@ def likelihood_problems(cfg: dict, where: str, config: dict) -> list[str]:
         rows = shifts * n_nuisance(
             cfg, known, sim["defocus_range_A"], sim["b_factor_range_A2"], bead_range(sim["bead_sigma_A"])
         )
-        need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows, cfg) / 2**30
+        oversample = sim["oversample"] if sim["projection"] == "atoms" else 1
+        need = estimated_bytes(image["box_px"], n_templates, n_orientations, rows, cfg, oversample) / 2**30
         if need > cfg["max_memory_gb"]:
             problems.append(
                 f"{where}.max_memory_gb: the {mode} grids need about {need:.1f} GiB (box {image['box_px']}, "
