@@ -423,6 +423,11 @@ def ctf_card(folder, low_A, high_A):
         ),
         # a model trained elsewhere: its card decides that it is CTF-conditioned, not this config's train key
         ({"model.trained": "CARD", "train.condition_on_ctf": False}, "prior 20000–30000 Å (the card of model.trained)"),
+        # and a dataset without per-particle defocus is refused for it, whatever this config's train key says
+        (
+            {"model.trained": "CARD", "train.condition_on_ctf": False, "datasets.user.star": "NODF"},
+            "model.trained: the model needs each particle's defocus (it is CTF-conditioned), and datasets.user",
+        ),
     ],
 )
 def test_particles_outside_a_ctf_conditioned_models_defocus_prior_are_refused_naming_the_dataset(
@@ -430,7 +435,11 @@ def test_particles_outside_a_ctf_conditioned_models_defocus_prior_are_refused_na
 ):
     shutil.copy(data_dir / "relion31.mrcs", tmp_path)
     shutil.copy(data_dir / "relion31.star", tmp_path)
-    change = {**change, "datasets.user.star": str(tmp_path / "relion31.star"), "datasets.user.shards": 1}
+    rows = "".join(f"{i}@relion31.mrcs 14 100000\n" for i in (1, 2))
+    nodf = "data_\n\nloop_\n_rlnImageName #1\n_rlnDetectorPixelSize #2\n_rlnMagnification #3\n" + rows
+    (tmp_path / "NODF").write_text(nodf)
+    star = tmp_path / ("NODF" if change.get("datasets.user.star") == "NODF" else "relion31.star")
+    change = {**change, "datasets.user.star": str(star), "datasets.user.shards": 1}
     if change.get("model.trained") == "CARD":
         change["model.trained"] = str(ctf_card(tmp_path / "elsewhere", 20000.0, 30000.0))
     with pytest.raises(ConfigError, match=re.escape(message)):
