@@ -425,7 +425,7 @@ def ctf_card(folder, low_A, high_A):
         ({"model.trained": "CARD", "train.condition_on_ctf": False}, "prior 20000–30000 Å (the card of model.trained)"),
         # and a dataset without per-particle defocus is refused for it, whatever this config's train key says
         (
-            {"model.trained": "CARD", "train.condition_on_ctf": False, "datasets.user.star": "NODF"},
+            {"model.trained": "CARD", "datasets.user.star": "NODF", "datasets.user.report": {"likelihood": None}},
             "model.trained: the model needs each particle's defocus (it is CTF-conditioned), and datasets.user",
         ),
     ],
