@@ -274,3 +274,23 @@ def test_the_memory_estimate_bounds_the_measured_peak_at_three_grid_sizes():
         assert run.returncode == 0, run.stderr[-2000:]
         found = json.loads(run.stdout.strip().splitlines()[-1])
         assert found["peak"] <= found["estimated"] <= 3 * found["peak"], found
+
+
+class DeviceTensor(torch.Tensor):
+    """A tensor that, like a CUDA tensor, has no numpy view."""
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() first.")
+
+
+def test_the_likelihood_takes_the_simulators_images_on_their_device(adk_simulator):
+    """validation.likelihood hands the fixed-SNR images as the simulator made them, CUDA tensors on a GPU: the
+    engine moves them itself rather than through numpy (which crashed on every GPU machine)."""
+    g = torch.Generator().manual_seed(2)
+    images = adk_simulator.simulate(torch.tensor([0.0]), g)
+    with pytest.raises(TypeError, match="cuda"):
+        np.asarray(images.as_subclass(DeviceTensor))
+    rotations = uniform_rotations(4, g)
+    engine = exact.ExplicitLikelihood(adk_simulator, grid(refine_levels=0, nuisance_refine_levels=0), rotations)
+    on_device = engine.log_likelihood(images.as_subclass(DeviceTensor))["log_likelihood"]
+    np.testing.assert_allclose(on_device, engine.log_likelihood(images.numpy())["log_likelihood"], rtol=1e-6)

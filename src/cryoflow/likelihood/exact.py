@@ -300,14 +300,16 @@ class ExplicitLikelihood:
 
     # ---- per image ----------------------------------------------------------------------------------------
     def log_likelihood(self, images, nuisance: dict | None = None, label: str = "likelihood") -> dict:
-        """Per-template log-likelihoods (B, T) of images (B, box, box); ``nuisance`` holds the known values.
+        """Per-template log-likelihoods (B, T) of images (B, box, box), an array or a tensor on any device (the
+        simulator's, a GPU's included); ``nuisance`` holds the known values.
 
         Also returns ``log_likelihood_coarse`` (before any refinement), and per image ``n_cells`` (orientation
         cells per template) and ``n_rows`` (shift × nuisance cells) summed over after the refinements.
         """
         if self.settings.known and nuisance is None:
             raise LikelihoodError(f"likelihood.known {list(self.settings.known)} needs each image's values")
-        images = torch.as_tensor(np.asarray(images), dtype=torch.float32, device=self.device)
+        # never through numpy: a CUDA tensor has no numpy view (np.asarray would raise)
+        images = torch.as_tensor(images, dtype=torch.float32, device=self.device)
         t = self.n_templates
         results, coarse_results, n_cells, n_rows = [], [], [], []
         progress = Progress(len(images), label, unit="images")
