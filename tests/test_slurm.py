@@ -1,9 +1,11 @@
 """The tiny config through Snakemake's SLURM executor, on a single-node SLURM cluster this test starts."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -42,6 +44,42 @@ def test_slurm_profile_is_the_plugins_and_asks_gpus_for_train_and_infer():
     assert whole_machine and whole_machine <= set(profile["set-threads"]), whole_machine - set(profile["set-threads"])
     local = yaml.safe_load((ROOT / "profiles" / "local" / "config.yaml").read_text())
     assert local["cores"] == "all" and local["use-conda"]
+
+
+class PluginJob:
+    """What the SLURM executor reads of a job for its GPU arguments: the job's resources."""
+
+    def __init__(self, **resources):
+        self.resources = SimpleNamespace(**resources)
+        self.resources.get = lambda key, default=None: resources.get(key, default)
+
+
+@pytest.mark.parametrize(
+    "device,gpus,expected",
+    [("cuda", 4, " --gres=gpu:4"), ("auto", 1, " --gres=gpu:1"), ("cpu", 4, ""), ("auto", 0, "")],
+)
+def test_the_train_rule_asks_each_node_for_its_gpus(device, gpus, expected):
+    """The executor's own code: a gres request is per node (torchrun starts train.gpus ranks on every node of
+    train.nodes), never --gpus, the job's total; a CPU training asks for no GPU."""
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    from cryoflow.workflow import resources
+
+    gres = resources.gpus_per_node(device, gpus)
+    assert set_gres_string(PluginJob(gres=gres)) == expected
+    train = next(b for b in (ROOT / "workflow/rules/train.smk").read_text().split("\nrule ") if b.startswith("train:"))
+    assert "gres=cluster.gpus_per_node(" in train and not re.search(r"\bgpu=", train)
+
+
+def test_md_asks_for_one_gpu_and_a_budgeted_training_for_its_budget_and_a_margin():
+    from cryoflow.workflow import resources
+
+    assert resources.md_gpus("CUDA") == resources.md_gpus("auto") == "gpu:1" and resources.md_gpus("CPU") == ""
+    templates = (ROOT / "workflow" / "rules" / "templates.smk").read_text()
+    assert 'gres=cluster.md_gpus(config["templates"]["md"]["platform"])' in templates
+    # train.max_hours counts inside the loop: the job's runtime leaves room for set-up, validation and the save
+    assert resources.train_runtime_min(24) == 24 * 60 + resources.TRAIN_RUNTIME_MARGIN_MIN
+    assert resources.train_runtime_min(None) == 24 * 60
 
 
 def test_tiny_config_runs_through_the_slurm_executor(cluster, tiny_run, tmp_path):

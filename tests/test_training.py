@@ -55,10 +55,30 @@ def test_posteriors_cover_the_truth_on_held_out_simulations(trained):
 
 
 def test_select_device_falls_back_to_cpu():
-    assert devices.select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.select_device("auto", env={}).type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA device"):
-            devices.select_device("cuda")
+        with pytest.raises(RuntimeError, match="inference.device is 'cuda' but no CUDA device"):
+            devices.select_device("cuda", "inference.device", env={})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a usable GPU is the other case")
+@pytest.mark.parametrize("env", [{"CUDA_VISIBLE_DEVICES": "0"}, {"SLURM_JOB_GPUS": "2,3"}, {"SLURM_GPUS_ON_NODE": "4"}])
+def test_auto_on_a_job_given_gpus_that_torch_cannot_use_stops_naming_the_versions(env):
+    """A wheel whose CUDA the node's driver does not support (or a CPU-only wheel) on a GPU allocation: an
+    error that says so, not a day of CPU training holding the GPUs."""
+    with pytest.raises(RuntimeError) as stopped:
+        devices.select_device("auto", "train.device", env=env)
+    message = str(stopped.value)
+    assert "train.device is 'auto' and this job was given GPUs" in message and next(iter(env)) in message
+    assert f"torch {torch.__version__}" in message and ("driver" in message.lower())
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"CUDA_VISIBLE_DEVICES": ""}, {"CUDA_VISIBLE_DEVICES": "-1"}, {"SLURM_GPUS_ON_NODE": "0"}]
+)
+def test_a_job_given_no_gpus_takes_the_cpu_under_auto(env):
+    if not torch.cuda.is_available():
+        assert devices.select_device("auto", env=env).type == "cpu"
 
 
 def test_wall_time_budget_stops_early_with_a_scored_model():

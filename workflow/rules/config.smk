@@ -18,6 +18,9 @@ if SRC not in sys.path:
 
 from cryoflow.errors import ConfigError  # noqa: E402
 from cryoflow.workflow import configuration, modelcard, schema  # noqa: E402
+from cryoflow.workflow import (
+    resources as cluster,
+)  # noqa: E402  (what a rule asks a cluster for)
 
 # its YAML read first, so a syntax error names the file and line (Snakemake's message names neither)
 if os.path.exists("config/config.yaml"):

@@ -14,7 +14,7 @@ rule md:
     resources:
         mem_mb=8000,
         runtime=24 * 60,
-        gpu=config["train"]["gpus"],
+        gres=cluster.md_gpus(config["templates"]["md"]["platform"]),
     params:
         md=config["templates"]["md"],
         seed=config["seed"],

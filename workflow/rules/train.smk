@@ -53,8 +53,9 @@ rule train:
     threads: all_cores()
     resources:
         mem_mb=16000,
-        runtime=24 * 60,
-        gpu=config["train"]["gpus"],
+        runtime=cluster.train_runtime_min(config["train"]["max_hours"]),
+        # per node (--gres), as torchrun starts train.gpus ranks on each; none for a CPU training
+        gres=cluster.gpus_per_node(config["train"]["device"], config["train"]["gpus"]),
         # SLURM: one task per node (its torchrun starts the node's ranks); no --ntasks-per-gpu
         nodes=config["train"]["nodes"],
         tasks=config["train"]["nodes"],

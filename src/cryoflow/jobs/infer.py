@@ -41,7 +41,7 @@ def run(job: Job) -> None:
     job.start_log()
     cfg, star, stack, shard = job.params.inference, job.input.star, job.input.stack, int(job.wildcards.shard)
     torch.set_num_threads(job.threads)
-    device = devices.select_device(cfg["device"])
+    device = devices.select_device(cfg["device"], "inference.device")
     model, _ = models.load_model(job.input.model, device)
     blocks = read_star(star)
     table = blocks[particle_block_name(blocks, star)]

@@ -20,7 +20,7 @@ def run(job: Job) -> None:
     params = job.params
     cfg = params.likelihood["likelihood"]
     torch.set_num_threads(job.threads)
-    device = devices.select_device(params.inference["device"])
+    device = devices.select_device(params.inference["device"], "inference.device")
     model, _ = models.load_model(job.input.model, device)
     simulator = from_config.load_simulator(
         job.input, {"image": params.image, "simulator": params.simulator}, device=device

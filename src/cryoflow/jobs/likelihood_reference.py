@@ -16,7 +16,7 @@ def run(job: Job) -> None:
     log = job.start_log()
     torch.set_num_threads(job.threads)
     cfg = job.params.validation
-    device = devices.select_device(cfg["device"])
+    device = devices.select_device(cfg["device"], "validation.device")
     config = {"image": job.params.image, "simulator": job.params.simulator}
     model, _ = models.load_model(job.input.model, device)
     simulator = from_config.load_simulator(job.input, config, device=device)

@@ -20,7 +20,7 @@ def run(job: Job) -> None:
     image = job.params.image
     shard = int(job.wildcards.shard)
     torch.set_num_threads(job.threads)
-    device = devices.select_device(ms["picking"]["device"])
+    device = devices.select_device(ms["picking"]["device"], "picking.device")
     star = job.input.star[0] if job.input.star else None
     every, source = micrographs.open_set(ms, star, job.params.optics)
     mine = [(i, every[i]) for i in starindex.shard_rows(len(every), ms["shards"])[shard]]

@@ -39,7 +39,7 @@ def run(job: Job) -> None:
     job.start_log()
     params, inputs = job.params, job.input
     torch.set_num_threads(job.threads)
-    device = devices.select_device(params.inference["device"])
+    device = devices.select_device(params.inference["device"], "inference.device")
     model, _ = models.load_model(inputs.model, device)
     config = {"image": params.image, "simulator": params.simulator}
     simulator = from_config.load_simulator(inputs, config)  # on the CPU: small batches, numpy whitening

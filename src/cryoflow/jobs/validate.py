@@ -15,7 +15,7 @@ def run(job: Job) -> None:
     settings = job.params.validation
     config = {"image": job.params.image, "simulator": job.params.simulator}
     torch.set_num_threads(job.threads)
-    device = devices.select_device(settings["device"])
+    device = devices.select_device(settings["device"], "validation.device")
     model, _ = models.load_model(job.input.model, device)
     simulator = from_config.load_simulator(job.input, config, device=device)
     ensemble = np.load(job.input.ensemble)  # coords_A and theta_A are read

@@ -16,7 +16,7 @@ def run(job: Job) -> None:
     log = job.start_log()
     image = job.params.image
     torch.set_num_threads(job.threads)
-    device = devices.select_device(job.params.inference["device"])
+    device = devices.select_device(job.params.inference["device"], "inference.device")
     model, _ = models.load_model(job.input.model, device)
     star = job.input.star
     source = particles.open_dataset(star, job.params.source)
