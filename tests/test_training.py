@@ -179,3 +179,14 @@ def test_the_progress_eta_never_exceeds_the_wall_time_budget(caplog):
         progress.update(1)
         eta = float(re.search(r"eta (\d+)s", caplog.text).group(1))
         assert (eta <= most) if budget_s else (eta > most)  # 1 step in ≥ 10 ms: 10⁶ steps take ≥ 10⁴ s
+
+
+def test_bf16_autocast_only_where_the_card_has_native_bf16(monkeypatch):
+    """V100 and T4 emulate bfloat16 slowly: train.mixed_precision trains in float32 there."""
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-32GB")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert not training.bf16_autocast(True, cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert training.bf16_autocast(True, cuda)
+    assert not training.bf16_autocast(False, cuda) and not training.bf16_autocast(True, torch.device("cpu"))

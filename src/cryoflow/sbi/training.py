@@ -146,7 +146,23 @@ def distributed_objective(model: PosteriorEstimator, device: torch.device, autoc
         return Objective(model, autocast)
     distributed.synchronize_batch_norm(model, device)
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(Objective(model, autocast), device_ids=ids)
+    # no buffer broadcast each step: batch norm's running statistics come from the global batch on every rank
+    # already, and the flow's masks never change
+    objective = Objective(model, autocast)
+    return torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
+
+
+def bf16_autocast(mixed_precision: bool, device: torch.device) -> bool:
+    """Whether the embedding runs under bfloat16 autocast: ``train.mixed_precision`` on a CUDA device with
+    native bfloat16 (Ampere and later); a V100 or T4 emulates it slowly, so it trains in float32 there."""
+    if not (mixed_precision and device.type == "cuda"):
+        return False
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        log.warning(
+            "train.mixed_precision: %s has no native bfloat16; training in float32", torch.cuda.get_device_name(device)
+        )
+        return False
+    return True
 
 
 @dataclass
@@ -200,8 +216,8 @@ class TrainingState:
 class Running:
     """Sums since the last validation (losses) and since the start (simulation throughput)."""
 
-    loss: float = 0.0
-    particle_loss: float = 0.0
+    loss: float | torch.Tensor = 0.0  # summed on the device between validations (no host sync per step)
+    particle_loss: float | torch.Tensor = 0.0
     n_steps: int = 0
     sim_seconds: float = 0.0
     sim_images: int = 0
@@ -293,7 +309,7 @@ def train(
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(distributed.rank_seed(config.seed, world.rank))
     validation_set = make_validation_set(model, simulator, config.validation_size, config.seed) if world.main else None
-    autocast = config.mixed_precision and device.type == "cuda"
+    autocast = bf16_autocast(config.mixed_precision, device)
     objective = distributed_objective(model, device, autocast, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     state = TrainingState(model, optimizer, learning_rate_schedule(optimizer, config), generator)
@@ -353,16 +369,17 @@ class TrainingLoop:
             self.objective, state.optimizer, self.config.clip_grad_norm, theta, images, ctf, self.plan.is_particle
         )
         state.scheduler.step()
-        running.loss += loss.item()
+        running.loss = running.loss + loss.detach().double()
         running.n_steps += 1
         if self.plan.n_junk:
-            running.particle_loss += particle_loss.item()
+            running.particle_loss = running.particle_loss + particle_loss.detach().double()
         return grad_norm
 
     def validate(self, grad_norm: torch.Tensor) -> None:
         """Score the validation set on rank 0 and add a history row (losses averaged over the ranks)."""
         state, running = self.state, self.running
-        running.loss, running.particle_loss = distributed.mean_over_ranks([running.loss, running.particle_loss])
+        sums = [float(running.loss), float(running.particle_loss)]  # the one host sync of a validation interval
+        running.loss, running.particle_loss = distributed.mean_over_ranks(sums)
         if self.world.main:
             val_theta, val_images, val_ctf = self.validation_set
             row = {

@@ -257,9 +257,9 @@ def rank_main(spec_path: str) -> None:
     job = TrainJob(**json.loads(Path(spec_path).read_text()))
     world = World.from_env()
     configure(job.log, level=logging.INFO if world.main else logging.WARNING, append=True, label=f"rank {world.rank}")
-    # the job's cores shared by this node's CPU ranks (CUDA ranks: one per GPU, train.processes is 1)
-    torch.set_num_threads(max(1, job.threads // int(job.train["processes"])))
     ranks = layout(job.train)
+    # the job's cores shared by this node's ranks (CPU processes, or one rank per GPU)
+    torch.set_num_threads(max(1, job.threads // ranks.per_node))
     if ranks.size != world.size:
         raise RuntimeError(f"started as {world.size} ranks, but the job asks for {ranks.size}")
     execute(job, world, ranks.device)
