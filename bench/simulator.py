@@ -30,7 +30,7 @@ from cryoflow.physics.projection import (  # noqa: E402
 from cryoflow.physics.rasterize import rasterize_gaussians  # noqa: E402
 from cryoflow.physics.simulator import Priors, Simulator  # noqa: E402
 
-# the rest of the benchmark's prior, explicit (Priors has no defaults)
+# the rest of the benchmarks' prior (here and bench/training.py), explicit: Priors has no defaults
 FIXED_PRIORS = {
     "pose_max_angle_deg": None,
     "defocus_range_A": (5000.0, 25000.0),
@@ -38,7 +38,6 @@ FIXED_PRIORS = {
     "phase_shift_range_deg": (0.0, 0.0),
     "b_factor_range_A2": (0.0, 100.0),
     "mask_radius_A": None,
-    "snr_range": (0.05, 1.0),
     "optics": [{"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 1.0}],
 }
 
@@ -115,8 +114,13 @@ def forward_table(args, boxes, pixel_for_box, generator) -> None:
         exact_rate = images_per_s(
             partial(project_gaussians_exact, coords, weights, args.sigma_A, box, pixel), args.batch
         )
+        sigma_range, snr_range = (args.sigma_A,) * 2, (0.05, 1.0)
         priors = Priors(
-            theta_range_A=(-10.0, 10.0), shift_max_A=5.0, bead_sigma_range_A=(args.sigma_A,) * 2, **FIXED_PRIORS
+            theta_range_A=(-10.0, 10.0),
+            shift_max_A=5.0,
+            snr_range=snr_range,
+            bead_sigma_range_A=sigma_range,
+            **FIXED_PRIORS,
         )
         atom_cells = ""
         for oversample in (1, 2):

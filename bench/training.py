@@ -37,22 +37,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from simulator import FIXED_PRIORS  # noqa: E402  (bench/simulator.py: the benchmarks' one prior)
+
 from cryoflow.physics.projection import AtomTemplates, interpolate_coords, project_gaussians_exact  # noqa: E402
 from cryoflow.physics.simulator import Priors, Simulator, add_noise, normalize  # noqa: E402
 from cryoflow.sbi import distributed, training  # noqa: E402
 from cryoflow.sbi.models import PosteriorEstimator, count_parameters  # noqa: E402
-
-# the rest of the benchmark's prior, explicit (Priors has no defaults)
-FIXED_PRIORS = {
-    "pose_max_angle_deg": None,
-    "defocus_range_A": (5000.0, 25000.0),
-    "astigmatism_max_A": 0.0,
-    "phase_shift_range_deg": (0.0, 0.0),
-    "b_factor_range_A2": (0.0, 100.0),
-    "mask_radius_A": None,
-    "bead_sigma_range_A": (2.0, 2.0),
-    "optics": [{"voltage_kV": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "weight": 1.0}],
-}
 
 PAPER_HIDDEN = (256,) * 10 + (128, 64)
 
@@ -96,7 +86,13 @@ def bench_problem(box: int, device) -> Simulator:
     """1 207 beads in 21 templates, 128 Å across whatever the box."""
     base = torch.randn(1207, 3, generator=torch.Generator().manual_seed(1)) * 15.0
     templates = torch.stack([base * (1 + 0.01 * k) for k in range(-10, 11)])
-    priors = Priors(theta_range_A=(-10.0, 10.0), shift_max_A=5.0, snr_range=(0.05, 1.0), **FIXED_PRIORS)
+    priors = Priors(
+        theta_range_A=(-10.0, 10.0),
+        shift_max_A=5.0,
+        snr_range=(0.05, 1.0),
+        bead_sigma_range_A=(2.0, 2.0),
+        **FIXED_PRIORS,
+    )
     weights = torch.rand(1207, generator=torch.Generator().manual_seed(2)) + 0.5
     atoms = AtomTemplates(templates, torch.linspace(-10, 10, 21), weights, oversample=1, device=device)
     return Simulator(atoms, box, 128.0 / box, priors)
@@ -181,7 +177,13 @@ def main() -> None:
     base = torch.randn(1207, 3, generator=torch.Generator().manual_seed(1)) * 15.0
     templates = torch.stack([base * (1 + 0.01 * k) for k in range(-10, 11)])
     pixel = 128.0 / args.box
-    priors = Priors(theta_range_A=(-10.0, 10.0), shift_max_A=5.0, snr_range=(0.05, 1.0), **FIXED_PRIORS)
+    priors = Priors(
+        theta_range_A=(-10.0, 10.0),
+        shift_max_A=5.0,
+        snr_range=(0.05, 1.0),
+        bead_sigma_range_A=(2.0, 2.0),
+        **FIXED_PRIORS,
+    )
     atoms = AtomTemplates(templates, torch.linspace(-10, 10, 21), torch.rand(1207) + 0.5, oversample=1, device=device)
     sim = Simulator(atoms, args.box, pixel, priors)
     model, optimizer = new_model(device)
