@@ -229,6 +229,9 @@ def test_star_files_are_written_back_with_the_version_they_came_with(tmp_path, h
         ),
         ({"validation.fixed_snr": []}, "validation.fixed_snr: empty, and validation.likelihood computes"),
         ({"model.trained": "NULLCARD"}, "card.json holds NoneType, not a model card"),
+        # an infer job is one process on one GPU: more would be held and never used
+        ({"inference.gpus": 2}, "inference.gpus: 2 GPUs, but each job is one process on one GPU; use 1, and more"),
+        ({"datasets.demo.inference": {"gpus": 3}}, "datasets.demo.inference.gpus: 3 GPUs, but each job is one"),
     ],
 )
 def test_cheap_checks_refuse_the_config(tmp_path, data_dir, change, message):

@@ -82,6 +82,23 @@ def test_md_asks_for_one_gpu_and_a_budgeted_training_for_its_budget_and_a_margin
     assert resources.train_runtime_min(None) == 24 * 60
 
 
+def test_single_process_jobs_ask_for_one_gpu_or_none():
+    """infer and pick: one GPU at most, none on the CPU; the rules that read validation.device or
+    inference.device: a GPU where the key says cuda (they would fail on a CPU node), none for auto."""
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    from cryoflow.workflow import resources
+
+    assert [resources.job_gpus(d, 1) for d in ("auto", "cuda", "cpu")] == [1, 1, 0]
+    assert [resources.gpu_if_cuda(d) for d in ("cuda", "cuda:1", "auto", "cpu")] == [1, 1, 0, 0]
+    assert set_gres_string(PluginJob(gpu=resources.job_gpus("cuda", 1))) == " --gpus=1"
+    assert set_gres_string(PluginJob(gpu=resources.job_gpus("cpu", 1))) == ""
+    rules = "".join((ROOT / "workflow" / "rules" / f).read_text() for f in ("train.smk", "report.smk", "inference.smk"))
+    for rule in ("validate", "likelihood_reference", "likelihood_agreement", "predictive_check", "whitening_check"):
+        block = rules.split(f"\nrule {rule}:\n", 1)[1].split("\nrule ", 1)[0]
+        assert "gpu=" in block and "cluster.gpu_if_cuda(" in block, rule
+
+
 def test_tiny_config_runs_through_the_slurm_executor(cluster, tiny_run, tmp_path):
     """A copy of the session's finished tiny run, told to train on 2 CPU ranks: training, inference per shard
     and the gathered posteriors rerun, each through sbatch (the particle stage, which the model does not touch,

@@ -18,7 +18,10 @@ rule infer:
     resources:
         mem_mb=8000,
         runtime=12 * 60,
-        gpu=lambda w: DATASETS[w.dataset]["inference"]["gpus"],
+        gpu=lambda w: cluster.job_gpus(
+            DATASETS[w.dataset]["inference"]["device"],
+            DATASETS[w.dataset]["inference"]["gpus"],
+        ),
     params:
         inference=dataset_section(
             "inference",
@@ -95,6 +98,7 @@ rule whitening_check:
         "../../envs/torch.yaml"
     threads: all_cores()
     resources:
+        gpu=lambda w: cluster.gpu_if_cuda(DATASETS[w.dataset]["inference"]["device"]),
         mem_mb=4000,
         runtime=60,
     params:

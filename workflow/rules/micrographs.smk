@@ -46,7 +46,10 @@ rule pick:
     resources:
         mem_mb=8000,
         runtime=12 * 60,
-        gpu=lambda w: MICROGRAPH_SETS[w.mset]["picking"]["gpus"],
+        gpu=lambda w: cluster.job_gpus(
+            MICROGRAPH_SETS[w.mset]["picking"]["device"],
+            MICROGRAPH_SETS[w.mset]["picking"]["gpus"],
+        ),
     params:
         mset=micrograph_params,
         image=config["image"],

@@ -117,6 +117,7 @@ rule likelihood_agreement:
         "../../envs/torch.yaml"
     threads: all_cores()
     resources:
+        gpu=lambda w: cluster.gpu_if_cuda(DATASETS[w.dataset]["inference"]["device"]),
         # the grids' estimate (an upper bound) is at most max_memory_gb, refused at -n beyond
         mem_mb=lambda w: int(
             1024 * DATASETS[w.dataset]["report"]["likelihood"]["max_memory_gb"]
@@ -153,6 +154,7 @@ rule predictive_check:
         "../../envs/torch.yaml"
     threads: all_cores()
     resources:
+        gpu=lambda w: cluster.gpu_if_cuda(DATASETS[w.dataset]["inference"]["device"]),
         mem_mb=8000,
         runtime=60,
     params:

@@ -89,6 +89,7 @@ rule validate:
         "../../envs/torch.yaml"
     threads: all_cores()
     resources:
+        gpu=cluster.gpu_if_cuda(config["validation"]["device"]),
         mem_mb=8000,
         runtime=60,
     params:
@@ -113,6 +114,7 @@ rule likelihood_reference:
         "../../envs/torch.yaml"
     threads: all_cores()
     resources:
+        gpu=cluster.gpu_if_cuda(config["validation"]["device"]),
         mem_mb=lambda w: int(
             1024 * config["validation"]["likelihood"]["max_memory_gb"]
         )

@@ -85,6 +85,7 @@ def check_config(cfg: dict) -> dict:
     for where, block in blocks:
         if block is not None:
             raise_problems(gridsize.likelihood_problems(block, where, cfg))
+    check_single_gpu_jobs(cfg)
     if cfg["validation"]["likelihood"] is not None and not cfg["validation"]["fixed_snr"]:
         raise ConfigError(
             "validation.fixed_snr: empty, and validation.likelihood computes the exact posterior on the "
@@ -198,6 +199,19 @@ def check_launch(train: dict, local_exec: bool, cores: int | None, env: Mapping[
             f"train.processes: {train['processes']} CPU ranks but this machine, which runs the jobs, has "
             f"{cores} cores; use at most {cores}"
         )
+
+
+def check_single_gpu_jobs(cfg: dict) -> None:
+    """An infer or pick job is one process on one device: more GPUs would be held and never used."""
+    sets = [("datasets", name, "inference", dataset_settings(cfg, name)) for name in cfg["datasets"]]
+    sets += [("micrographs", name, "picking", micrograph_settings(cfg, name)) for name in cfg["micrographs"]]
+    for parent, name, section, settings in sets:
+        gpus = settings[section]["gpus"]
+        if gpus > 1:
+            own = "gpus" in (cfg[parent][name].get(section) or {})
+            key = f"{parent}.{name}.{section}.gpus" if own else f"{section}.gpus"
+            more = f"more shards ({parent}.{name}.shards)"
+            raise ConfigError(f"{key}: {gpus} GPUs, but each job is one process on one GPU; use 1, and {more}")
 
 
 def check_datadir(where: str, section: dict) -> None:

@@ -32,3 +32,14 @@ def train_runtime_min(max_hours: float | None) -> int:
 def md_gpus(platform: str) -> str:
     """One GPU for an OpenMM run on a GPU platform (never ``train.gpus``: one simulation uses one GPU)."""
     return "gpu:1" if platform in MD_GPU_PLATFORMS else ""
+
+
+def job_gpus(device: str, gpus: int = 1) -> int:
+    """GPUs of a single-process job (``--gpus``): none where its device key runs it on the CPU."""
+    return 0 if device == "cpu" else min(gpus, 1)
+
+
+def gpu_if_cuda(device: str) -> int:
+    """One GPU for a rule whose device key says ``cuda`` outright (it would fail on a CPU node); ``auto``
+    asks for none and takes what the node has (on a cluster's CPU partition: the CPU)."""
+    return 1 if device.startswith("cuda") else 0
