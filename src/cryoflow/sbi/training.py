@@ -32,6 +32,7 @@ from cryoflow.sbi.distributed import SINGLE, World
 from cryoflow.sbi.models import PosteriorEstimator, memory_format
 
 log = logging.getLogger(__name__)
+DEADLINE_EVERY = 10  # steps between the ranks' joint check of train.max_hours
 
 
 @dataclass
@@ -345,9 +346,7 @@ class TrainingLoop:
         for step in range(state.step + 1, config.steps + 1):
             grad_norm = self.take_step()
             state.step = step
-            out_of_time = time.monotonic() > self.deadline
-            if config.max_hours:  # every rank stops at the same step
-                out_of_time = distributed.any_rank(out_of_time)
+            out_of_time = self.out_of_time(step)
             if step % config.validate_every == 0 or step == config.steps or out_of_time:
                 self.validate(grad_norm)
                 if checkpoint and step - last_saved >= config.checkpoint_every and step < config.steps:
@@ -357,6 +356,15 @@ class TrainingLoop:
             if out_of_time:
                 log.warning("train.max_hours (%.3g h) reached at step %d of %d", config.max_hours, step, config.steps)
                 break
+
+    def out_of_time(self, step: int) -> bool:
+        """Whether ``train.max_hours`` ran out: every step on one rank; on several, every ``DEADLINE_EVERY``
+        steps (and the last), taken by all ranks together (a collective, so not every step)."""
+        if not self.config.max_hours:
+            return False
+        if self.world.size > 1 and step % DEADLINE_EVERY and step != self.config.steps:
+            return False
+        return distributed.any_rank(time.monotonic() > self.deadline)  # every rank stops at the same step
 
     def take_step(self) -> torch.Tensor:
         """Simulate this rank's batch and take one optimizer step; returns the gradient norm."""
