@@ -14,6 +14,7 @@ import starfile
 import yaml
 from workflow_helpers import SNAKEMAKE, check_config, snakemake, write_config
 
+import cryoflow
 from cryoflow.errors import ConfigError
 from cryoflow.workflow import configuration, schema
 from cryoflow.workflow.modelcard import TRAIN_ADDED
@@ -226,6 +227,7 @@ def test_tiny_end_to_end_outputs(tiny_run):
     assert 0.0 <= summary["sbc_ks_pvalue"] <= 1.0
     card = json.loads((results / "model" / "card.json").read_text())
     assert card["steps_run"] == 40 and card["packages"]["torch"].startswith("2.13")
+    assert card["cryoflow_version"] == cryoflow.__version__  # the release, in one place (src/cryoflow/__init__.py)
     assert len(card["checksums_sha256"]["ensemble"]) == 64 and card["seed"] == 2025
     assert (results / "model" / "posterior_last.pt").stat().st_size > 0
     assert summary["n_particles"] == 96

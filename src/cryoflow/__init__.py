@@ -6,4 +6,4 @@ Sub-modules import their own heavy dependencies (torch, ProDy, ...), so that
 importing one stage's module works inside that stage's conda environment.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the release: pyproject.toml reads it, every model card records it (CHANGELOG.md)

@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+import cryoflow
 from cryoflow.errors import InputError
 from cryoflow.io.fileio import sha256_files, write_json, write_tsv
 from cryoflow.job import Job
@@ -147,6 +148,7 @@ def model_card(
     name = devices.device_name(device)
     return ModelCard(
         model="cryoflow neural posterior estimator: ResNet-18 embedding + neural spline flow (lampe NPE, zuko NSF)",
+        cryoflow_version=cryoflow.__version__,
         architecture=model.architecture,
         parameters=models.count_parameters(model),
         name=params["model_name"],

@@ -29,6 +29,7 @@ class ModelCard(TypedDict, total=False):
     """
 
     model: str
+    cryoflow_version: str  # the release that trained it (cryoflow.__version__)
     architecture: dict[str, Any]  # PosteriorEstimator's constructor arguments (theta_range_A, widths, ...)
     parameters: int
     name: str
