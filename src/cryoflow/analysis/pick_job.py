@@ -108,7 +108,11 @@ class Picker:
             )
         log.info(
             "%s: %d windows in %.1f s (%.0f windows/s), %d candidates",
-            *(m.name, result["n_windows"], result["seconds"], result["n_windows"] / result["seconds"], len(cells)),
+            m.name,
+            result["n_windows"],
+            result["seconds"],
+            result["n_windows"] / result["seconds"],
+            len(cells),
         )
         return picked, micrograph_stats(index, m, header, stem, result, len(cells))
 

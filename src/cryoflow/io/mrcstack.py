@@ -74,7 +74,12 @@ def _check_length(path: Path, offset: int, mode: int, dtype: np.dtype, shape: tu
     log.warning(
         "%s: the file has %d bytes, %d more than its header (%s) needs (%d); reading the %d images "
         "the header describes",
-        *(path, size, size - expected, described, expected, nz),
+        path,
+        size,
+        size - expected,
+        described,
+        expected,
+        nz,
     )
 
 
@@ -99,7 +104,9 @@ def read_stack_header(path: Path) -> StackHeader:
         log.warning(
             "%s: looks like a 3-D volume (space group 1, nz = nx = %d), not a particle stack; "
             "its sections are read as %d images",
-            *(path, nx, nz),
+            path,
+            nx,
+            nz,
         )
     mx = int(header.mx) or nx
     pixel = float(header.cella.x) / mx if float(header.cella.x) > 0 else 0.0

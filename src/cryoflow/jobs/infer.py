@@ -77,5 +77,9 @@ def run(job: Job) -> None:
     widths = {column: round(float(table[column].median()), 2) for column in columns if column.endswith("StdAngst")}
     log.info(
         "%d particles in %.1f s (%.0f particles/s on %s); median posterior σ in Å: %s",
-        *(len(table), seconds, len(table) / seconds, device, widths),
+        len(table),
+        seconds,
+        len(table) / seconds,
+        device,
+        widths,
     )

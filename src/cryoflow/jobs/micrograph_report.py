@@ -89,5 +89,8 @@ def run(job: Job) -> None:
     first_micrograph_figure(first, maps_dirs[first["stem"]], table, ms["contrast"], truth_xy, job.output.figure)
     log.info(
         "%d micrographs, %d windows (%.0f windows/s), %d candidates",
-        *(len(stats), summary["n_windows"], summary["windows_per_s"], len(table)),
+        len(stats),
+        summary["n_windows"],
+        summary["windows_per_s"],
+        len(table),
     )

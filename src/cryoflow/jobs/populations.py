@@ -58,7 +58,11 @@ def write_states(
         rows.append(dict(zip(STATE_COLUMNS, (k, low, high, int(keep.sum()), path.name))))
         log.info(
             "state %d, θ in [%.2f, %.2f) Å: %d particles with ≥ %.0f %% of their posterior inside",
-            *(k, low, high, keep.sum(), 100 * min_mass),
+            k,
+            low,
+            high,
+            keep.sum(),
+            100 * min_mass,
         )
     return rows
 

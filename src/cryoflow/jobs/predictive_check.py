@@ -23,7 +23,11 @@ log = logging.getLogger("cryoflow.predictive_check")
 def log_result(result: predictive.PredictiveResult) -> None:
     log.info(
         "posterior-predictive: latents MMD² %.4g (p = %.3g), spectra MMD² %.4g (p = %.3g); %d atypical particles",
-        *(result.mmd2, result.latent_pvalue, result.spectrum_mmd2, result.spectrum_pvalue, result.n_atypical),
+        result.mmd2,
+        result.latent_pvalue,
+        result.spectrum_mmd2,
+        result.spectrum_pvalue,
+        result.n_atypical,
     )
     for group, bias in result.noise_estimate_bias.items():
         log.info(

@@ -273,12 +273,16 @@ def log_set_up(autocast: bool, plan: BatchPlan, config: TrainingConfig, world: W
     if world.size > 1:
         log.info(
             "data-parallel training on %d ranks: %d images per rank and step (global batch %d)",
-            *(world.size, plan.size, config.batch_size),
+            world.size,
+            plan.size,
+            config.batch_size,
         )
     if plan.n_junk:
         log.info(
             "junk-aware: %d of %d images per batch hold no centred particle (%s)",
-            *(plan.n_junk * world.size, config.batch_size, ", ".join(junk.KINDS)),
+            plan.n_junk * world.size,
+            config.batch_size,
+            ", ".join(junk.KINDS),
         )
 
 
