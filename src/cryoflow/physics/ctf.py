@@ -93,13 +93,10 @@ class CTF:
             b_factor_A2=b_factor_A2,
         )
 
-    def recorded(self) -> tuple:
-        """The values a particle's STAR row or .cs record gives (``RECORDED_CTF``: all but the B-factor)."""
-        return tuple(getattr(self, key) for key in RECORDED_CTF)
 
-
-def ctf(s_y: Float[Tensor, "*grid"], s_x: Float[Tensor, "*grid"], params: CTF) -> Float[Tensor, ...]:
-    """CTF at frequencies (s_y, s_x) in 1/Å; the parameters broadcast against the grid."""
+def ctf(s_y: Float[Tensor, "*grid"], s_x: Float[Tensor, "*grid"], params: CTF) -> Float[Tensor, "*shape"]:
+    """CTF at frequencies (s_y, s_x) in 1/Å; the parameters broadcast against the grid (the result has the
+    broadcast shape)."""
     wavelength = electron_wavelength_A(params.voltage_kV)
     s2 = s_x**2 + s_y**2
     alpha = torch.atan2(s_y, s_x)
