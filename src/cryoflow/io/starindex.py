@@ -128,21 +128,27 @@ def select_rows(columns: dict[str, list[str]], n: int, select: dict | None, path
     return keep
 
 
-def check_ctf_values(columns: dict[str, list[str]], rows, path, names: list[str] | None = None) -> None:
-    """Refuse a CTF value that is not a finite number, naming the file, the particle (1-based, its image
-    where known) and the column: a NaN defocus would give a NaN posterior, silently."""
+def ctf_numbers(columns: dict[str, list[str]], rows, path, names: list[str] | None = None) -> dict[str, list[float]]:
+    """The CTF columns of ``rows`` as numbers. A value that is not a finite number is refused, naming the file,
+    the particle (1-based, its image where known) and the column: a NaN defocus would give a NaN posterior,
+    silently."""
+    numbers = {}
     for column in CTF_COLUMNS:
         values = columns.get(column)
         if values is None:
             continue
+        parsed = []
         for i in rows:
             try:
-                bad = not math.isfinite(float(values[i]))
+                number = float(values[i])
             except ValueError:
-                bad = True
-            if bad:
+                number = math.nan
+            if not math.isfinite(number):
                 image = f" ({names[i]})" if names else ""
                 raise InputError(f"{path}: particle {i + 1}{image} has _{column} {values[i]!r}, not a finite number")
+            parsed.append(number)
+        numbers[column] = parsed
+    return numbers
 
 
 def group_labels(columns: dict[str, list[str]], n: int, pixel_size_A=None) -> list[str]:
@@ -189,12 +195,12 @@ def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) 
     wanted |= {c for group in PIXEL_COLUMNS for c in group}
     columns = {c: [row[i] for row in rows] for i, c in enumerate(names) if c in wanted}
     keep = select_rows(columns, len(rows), select, path)
-    check_ctf_values(columns, keep, path, columns.get(IMAGE_NAME))
+    numbers = ctf_numbers(columns, keep, path, columns.get(IMAGE_NAME))
     optics = blocks.get("optics")
     if optics is not None:  # RELION 3.1+: the optics groups' voltage, Cs and amplitude contrast
         optics_columns = {c: [row[i] for row in optics[1]] for i, c in enumerate(optics[0]) if c in CTF_COLUMNS}
         try:
-            check_ctf_values(optics_columns, range(len(optics[1])), path)
+            ctf_numbers(optics_columns, range(len(optics[1])), path)
         except InputError as err:
             raise InputError(str(err).replace(": particle ", ": optics group ", 1)) from None
     groups = group_labels(columns, len(rows), pixel_size_A)
@@ -202,7 +208,7 @@ def index_star(path: str | Path, select: dict | None = None, pixel_size_A=None) 
     kept_groups = [groups[i] for i in keep]
     pixels = (float(pixel_size_A),) if pixel_size_A else particle_pixel_sizes(blocks, columns, keep, kept_groups)
     kept_stacks = [stacks[i] for i in keep]
-    return DatasetIndex(path, kept_stacks, kept_groups, tuple(names), pixels, defocus_span(columns, keep))
+    return DatasetIndex(path, kept_stacks, kept_groups, tuple(names), pixels, defocus_span(numbers))
 
 
 def particle_pixel_sizes(blocks: dict, columns: dict[str, list[str]], keep: list[int], groups: list[str]):
@@ -237,13 +243,13 @@ def particle_pixel_sizes(blocks: dict, columns: dict[str, list[str]], keep: list
     return distinct(row[pixel] for row in rows if row[group] in used)
 
 
-def defocus_span(columns: dict[str, list[str]], rows) -> tuple[float, float] | None:
-    """Lowest and highest mean defocus (U + V)/2 (V as U where absent) of ``rows``, None without a defocus."""
-    u = columns.get("rlnDefocusU")
-    if u is None or not len(rows):
+def defocus_span(numbers: dict[str, list[float]]) -> tuple[float, float] | None:
+    """Lowest and highest mean defocus (U + V)/2 (V as U where absent) of parsed CTF columns (``ctf_numbers``),
+    None without a defocus."""
+    u = numbers.get("rlnDefocusU")
+    if not u:
         return None
-    v = columns.get("rlnDefocusV", u)
-    means = [0.5 * (float(u[i]) + float(v[i])) for i in rows]
+    means = [0.5 * (a + b) for a, b in zip(u, numbers.get("rlnDefocusV", u))]
     return min(means), max(means)
 
 
@@ -281,18 +287,33 @@ def index_cs(path: str | Path, select: dict | None = None) -> DatasetIndex | Non
     check_uids(records["uid"], path)
     stacks = [s[1:] if s.startswith(">") else s for s in stacks]
     groups = records["ctf/exp_group_id"].astype(int).astype(str) if "ctf/exp_group_id" in names else ["1"] * len(stacks)
-    columns = {
-        column: [repr(float(v)) for v in records[field].astype(np.float64) * factor]
+    numbers = {
+        column: records[field].astype(np.float64) * factor
         for field, (column, factor) in CRYOSPARC_CTF.items()
         if field in names
     }
-    columns.update({OPTICS_GROUP: list(groups), CRYOSPARC_UID: [str(int(u)) for u in records["uid"]]})
-    keep = select_rows(columns, len(stacks), select, path)
-    check_ctf_values(columns, keep, path, [f"{i}@{s}" for i, s in zip(indices, stacks)])
-    kept = records[np.asarray(keep, dtype=np.int64)]
+
+    def text(column: str) -> list[str]:  # a column as the STAR side has it: what select and the errors read
+        if column == OPTICS_GROUP:
+            return [str(g) for g in groups]
+        if column == CRYOSPARC_UID:
+            return [str(int(u)) for u in records["uid"]]
+        return [repr(float(v)) for v in numbers[column]]
+
+    wanted = {c.lstrip("_") for c in (select or {})} & {*numbers, OPTICS_GROUP, CRYOSPARC_UID}
+    keep = select_rows({column: text(column) for column in wanted}, len(stacks), select, path)
+    rows = np.asarray(keep, dtype=np.int64)
+    bad = [column for column, values in numbers.items() if not np.isfinite(values[rows]).all()]
+    if bad:  # refused by the STAR side's check, with its message
+        images = [f"{i}@{s}" for i, s in zip(indices, stacks)]
+        ctf_numbers({column: text(column) for column in bad}, keep, path, images)
+    defocus: dict[str, list[float]] = {
+        c: numbers[c][rows].tolist() for c in ("rlnDefocusU", "rlnDefocusV") if c in numbers
+    }
+    kept = records[rows]
     pixels = tuple(float(p) for p in np.unique(kept["blob/psize_A"])) if "blob/psize_A" in names else ()
     kept_stacks, kept_groups = [stacks[i] for i in keep], [str(groups[i]) for i in keep]
-    return DatasetIndex(path, kept_stacks, kept_groups, tuple(names), pixels, defocus_span(columns, keep))
+    return DatasetIndex(path, kept_stacks, kept_groups, tuple(names), pixels, defocus_span(defocus))
 
 
 def shard_rows(n: int, n_shards: int) -> list[range]:
