@@ -77,15 +77,13 @@ def check_config(cfg: dict) -> dict:
     raise_problems(gridcheck.grid_problems(cfg, positions, where))
     if cfg["model"]["trained"]:
         modelcard.check_trained_model(cfg)
+    datasets = {name: dataset_settings(cfg, name) for name in cfg["datasets"]}
     blocks = [("validation.likelihood", cfg["validation"]["likelihood"])]
-    blocks += [
-        (f"datasets.{name}.report.likelihood", dataset_settings(cfg, name)["report"]["likelihood"])
-        for name in cfg["datasets"]
-    ]
+    blocks += [(f"datasets.{name}.report.likelihood", ds["report"]["likelihood"]) for name, ds in datasets.items()]
     for where, block in blocks:
         if block is not None:
             raise_problems(gridsize.likelihood_problems(block, where, cfg))
-    check_single_gpu_jobs(cfg)
+    check_single_gpu_jobs(cfg, datasets)
     if cfg["validation"]["likelihood"] is not None and not cfg["validation"]["fixed_snr"]:
         raise ConfigError(
             "validation.fixed_snr: empty, and validation.likelihood computes the exact posterior on the "
@@ -201,9 +199,10 @@ def check_launch(train: dict, local_exec: bool, cores: int | None, env: Mapping[
         )
 
 
-def check_single_gpu_jobs(cfg: dict) -> None:
-    """An infer or pick job is one process on one device: more GPUs would be held and never used."""
-    sets = [("datasets", name, "inference", dataset_settings(cfg, name)) for name in cfg["datasets"]]
+def check_single_gpu_jobs(cfg: dict, datasets: dict[str, dict]) -> None:
+    """An infer or pick job is one process on one device: more GPUs would be held and never used.
+    ``datasets``: each dataset's effective settings (``dataset_settings``)."""
+    sets = [("datasets", name, "inference", settings) for name, settings in datasets.items()]
     sets += [("micrographs", name, "picking", micrograph_settings(cfg, name)) for name in cfg["micrographs"]]
     for parent, name, section, settings in sets:
         gpus = settings[section]["gpus"]
@@ -315,30 +314,30 @@ def dataset_index(name: str, ds: dict, cfg: dict) -> starindex.DatasetIndex | No
             f"datasets.{name}.report.likelihood.nuisance: ctf_known needs each particle's defocus, "
             f"and {ds['star']} has no _rlnDefocusU column"
         )
-    conditioned = modelcard.ctf_defocus_prior(cfg) is not None or (
-        cfg["train"]["condition_on_ctf"] and not cfg["model"]["trained"]
-    )
+    conditioned, prior = modelcard.ctf_conditioning(cfg)
     if conditioned and not index.has_defocus():
         key = "model.trained" if cfg["model"]["trained"] else "train.condition_on_ctf"
         raise ConfigError(
             f"{key}: the model needs each particle's defocus (it is CTF-conditioned), and datasets.{name} "
             f"({ds['star']}) has no _rlnDefocusU column"
         )
-    check_defocus_in_prior(name, ds, index, cfg)
+    if prior is not None:
+        check_defocus_in_prior(name, ds, index, prior, from_card=bool(cfg["model"]["trained"]))
     return index
 
 
-def check_defocus_in_prior(name: str, ds: dict, index: starindex.DatasetIndex, cfg: dict) -> None:
-    """A CTF-conditioned model infers particles whose mean defocus lies inside its prior (as the infer job
+def check_defocus_in_prior(
+    name: str, ds: dict, index: starindex.DatasetIndex, prior: tuple[float, float], from_card: bool
+) -> None:
+    """A CTF-conditioned model infers particles whose mean defocus lies inside its ``prior`` (as the infer job
     checks again, per particle): refused here, before any training, naming the dataset."""
-    prior = modelcard.ctf_defocus_prior(cfg)
-    if prior is None or index.defocus_span_A is None:
+    if index.defocus_span_A is None:
         return
     low, high = prior
     margin = modelcard.CTF_PRIOR_TOLERANCE * (high - low)
     lowest, highest = index.defocus_span_A
     if lowest < low - margin or highest > high + margin:
-        source = "the card of model.trained" if cfg["model"]["trained"] else "simulator.defocus_range_A"
+        source = "the card of model.trained" if from_card else "simulator.defocus_range_A"
         raise ConfigError(
             f"datasets.{name}: mean defocus {lowest:.0f}–{highest:.0f} Å in {ds['star']}, outside the "
             f"CTF-conditioned model's prior {low:.0f}–{high:.0f} Å ({source}): widen the prior and train again"

@@ -74,22 +74,26 @@ def read_card(path: Path) -> dict | None:
     return card
 
 
-def ctf_defocus_prior(cfg: dict) -> tuple[float, float] | None:
-    """The mean-defocus prior (Å) of the model the datasets are inferred with, where it is CTF-conditioned:
+def ctf_conditioning(cfg: dict) -> tuple[bool, tuple[float, float] | None]:
+    """Whether the model the datasets are inferred with is CTF-conditioned, and its mean-defocus prior (Å):
     the card's for ``model.trained`` (its training config, not this one, decides), else this config's
-    ``simulator.defocus_range_A`` (None where the priors come from a dataset's STAR file, known only once
-    the priors job ran); None for a model without CTF context."""
+    ``simulator.defocus_range_A``, or None where the priors come from a dataset's STAR file (known only once
+    the priors job ran)."""
     if cfg["model"]["trained"]:
         card = read_card(Path(cfg["model"]["trained"]).with_name("card.json")) or {}
         context = card.get("architecture", {}).get("ctf_context")
-        if not context or "defocus_A" not in context.get("features", []):
-            return None
+        if not context:
+            return False, None
+        if "defocus_A" not in context.get("features", []):
+            return True, None
         k = context["features"].index("defocus_A")
-        return float(context["low"][k]), float(context["high"][k])
-    if not cfg["train"]["condition_on_ctf"] or cfg["simulator"]["priors_from_dataset"] is not None:
-        return None
+        return True, (float(context["low"][k]), float(context["high"][k]))
+    if not cfg["train"]["condition_on_ctf"]:
+        return False, None
+    if cfg["simulator"]["priors_from_dataset"] is not None:
+        return True, None
     low, high = cfg["simulator"]["defocus_range_A"]
-    return float(low), float(high)
+    return True, (float(low), float(high))
 
 
 def check_own_model(model_dir: str | Path) -> None:
