@@ -35,8 +35,9 @@ def md_gpus(platform: str) -> str:
 
 
 def job_gpus(device: str, gpus: int = 1) -> int:
-    """GPUs of a single-process job (``--gpus``): none where its device key runs it on the CPU."""
-    return 0 if device == "cpu" else min(gpus, 1)
+    """GPUs of a single-process job (``--gpus``): none where its device key runs it on the CPU (more than one
+    is refused at -n, ``configuration.check_single_gpu_jobs``)."""
+    return 0 if device == "cpu" else gpus
 
 
 def gpu_if_cuda(device: str) -> int:
