@@ -285,6 +285,7 @@ def test_documented_alternative_forms_run_through_the_workflow(tmp_path, data_di
         "train.steps": 10,
         "train.device": "cpu",
         "train.condition_on_ctf": True,
+        "train.embedding": {"latent_dim": 16, "width": 4, "crop_px": 16},  # a band-limited embedding
         "inference.device": "cpu",
         "datasets.demo": None,
         "datasets.user": user,
@@ -303,6 +304,7 @@ def test_documented_alternative_forms_run_through_the_workflow(tmp_path, data_di
     # train.condition_on_ctf: the model reads each particle's defocus from its STAR row
     card = json.loads((tmp_path / "results/tiny/model/card.json").read_text())
     assert card["architecture"]["ctf_context"]["features"] == ["defocus_A"]
+    assert card["architecture"]["crop_px"] == 16  # read on the 32 px grid, cropped by the model itself
     assert (tmp_path / "results/tiny/datasets/user/report/likelihood.json").is_file()
 
 

@@ -14,7 +14,8 @@ from conftest import ROOT
 from scipy import integrate, special
 from simulation_helpers import make_priors
 
-from cryoflow.likelihood import comparison, exact, gridsize
+from cryoflow.analysis import diagnostics
+from cryoflow.likelihood import comparison, exact, gridsize, yardstick
 from cryoflow.physics import so3
 from cryoflow.physics.projection import AtomTemplates
 from cryoflow.physics.simulator import Simulator, uniform_rotations
@@ -294,3 +295,105 @@ def test_the_likelihood_takes_the_simulators_images_on_their_device(adk_simulato
     engine = exact.ExplicitLikelihood(adk_simulator, grid(refine_levels=0, nuisance_refine_levels=0), rotations)
     on_device = engine.log_likelihood(images.as_subclass(DeviceTensor))["log_likelihood"]
     np.testing.assert_allclose(on_device, engine.log_likelihood(images.numpy())["log_likelihood"], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference(adk_simulator):
+    """A yardstick of adk_simulator: 4 images at each of two SNRs, CTF marginalized, small grids."""
+    settings = {"marginalized": grid(orientations=(6, 3, 6), refine_top=3, refine_levels=2, defocus_points=3)}
+    provenance = {"ensemble_sha256": "e" * 64, "settings_sha256": "s" * 64}
+    return yardstick.make_reference(adk_simulator, [0.1, 1.0], 4, 5, settings, provenance)
+
+
+def test_the_yardstick_scores_the_exact_posterior_at_zero_and_a_flat_one_at_its_information(reference):
+    ref = reference
+    assert ref["images"].shape == (8, 24, 24) and ref["log_likelihood_marginalized"].shape == (8, 3)
+    assert np.all(ref["snr"][:4] == np.float32(0.1)) and np.all(ref["snr"][4:] == 1.0)
+    grid_A = np.linspace(-2.95, 2.95, 60)
+    exact_density = comparison.posterior_on_grid(ref["log_likelihood_marginalized"], ref["theta_nodes_A"], grid_A)
+    same = yardstick.score_densities(ref, exact_density, grid_A)
+    for e in same:
+        assert e["excess_nll"] == pytest.approx(0.0, abs=1e-9) and e["median_kl"] == pytest.approx(0.0, abs=1e-9)
+        assert e["median_std_ratio"] == pytest.approx(1.0) and e["p68_ratio"] == pytest.approx(1.0)
+    # the prior as the estimator: its excess is the exact posterior's log density at the truth over the prior's
+    flat = yardstick.score_densities(ref, np.zeros_like(exact_density), grid_A)
+    for e, snr in zip(flat, (0.1, 1.0), strict=True):
+        rows = ref["snr"] == np.float32(snr)
+        at_truth = diagnostics.log_density_at(exact_density[rows], grid_A, ref["theta_true"][rows])
+        assert e["excess_nll"] == pytest.approx(np.mean(at_truth + np.log(6.0)), rel=1e-6)  # 60 cells of 0.1 Å
+    assert flat[1]["excess_nll"] > 1.0  # at SNR 1 the images hold more than a nat over the prior
+    assert flat[1]["median_std_ratio"] > 1 and flat[1]["median_kl"] > 0
+
+
+def test_the_68th_percentile_error_of_gaussian_posteriors_is_their_sigma():
+    grid_A = np.linspace(-20, 20, 4001)
+    truth = np.array([0.0, 1.0, -2.0])
+    log_density = -0.5 * ((grid_A[None, :] - truth[:, None]) / 1.5) ** 2
+    assert yardstick.p68_error(log_density, grid_A, truth) == pytest.approx(0.9945 * 1.5, rel=0.01)
+
+
+def test_a_reference_for_other_templates_or_priors_is_refused_naming_the_field(reference, tmp_path):
+    from cryoflow.errors import InputError
+
+    priors = {"theta_range_A": [-3.0, 3.0], "snr_range": [0.1, 2.0], "shift_max_A": 0.0}
+    ref = {**reference, "settings_sha256": np.array(yardstick.settings_sha256(priors, 24, 3.0))}
+    card = {
+        "checksums_sha256": {"ensemble": "e" * 64},
+        "priors": priors,
+        "config": {"image": {"box_px": 24, "pixel_size_A": 3.0}},
+    }
+    yardstick.check("ref.npz", ref, card, "card.json")
+    # the SNR prior is free: the reference's images are at fixed SNRs
+    yardstick.check("ref.npz", ref, {**card, "priors": {**priors, "snr_range": [0.01, 2.0]}}, "card.json")
+    with pytest.raises(InputError, match="ref.npz: field 'ensemble_sha256'.*card.json names ensemble"):
+        yardstick.check("ref.npz", ref, {**card, "checksums_sha256": {"ensemble": "f" * 64}}, "card.json")
+    with pytest.raises(InputError, match="ref.npz: field 'settings_sha256' does not match"):
+        yardstick.check("ref.npz", ref, {**card, "priors": {**priors, "shift_max_A": 2.0}}, "card.json")
+    path = tmp_path / "ref.npz"
+    np.savez(path, **{**ref, "format": np.array("other")})
+    with pytest.raises(InputError, match="field 'format'"):
+        yardstick.load(path)
+
+
+def test_halfway_conformations_fit_an_image_made_there_better_than_the_nodes_interpolation(adk_simulator, reference):
+    """The θ check: images at the midpoints between templates; the likelihood there, against its linear
+    interpolation over the nodes, is higher (the conformation fits), so between-template structure is real."""
+    sim = adk_simulator
+    halfway = yardstick.midpoint_simulator(sim)
+    assert torch.allclose(halfway.templates.theta_A, torch.tensor([-1.5, 1.5]))
+    expected = 0.5 * (sim.templates.coords[0] + sim.templates.coords[1])
+    assert torch.allclose(halfway.templates.coords[0], expected, atol=1e-4)
+    g = torch.Generator().manual_seed(3)
+    theta = torch.tensor([-1.5, 1.5, -1.5])
+    nuisance = sim.sample_nuisance(3, g)
+    nuisance["snr"] = torch.full((3,), 1.0)
+    ref = {
+        **reference,
+        "snr": np.full(3, 1.0, dtype=np.float32),
+        "images": sim.simulate(theta, g, nuisance).numpy(),
+        **{f"nuisance_{k}": v.numpy() for k, v in nuisance.items()},
+    }
+    settings = grid(orientations=(6, 3, 6), refine_top=3, refine_levels=2, defocus_points=3)
+    ref["log_likelihood_marginalized"] = exact.ExplicitLikelihood(sim, settings).log_likelihood(ref["images"])[
+        "log_likelihood"
+    ]
+    check = yardstick.theta_convergence(sim, ref, "marginalized", settings, 1.0, 3)
+    assert check["n"] == 3 and check["max_abs_difference"] > 1.0 and check["median_kl_fine_to_nodes"] > 0
+
+
+def test_the_model_reports_verdict_names_the_snr_it_leaves_most_at():
+    entries = [
+        {"nuisance": "marginalized", "snr": 0.1, "excess_nll": 1.2, "excess_nll_se": 0.1, "within_training_snr": True},
+        {
+            "nuisance": "marginalized",
+            "snr": 0.01,
+            "excess_nll": 3.0,
+            "excess_nll_se": 0.2,
+            "within_training_snr": False,
+        },
+    ]
+    verdict = diagnostics.likelihood_verdict(entries)
+    assert "1.20 ± 0.10 nats per image at SNR 0.1" in verdict and "production preset" in verdict
+    close = [{**entries[0], "excess_nll": 0.1}]
+    assert "more training would gain little" in diagnostics.likelihood_verdict(close)
+    assert diagnostics.likelihood_verdict([]) is None

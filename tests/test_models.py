@@ -164,3 +164,31 @@ def test_a_card_beside_other_weights_is_refused_naming_the_field(small_model, tm
     card.write_text(json.dumps({**meta, "best_val_loss": 1.5}))  # a card of before checksums, of another run
     with pytest.raises(InputError, match=r"card.json: field 'best_val_loss' differs from the metadata inside"):
         models.load_model(tmp_path / "posterior.pt")
+
+
+def test_a_band_limited_embedding_sees_the_low_frequencies_only_and_round_trips(tmp_path):
+    """train.embedding.crop_px: the embedding Fourier-crops its input, keeping a constant image's value and
+    exactly the frequencies below the crop's Nyquist; a model file records it and loads it back."""
+    embedding = models.ResNet18Embedding(latent_dim=8, width=4, crop_px=16)
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    low = torch.cos(2 * torch.pi * 3 * x / 64) + 0.5 * torch.sin(2 * torch.pi * 5 * y / 64)  # inside 16 px's band
+    high = torch.cos(2 * torch.pi * 20 * x / 64)  # beyond its Nyquist (8 cycles per box)
+    cropped = embedding.band_limited(torch.stack([low + high, torch.full((64, 64), 2.5)]))
+    assert cropped.shape == (2, 16, 16)
+    # the same waves sampled on the 16 px grid, 4 px per pixel: what survives is the low band alone
+    expected = torch.cos(2 * torch.pi * 3 * x[::4, ::4] / 64) + 0.5 * torch.sin(2 * torch.pi * 5 * y[::4, ::4] / 64)
+    assert torch.allclose(cropped[0], expected, atol=1e-4)
+    assert torch.allclose(cropped[1], torch.full((16, 16), 2.5), atol=1e-5)
+    assert embedding(torch.randn(3, 64, 64)).shape == (3, 8)
+    model = models.PosteriorEstimator(
+        [-9.0, 9.0], latent_dim=8, width=4, transforms=1, hidden_features=(8,), crop_px=32
+    )
+    assert model.architecture["crop_px"] == 32
+    models.save_model(tmp_path / "m.pt", model, {"name": "crop"})
+    loaded, _ = models.load_model(tmp_path / "m.pt")
+    assert loaded.embedding.crop_px == 32
+    images = torch.randn(2, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded.embedding(images), model.eval().embedding(images), atol=1e-5)
+    # a model without it records nothing new: files written before the option load unchanged
+    assert "crop_px" not in models.PosteriorEstimator([-9.0, 9.0], latent_dim=8, width=4).architecture

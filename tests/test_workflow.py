@@ -17,7 +17,7 @@ from workflow_helpers import SNAKEMAKE, check_config, snakemake, write_config
 import cryoflow
 from cryoflow.errors import ConfigError
 from cryoflow.workflow import configuration, schema
-from cryoflow.workflow.modelcard import TRAIN_ADDED
+from cryoflow.workflow.modelcard import TRAIN_ADDED, with_added
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_STAGES = ["structure", "templates", "volumes", "priors", "train", "validate", "likelihood_reference"]
@@ -86,6 +86,8 @@ def test_a_users_config_defines_exactly_its_datasets_and_a_project_folder_runs_w
             "templates.ensemble.pdb_files: no file matches '/none/*.pdb'",
         ),
         ({"datasets.demo.shards": 0}, "datasets.demo.shards: 0 is less than the minimum of 1"),
+        ({"train.embedding.crop_px": 32}, "train.embedding.crop_px: 32 is not smaller than image.box_px (32)"),
+        ({"train.embedding.crop_px": 15}, "train.embedding.crop_px: 15 is not a multiple of 2"),
         ({"templates.theta_dims": 3}, "templates.theta_dims: 3 is not one of [1, 2]"),
         (
             {"templates.theta_dims": 2},
@@ -216,6 +218,9 @@ def test_tiny_end_to_end_outputs(tiny_run):
     for entry in reference:
         assert entry["exact_mean_std_A"] > 0 and entry["median_kl_exact_to_estimator"] >= 0
         assert entry["p68_ratio_estimator_to_exact"] > 0 and np.isfinite(entry["median_std_ratio"])
+        assert np.isfinite(entry["excess_nll"]) and entry["excess_nll_se"] >= 0
+    # the tiny model (40 steps) is far from the exact posterior at SNR 0.1, inside its prior: the report says so
+    assert "nats per image at SNR 0.1" in validation["likelihood_verdict"], validation["likelihood_verdict"]
     exact = np.load(results / "validation" / "likelihood.npz")
     assert exact["log_likelihood"].shape == (16, 5) and np.all(np.isfinite(exact["log_likelihood"]))
     fixed = np.load(results / "validation" / "simulations.npz")
@@ -531,6 +536,7 @@ def test_the_production_preset_layers_on_a_config(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "results/demo_production/model/posterior.pt" in result.stdout
+    assert "rule likelihood_reference:" in result.stdout  # the preset measures the estimator against the likelihood
     preset = yaml.safe_load((ROOT / "config" / "production.yaml").read_text())
     assert preset["train"]["embedding"] == {"latent_dim": 256, "width": 64}
     assert preset["train"]["flow"]["hidden_features"] == [256] * 10 + [128, 64]
@@ -542,7 +548,19 @@ def test_train_keys_left_out_of_the_train_rule_are_the_schemas_defaults():
     those models had (no retraining on an upgrade); that value must be the schema's default, or a config that
     leaves the key out would train with one value and record another."""
     train = schema.full_schema()["properties"]["train"]["properties"]
-    assert TRAIN_ADDED == {key: train[key]["default"] for key in TRAIN_ADDED}
+
+    def default(dotted):
+        node = {"properties": train}
+        for key in dotted.split("."):
+            node = node["properties"][key]
+        return node["default"]
+
+    assert TRAIN_ADDED == {key: default(key) for key in TRAIN_ADDED}
+    # a config at the defaults gives the train rule none of them, and the train job puts them back
+    full = schema.validate(yaml.safe_load((ROOT / "tests" / "config" / "tiny.yaml").read_text()))["train"]
+    params = configuration.train_params(full)
+    assert "crop_px" not in params["embedding"] and "condition_on_ctf" not in params
+    assert with_added(params) == full
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,11 @@ from pathlib import Path
 
 # Rule scripts import the cryoflow package from src/ in whichever conda env
 # they run; jobs on cluster nodes re-read this Snakefile and get the same. The
-# Snakefile itself uses only cryoflow's standard-library modules.
-SRC = str(Path(workflow.basedir) / "src")
+# Snakefile itself uses only cryoflow's standard-library modules. The workflow's
+# folder is found from this file, not from the main Snakefile: used as a module,
+# the main Snakefile is the user's.
+WORKFLOW_ROOT = Path(str(workflow.current_basedir)).parents[1]
+SRC = str(WORKFLOW_ROOT / "src")
 _pythonpath = os.environ.get("PYTHONPATH", "")
 if SRC not in _pythonpath.split(os.pathsep):
     os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, _pythonpath) if p))
@@ -34,7 +37,7 @@ configfile: "config/config.yaml"
 
 
 try:
-    configuration.load(config, workflow.config_settings.overwrite_config)
+    configuration.load(config, workflow.config_settings.overwrite_config, WORKFLOW_ROOT)
     if not (
         workflow.remote_exec or workflow.subprocess_exec
     ):  # where the run starts, not inside its jobs

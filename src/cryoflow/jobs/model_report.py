@@ -42,6 +42,10 @@ def run(job: Job) -> None:
         fixed = numbers["fixed_snr"] + numbers.get("likelihood_reference", [])
         for warning in diagnostics.mark_training_snr(fixed, snr_range):
             log.warning("%s", warning)
+    verdict = diagnostics.likelihood_verdict(numbers.get("likelihood_reference", []))
+    if verdict:
+        numbers["likelihood_verdict"] = verdict
+        log.info("%s", verdict)
     figures.plot_calibration(
         diagnostics.CREDIBILITY_LEVELS,
         coverage,

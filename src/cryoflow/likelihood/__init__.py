@@ -6,4 +6,6 @@ comparison with the estimator's.
 - ``rows``: the shift × nuisance cells an image sums over (``Rows``, ``NuisanceCell``) and their refinement
 - ``gridsize`` (standard library): ``estimated_bytes``, ``likelihood_problems`` (checks at ``-n``)
 - ``comparison``: ``validation_reference``, ``dataset_reference``, ``posterior_on_grid``, ``kl_divergence``
+- ``yardstick``: ``make_reference``, ``load``, ``check``, ``score`` (a fixed reference set any estimator is scored
+  on, ``bench/yardstick.py``) and ``theta_convergence``
 """

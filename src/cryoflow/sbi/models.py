@@ -22,6 +22,7 @@ from torch import nn
 
 from cryoflow.errors import InputError
 from cryoflow.io.fileio import atomic_path, sha256_files
+from cryoflow.physics.projection import crop_rfft2
 from cryoflow.physics.theta import bounds
 from cryoflow.workflow.modelcard import CTF_PRIOR_TOLERANCE, ModelCard
 
@@ -52,11 +53,14 @@ class ResNet18Embedding(nn.Module):
 
     ``width`` is the channel count of the first stage (64 in ResNet-18);
     stages double it. ``blocks`` gives the blocks per stage ((2, 2, 2, 2) is
-    ResNet-18).
+    ResNet-18). ``crop_px``: the images are first Fourier-cropped to that box
+    (band-limited to its Nyquist frequency, ``train.embedding.crop_px``), so
+    the network costs about (crop_px / box)² of what the full box costs.
     """
 
-    def __init__(self, latent_dim: int = 256, width: int = 64, blocks=(2, 2, 2, 2)):
+    def __init__(self, latent_dim: int = 256, width: int = 64, blocks=(2, 2, 2, 2), crop_px: int | None = None):
         super().__init__()
+        self.crop_px = crop_px
         self.stem = nn.Sequential(
             nn.Conv2d(1, width, 7, 2, 3, bias=False),
             nn.BatchNorm2d(width),
@@ -79,8 +83,17 @@ class ResNet18Embedding(nn.Module):
         assert isinstance(first, BasicBlock)
         return first.conv1.weight
 
+    def band_limited(self, images: torch.Tensor) -> torch.Tensor:
+        """The images Fourier-cropped to ``crop_px`` (in float32: FFTs have no bfloat16), pixel values
+        rescaled so a constant image keeps its value; unchanged without ``crop_px`` or when already that small."""
+        box = images.shape[-1]
+        if self.crop_px is None or self.crop_px >= box:
+            return images
+        spectrum = crop_rfft2(torch.fft.rfft2(images.float()), self.crop_px)
+        return torch.fft.irfft2(spectrum, s=(self.crop_px, self.crop_px)) * (self.crop_px / box) ** 2
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.unsqueeze(1)
+        x = self.band_limited(images).unsqueeze(1)
         if self.head_conv_weight().is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)  # as the weights: faster convolutions
         x = self.stages(self.stem(x))
@@ -103,6 +116,7 @@ class PosteriorEstimator(nn.Module):
         hidden_features=(256,) * 10 + (128, 64),
         particle_head: bool = False,
         ctf_context: CTFContext | dict | None = None,
+        crop_px: int | None = None,
     ):
         super().__init__()
         ranges = bounds(theta_range_A)
@@ -117,6 +131,8 @@ class PosteriorEstimator(nn.Module):
         }
         if particle_head:  # left out otherwise, so model files written before it existed load unchanged
             self.architecture["particle_head"] = True
+        if crop_px is not None:  # train.embedding.crop_px; left out otherwise, as particle_head is
+            self.architecture["crop_px"] = int(crop_px)
         # train.condition_on_ctf: each image's CTF (its features scaled to [-1, 1] over the prior) joins the latent
         # as the flow's context; left out otherwise, as particle_head is
         self.ctf_context = (
@@ -136,7 +152,7 @@ class PosteriorEstimator(nn.Module):
             centre, scale = centre[0], scale[0]
         self.register_buffer("theta_center", torch.tensor(centre, dtype=torch.float32))
         self.register_buffer("theta_scale", torch.tensor(scale, dtype=torch.float32))
-        self.embedding = ResNet18Embedding(latent_dim, width, blocks)
+        self.embedding = ResNet18Embedding(latent_dim, width, blocks, crop_px)
         self.npe = NPE(
             self.theta_dim, n_context, build=zuko.flows.NSF, transforms=transforms, hidden_features=hidden_features
         )
@@ -258,6 +274,7 @@ def load_model(path: str | Path, device="cpu") -> tuple[PosteriorEstimator, Mode
         hidden_features=tuple(arch["hidden_features"]),
         particle_head=bool(arch.get("particle_head", False)),
         ctf_context=arch.get("ctf_context"),
+        crop_px=arch.get("crop_px"),
     )
     model.load_state_dict(payload["state_dict"])
     check_card(path, payload["metadata"])

@@ -35,7 +35,7 @@ from cryoflow.report.figures import plot_loss
 from cryoflow.sbi import devices, distributed, models, training
 from cryoflow.sbi.distributed import World
 from cryoflow.workflow import from_config
-from cryoflow.workflow.modelcard import TRAIN_ADDED, ModelCard
+from cryoflow.workflow.modelcard import ModelCard, with_added
 
 log = logging.getLogger("cryoflow.sbi.trainjob")  # also when run as __main__ by torchrun
 
@@ -70,7 +70,7 @@ class TrainJob:
     @property
     def train(self) -> dict:
         """The train section, with the keys the rule's params leave out at their old value put back."""
-        return {**TRAIN_ADDED, **self.params["train"]}
+        return with_added(self.params["train"])
 
 
 @dataclasses.dataclass(frozen=True)

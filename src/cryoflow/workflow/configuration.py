@@ -20,30 +20,42 @@ from cryoflow.io import mrcheader, starindex
 from cryoflow.io.structure_text import ca_positions, cached_path, is_pdb_id, looks_like_structure
 from cryoflow.likelihood import gridsize
 from cryoflow.workflow import gridcheck, modelcard, schema
-from cryoflow.workflow.modelcard import TRAIN_ADDED
 from cryoflow.workflow.schema import DATASET_SECTIONS, MICROGRAPH_SECTIONS
 
 # sections that a config given on the command line defines whole (not merged into config/config.yaml's)
 WHOLE_SECTIONS = ("datasets", "micrographs")
 
 
-def load(cfg: dict, command_line: dict | None = None) -> dict:
+def load(cfg: dict, command_line: dict | None = None, workflow_root: Path | None = None) -> dict:
     """Check the config Snakemake assembled (in place, defaults filled in) and return it.
 
     ``command_line`` is what --configfile/--config gave: a ``datasets`` or ``micrographs`` section there
     defines exactly those (Snakemake merges it into config/config.yaml's, which would keep the demo's).
+    ``workflow_root`` is the workflow's folder: a relative ``structure.source`` found there and not in the
+    working directory is the workflow's bundled file (a deployed project's config names
+    ``resources/structures/…`` as the workflow's own config does).
     """
     given = command_line or {}
     for section in WHOLE_SECTIONS:
         if section in given:
             cfg[section] = copy.deepcopy(given[section])
+    if workflow_root is not None and isinstance(cfg.get("structure"), dict):
+        cfg["structure"]["source"] = bundled(cfg["structure"].get("source"), workflow_root)
     return check_config(cfg)
+
+
+def bundled(path, workflow_root: Path):
+    """``path`` as the working directory holds it, else the workflow's own file of that relative name."""
+    if not isinstance(path, str) or Path(path).is_absolute() or Path(path).exists() or is_pdb_id(path):
+        return path
+    candidate = workflow_root / path
+    return str(candidate) if candidate.is_file() else path
 
 
 def train_params(train: dict) -> dict:
     """The train section as the train rule's params: keys added later are left out at their default (off, one
     rank), so a model trained before they existed is not retrained on an upgrade."""
-    return {key: value for key, value in train.items() if key not in TRAIN_ADDED or value != TRAIN_ADDED[key]}
+    return modelcard.without_added(train)
 
 
 def merged(base: dict, override: dict | None) -> dict:
@@ -56,6 +68,9 @@ def merged(base: dict, override: dict | None) -> dict:
 def check_config(cfg: dict) -> dict:
     """Validate against the JSON schema (filling defaults), then check files and cross-key rules."""
     schema.validate(cfg)
+    crop, box = cfg["train"]["embedding"]["crop_px"], cfg["image"]["box_px"]
+    if crop is not None and crop >= box:
+        raise ConfigError(f"train.embedding.crop_px: {crop} is not smaller than image.box_px ({box}); use null")
     check_structure(cfg["structure"])
     check_templates(cfg["templates"])
     check_input_files(cfg)

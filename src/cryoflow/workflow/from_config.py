@@ -170,6 +170,7 @@ def build_model(ensemble: dict, train_cfg: dict, priors: Priors | None = None) -
         hidden_features=tuple(train_cfg["flow"]["hidden_features"]),
         particle_head=train_cfg["junk_fraction"] > 0,
         ctf_context=ctf_context,
+        crop_px=train_cfg["embedding"]["crop_px"],
     )
 
 

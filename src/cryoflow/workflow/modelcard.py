@@ -16,8 +16,40 @@ from cryoflow.io.structure_text import is_pdb_id
 # train keys added after models were trained, with the value those models were trained with: the train
 # rule's params leave a key out while it has that value (configuration.train_params), so an upgrade does not
 # retrain them, and the train job puts it back (trainjob.TrainJob.train). Equal to the schema's defaults
-# (tests/test_workflow.py holds them so).
-TRAIN_ADDED = {"condition_on_ctf": False, "processes": 1, "nodes": 1}
+# (tests/test_workflow.py holds them so). A dotted key names one inside a sub-section.
+TRAIN_ADDED = {"condition_on_ctf": False, "processes": 1, "nodes": 1, "embedding.crop_px": None}
+
+
+def without_added(train: dict) -> dict:
+    """``train`` less the ``TRAIN_ADDED`` keys that hold their old value (the train rule's params)."""
+    out = _sections_copied(train)
+    for dotted, old in TRAIN_ADDED.items():
+        node, leaf = _parent(out, dotted)
+        if leaf in node and node[leaf] == old:
+            del node[leaf]
+    return out
+
+
+def with_added(train: dict) -> dict:
+    """``train`` with the ``TRAIN_ADDED`` keys it lacks put back at their old value."""
+    out = _sections_copied(train)
+    for dotted, old in TRAIN_ADDED.items():
+        node, leaf = _parent(out, dotted)
+        node.setdefault(leaf, old)
+    return out
+
+
+def _sections_copied(train: dict) -> dict:
+    return {key: dict(value) if isinstance(value, dict) else value for key, value in train.items()}
+
+
+def _parent(train: dict, dotted: str) -> tuple[dict, str]:
+    """The section that holds a dotted key (created where missing), and the key's last part."""
+    *parents, leaf = dotted.split(".")
+    node = train
+    for key in parents:
+        node = node.setdefault(key, {})
+    return node, leaf
 
 
 class ModelCard(TypedDict, total=False):
