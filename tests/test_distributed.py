@@ -84,6 +84,26 @@ def test_a_rank_killed_by_a_signal_is_reported_by_its_signal_not_torchruns_exit_
     assert plain.startswith("rank 0 (ValueError: bad) of the training run failed (torchrun exit code 1)")
 
 
+def test_the_sigterm_torchrun_sends_the_surviving_ranks_does_not_hide_the_failed_ranks_error():
+    """Seen in CI: rank 1 raised, rank 0 lost its peer and was stopped by torchrun's SIGTERM before it exited;
+    torchrun then lists rank 0's signal first. The cause is rank 1's own error."""
+    output = """[rank1]: RuntimeError: rank 1 fails on purpose
+[rank0]: RuntimeError: [gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:28579: Connection reset by peer.
+Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 2506)  (SIGTERM)
+  traceback : Signal 15 (SIGTERM) received by PID 2506
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 2507)
+"""
+    message = distributed.failure_message(output, 1)
+    assert message.startswith("rank 1 (RuntimeError: rank 1 fails on purpose) of the training run failed"), message
+
+
 def test_more_gpus_than_the_job_sees_is_refused_naming_the_key():
     cfg = {"device": "cuda", "gpus": 4, "processes": 1, "nodes": 1}
     with pytest.raises(InputError, match="train.gpus is 4 but the training job sees 2 GPU"):

@@ -304,11 +304,14 @@ def run_ranks(command: list[str], env: dict | None = None) -> None:
 
 
 def failure_message(output: str, returncode: int) -> str:
-    """What went wrong, from torchrun's output: the rank that failed first and its error, or the signal that
-    killed it (torchrun's own exit code says only that a rank failed)."""
+    """What went wrong, from torchrun's output: the rank that failed first and its error, or, where no rank
+    failed for a reason of its own, the signal that killed it (torchrun's own exit code says only that a rank
+    failed)."""
     found = failed_rank(output)
     signalled = re.search(r"Signal (\d+) \((SIG[A-Z]+)\) received by PID", output)
-    if signalled:
+    # torchrun sends SIGTERM to the ranks still running once one has failed: a rank's own error is the cause
+    own_error = found is not None and bool(found[1]) and not LOST_PEER.search(found[1])
+    if signalled and not own_error:
         who = f"rank {found[0]}" if found else "a rank"
         what = (
             f"{who} of the training run was killed by {signalled.group(2)} (signal {signalled.group(1)}): "
