@@ -30,17 +30,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training import PAPER_HIDDEN, bench_problem  # noqa: E402  (bench/training.py)
+from training import PAPER_HIDDEN, bench_problem, synchronize  # noqa: E402  (bench/training.py)
 
 from cryoflow.likelihood import comparison, exact  # noqa: E402
 from cryoflow.sbi import devices, inference, training  # noqa: E402
 from cryoflow.sbi.models import PosteriorEstimator  # noqa: E402
 from cryoflow.workflow import schema  # noqa: E402
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def settings(steps: int, batch: int, junk: float) -> training.TrainingConfig:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoflow.analysis.diagnostics import log_density_at
+from cryoflow.analysis.diagnostics import excess_at_truth
 from cryoflow.errors import InputError
 from cryoflow.likelihood import comparison, exact
 from cryoflow.physics.projection import AtomTemplates, interpolate_coords
@@ -117,8 +117,13 @@ def p68_error(log_density: np.ndarray, grid: np.ndarray, theta: np.ndarray) -> f
 def score(ref: dict, model, device, grid_points: int = 512) -> list[dict]:
     """Per nuisance mode and SNR: the estimator against the exact posterior on the reference's images."""
     _, grid = posterior_grid(model.architecture["theta_range_A"], grid_points, 8)
-    known = {key.removeprefix("nuisance_"): ref[key] for key in ref if key.startswith("nuisance_")}
+    known = nuisances(ref)
     return score_densities(ref, comparison.estimator_log_density(model, ref["images"], grid, device, ctf=known), grid)
+
+
+def nuisances(ref: dict, rows=slice(None)) -> dict[str, np.ndarray]:
+    """Each reference image's nuisances (pose, shift, CTF, …) in the simulator's keys, for ``rows``."""
+    return {key.removeprefix("nuisance_"): ref[key][rows] for key in ref if key.startswith("nuisance_")}
 
 
 def score_densities(ref: dict, log_q_all: np.ndarray, grid: np.ndarray) -> list[dict]:
@@ -129,7 +134,7 @@ def score_densities(ref: dict, log_q_all: np.ndarray, grid: np.ndarray) -> list[
         for snr in dict.fromkeys(ref["snr"].tolist()):
             rows = ref["snr"] == snr
             theta, log_p, log_q = ref["theta_true"][rows], log_p_all[rows], log_q_all[rows]
-            excess = log_density_at(log_p, grid, theta) - log_density_at(log_q, grid, theta)
+            excess = excess_at_truth(log_p, log_q, grid, theta)
             std = {
                 name: summarize_grid_posterior(d, grid, 1, np.random.default_rng(0))["std"]
                 for name, d in (("exact", log_p), ("estimator", log_q))
@@ -173,9 +178,7 @@ def midpoint_simulator(simulator: Simulator) -> Simulator:
 def theta_convergence(simulator: Simulator, ref: dict, mode: str, settings: exact.GridSettings, snr: float, n: int):
     """|log L at the midpoints − its interpolation over the nodes| and the posteriors' KL, for ``n`` images."""
     rows = np.flatnonzero(ref["snr"] == snr)[:n]
-    nuisance = {
-        key.removeprefix("nuisance_"): torch.as_tensor(ref[key][rows]) for key in ref if key.startswith("nuisance_")
-    }
+    nuisance = {key: torch.as_tensor(value) for key, value in nuisances(ref, rows).items()}
     images = torch.as_tensor(ref["images"][rows])
     engine = exact.ExplicitLikelihood(midpoint_simulator(simulator), settings)
     middle = engine.log_likelihood(images, nuisance, label=f"midpoints ({mode}) at SNR {snr:g}")["log_likelihood"]
